@@ -1,0 +1,141 @@
+"""The one source of truth for every hyper-parameter of the reproduction.
+
+Nets (models/), solvers (solvers/), data sets (data_prep) and the trainer all read this config;
+the committed prototxt files are generated from it. Overrides come as ``KEY=VALUE`` strings from
+the command line or Make (``make train ITERS=... SET="base_lr=1e-3"``), checked against the field's
+type; unknown keys and bad values are rejected with one clear line.
+"""
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent  # the repository root: every path resolves from it
+
+DATASETS = ("brain", "prostate", "breast")  # the paper's three data sets (breast: see README)
+ACTIVATIONS = ("relu", "rrelu", "leaky", "prelu")  # relu/rrelu are the paper's; leaky/prelu compare
+SOLVERS = {"sgd": "SGD", "nesterov": "Nesterov"}  # our name -> Caffe's solver type
+
+
+class ConfigError(ValueError):
+    """A bad override or name: the message is one line meant for the user."""
+
+
+@dataclass(frozen=True)
+class Config:
+    """SRCNN 9-1-5 x3 as in the paper, with the SRCNN Caffe release where the paper is silent."""
+
+    # --- data (SRCNN release generate_train.m / generate_test.m) ---
+    scale: int = 3  # upscaling factor: bicubic down by 3, then up by 3
+    patch: int = 33  # input patch side (f_sub in the paper)
+    label: int = 21  # label side: 33 - 9 - 1 - 5 + 3; the net has no padding
+    stride_train: int = 14  # training patch stride
+    stride_test: int = 21  # test patch stride (generate_test.m)
+    data_seed: int = 0  # seed of the permutation that shuffles training patches
+
+    # --- net: conv f1 n1 -> act -> conv f2 n2 -> act -> conv f3 c ---
+    n1: int = 64  # conv1 filters
+    n2: int = 32  # conv2 filters
+    f1: int = 9  # conv1 kernel
+    f2: int = 1  # conv2 kernel
+    f3: int = 5  # conv3 kernel
+    init_std: float = 0.001  # Gaussian weight init std (paper and release); biases start at 0
+    rrelu_lower: float = 3.0  # RReLU: a ~ U(lower, upper) per element at training time
+    rrelu_upper: float = 8.0
+    # RReLU at test time: y = x/a with a = (lower+upper)/2 = 5.5, i.e. slope 2/11; also the slope of
+    # `leaky` in both phases and PReLU's initial slope.
+    prelu_channel_shared: bool = False  # PReLU: one slope per channel (He et al.'s default)
+
+    # --- solver ---
+    base_lr: float = 1e-4  # paper: 1e-4 for layers 1-2 ...
+    lr_mult_weights: typing.Tuple[float, float, float] = (1.0, 1.0, 0.1)  # ... and 1e-5 for layer 3
+    # Bias lr_mult as the SRCNN release (0.1 everywhere); the paper says nothing of biases, read
+    # literally it gives biases their layer's rate: lr_mult_biases=1,1,0.1 (README, differences).
+    lr_mult_biases: typing.Tuple[float, float, float] = (0.1, 0.1, 0.1)
+    momentum: float = 0.9  # both solvers
+    weight_decay: float = 0.0  # SRCNN release: none
+    lr_policy: str = "fixed"  # paper: fixed learning rates
+    batch_train: int = 128  # SRCNN release train batch
+    batch_test: int = 2  # SRCNN release test batch
+    max_iter: int = 3000  # short default that fits a 2-core CPU; the paper runs 4e6 (PROFILE=paper)
+    snapshot: int = 1000  # snapshot interval (iterations)
+    test_interval: int = 500  # test interval (iterations): Caffe's patch loss and our image PSNR
+    display: int = 100  # Caffe's log interval
+    random_seed: int = 1701  # Caffe's RNG: weight init, RReLU draws (reseeded per iteration)
+    solver_mode: str = "CPU"  # CPU or GPU
+
+    @property
+    def rrelu_test_slope(self) -> float:
+        """1 / mean(a): the deterministic slope RReLU uses at test time (2/11 by default)."""
+        return 2.0 / (self.rrelu_lower + self.rrelu_upper)
+
+    @property
+    def receptive_field(self) -> int:
+        """Pixels lost per dimension by the valid convolutions (12 for 9-1-5)."""
+        return self.f1 + self.f2 + self.f3 - 3
+
+    def with_overrides(self, overrides):
+        """A copy with ``KEY=VALUE`` strings applied; ConfigError on unknown keys or bad values."""
+        changes = {}
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            key = key.strip()
+            if not sep:
+                raise ConfigError(f"override {item!r} is not KEY=VALUE")
+            if key not in FIELDS:
+                raise ConfigError(f"unknown config key {key!r}; known keys: {', '.join(FIELDS)}")
+            changes[key] = parse_value(key, FIELDS[key], value.strip())
+        cfg = dataclasses.replace(self, **changes)
+        cfg.validate()
+        return cfg
+
+    def validate(self):
+        """Reject combinations that cannot make a valid net or solver."""
+        if self.patch - self.receptive_field != self.label:
+            raise ConfigError(f"label={self.label} must equal patch - {self.receptive_field} = "
+                              f"{self.patch - self.receptive_field} (the net has no padding)")
+        if not 0 < self.rrelu_lower <= self.rrelu_upper:
+            raise ConfigError("need 0 < rrelu_lower <= rrelu_upper")
+        if self.solver_mode not in ("CPU", "GPU"):
+            raise ConfigError(f"solver_mode must be CPU or GPU, not {self.solver_mode!r}")
+        positive = ("scale", "patch", "stride_train", "stride_test", "n1", "n2", "batch_train",
+                    "batch_test", "max_iter", "snapshot", "test_interval")
+        for key in positive:
+            if getattr(self, key) <= 0:
+                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
+
+    def as_dict(self):
+        """Every field, for manifests."""
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+
+
+def parse_value(key, kind, text):
+    """Parse one override value as the field's type."""
+    try:
+        if kind is bool:
+            if text.lower() not in ("true", "false", "1", "0"):
+                raise ValueError
+            return text.lower() in ("true", "1")
+        if typing.get_origin(kind) is tuple:
+            items = [float(v) for v in text.split(",")]
+            if len(items) != len(typing.get_args(kind)):
+                raise ValueError
+            return tuple(items)
+        return kind(text)
+    except ValueError:
+        shape = "comma-separated floats (3)" if typing.get_origin(kind) is tuple else kind.__name__
+        raise ConfigError(f"{key}={text!r}: expected {shape}") from None
+
+
+def check_name(kind, name):
+    """Raise ConfigError unless ``name`` is a known data set, activation or solver."""
+    known = {"dataset": DATASETS, "activation": ACTIVATIONS, "solver": tuple(SOLVERS)}[kind]
+    if name not in known:
+        raise ConfigError(f"unknown {kind} {name!r}; choose from {', '.join(known)}")
+    return name
+
+
+DEFAULT = Config()

@@ -1,0 +1,114 @@
+"""SRCNN 9-1-5 nets on caffe.NetSpec: a train_val net per data set and activation, a deploy net per
+activation.
+
+Caffe has no RReLU layer, so the paper's RReLU is assembled from stock layers (see ``rrelu_train``).
+Phase-specific layers are found by building the TRAIN and the TEST net separately and merging them
+(``merge_phases``): layers the two phases share appear once, the others get an ``include`` rule.
+"""
+import difflib
+
+import caffe
+from caffe import layers as L
+from caffe import params as P
+from caffe.proto import caffe_pb2
+
+TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
+
+
+def conv(bottom, cfg, index, num_output, kernel):
+    """A valid (unpadded) convolution with the paper's init and the config's lr_mults."""
+    return L.Convolution(
+        bottom, num_output=num_output, kernel_size=kernel, stride=1, pad=0,
+        weight_filler=dict(type="gaussian", std=cfg.init_std),
+        bias_filler=dict(type="constant", value=0),
+        param=[dict(lr_mult=cfg.lr_mult_weights[index]), dict(lr_mult=cfg.lr_mult_biases[index])])
+
+
+def rrelu_train(n, name, bottom, cfg, shape):
+    """RReLU at training time, exact in distribution: y = max(0,x) + min(0,x)/a, a ~ U(lower, upper)
+    drawn per element on every forward pass (DummyData refills non-constant fillers each forward).
+    The gradient is 1 for x > 0 and 1/a for x < 0, with the forward pass's a."""
+    setattr(n, name + "_pos", L.ReLU(bottom))
+    pos = getattr(n, name + "_pos")
+    setattr(n, name + "_neg", L.Eltwise(bottom, pos, operation=P.Eltwise.SUM, coeff=[1, -1]))
+    setattr(n, name + "_a", L.DummyData(
+        shape=dict(dim=list(shape)),
+        data_filler=dict(type="uniform", min=cfg.rrelu_lower, max=cfg.rrelu_upper)))
+    setattr(n, name + "_inv_a", L.Power(getattr(n, name + "_a"), power=-1))
+    # No gradient flows into the random slopes: they are not parameters.
+    setattr(n, name + "_neg_scaled", L.Eltwise(getattr(n, name + "_neg"), getattr(n, name + "_inv_a"),
+                                                operation=P.Eltwise.PROD, propagate_down=[True, False]))
+    setattr(n, name, L.Eltwise(pos, getattr(n, name + "_neg_scaled"), operation=P.Eltwise.SUM))
+
+
+def activation(n, name, bottom, act, phase, cfg, train_shape):
+    """Set ``n.<name>`` to the activation ``act`` of ``bottom``."""
+    slope = cfg.rrelu_test_slope
+    if act == "relu":
+        setattr(n, name, L.ReLU(bottom))
+    elif act == "leaky" or (act == "rrelu" and phase != TRAIN):
+        setattr(n, name, L.ReLU(bottom, negative_slope=slope))
+    elif act == "prelu":
+        setattr(n, name, L.PReLU(bottom, filler=dict(type="constant", value=slope),
+                                 channel_shared=cfg.prelu_channel_shared))
+    elif act == "rrelu":
+        rrelu_train(n, name, bottom, cfg, train_shape)
+    else:
+        raise ValueError(f"unknown activation {act!r}")
+
+
+def srcnn_body(n, data, act, phase, cfg):
+    """conv1 -> act1 -> conv2 -> act2 -> conv3 on top of ``data``; returns conv3."""
+    side = cfg.patch - cfg.f1 + 1  # training feature maps: 25x25 for 33x33 patches
+    n.conv1 = conv(data, cfg, 0, cfg.n1, cfg.f1)
+    activation(n, "act1", n.conv1, act, phase, cfg, (cfg.batch_train, cfg.n1, side, side))
+    side = side - cfg.f2 + 1
+    n.conv2 = conv(n.act1, cfg, 1, cfg.n2, cfg.f2)
+    activation(n, "act2", n.conv2, act, phase, cfg, (cfg.batch_train, cfg.n2, side, side))
+    n.conv3 = conv(n.act2, cfg, 2, 1, cfg.f3)
+    return n.conv3
+
+
+def phase_net(cfg, act, phase, source, batch):
+    """The whole net as one phase sees it: HDF5 patches, SRCNN, Euclidean loss."""
+    n = caffe.NetSpec()
+    n.data, n.label = L.HDF5Data(source=source, batch_size=batch, ntop=2)
+    n.loss = L.EuclideanLoss(srcnn_body(n, n.data, act, phase, cfg), n.label)
+    return n.to_proto()
+
+
+def merge_phases(train, test):
+    """One NetParameter whose TRAIN and TEST phases are ``train`` and ``test``: shared layers once,
+    the rest in their original order with an ``include { phase: ... }`` rule."""
+    a, b = [str(l) for l in train.layer], [str(l) for l in test.layer]
+    merged = caffe_pb2.NetParameter()
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=a, b=b, autojunk=False).get_opcodes():
+        for layer in train.layer[i1:i2]:
+            merged.layer.add().CopyFrom(layer)
+            if tag != "equal":
+                merged.layer[-1].include.add(phase=TRAIN)
+        if tag != "equal":
+            for layer in test.layer[j1:j2]:
+                merged.layer.add().CopyFrom(layer)
+                merged.layer[-1].include.add(phase=TEST)
+    return merged
+
+
+def train_val_net(cfg, act, dataset):
+    """The train_val net of one data set; data paths are relative to the repository root."""
+    train = phase_net(cfg, act, TRAIN, f"data/{dataset}/train.txt", cfg.batch_train)
+    test = phase_net(cfg, act, TEST, f"data/{dataset}/test.txt", cfg.batch_test)
+    net = merge_phases(train, test)
+    net.name = f"SRCNN_{act}_{dataset}"
+    return net
+
+
+def deploy_net(cfg, act, size=(33, 33)):
+    """The deploy net: one grey image in, its SR estimate out (smaller by the receptive field).
+    The Input shape is nominal; reshape the ``data`` blob to any HxW before forward."""
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 1, size[0], size[1]]))
+    srcnn_body(n, n.data, act, TEST, cfg)
+    net = n.to_proto()
+    net.name = f"SRCNN_{act}_deploy"
+    return net
