@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 PY := $(ROOT)/.venv/bin/python
 
-.PHONY: help setup test check-venv
+.PHONY: help setup test check-venv nets
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -16,3 +16,6 @@ check-venv:
 
 test: check-venv  ## the pytest suite (CPU, minutes)
 	@cd $(ROOT) && $(PY) -m pytest
+
+nets: check-venv  ## regenerate models/ and solvers/ from tools/config.py
+	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.generate

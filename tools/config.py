@@ -44,7 +44,13 @@ class Config:
     rrelu_upper: float = 8.0
     # RReLU at test time: y = x/a with a = (lower+upper)/2 = 5.5, i.e. slope 2/11; also the slope of
     # `leaky` in both phases and PReLU's initial slope.
+    # Which RReLU slopes are drawn independently: "element" (every activation, as PyTorch's RReLU and
+    # Caffe PR #3534) or "channel" (one per sample and channel, as Xu et al.'s a_ji can be read).
+    rrelu_draw: str = "element"
     prelu_channel_shared: bool = False  # PReLU: one slope per channel (He et al.'s default)
+    # Caffe's EuclideanLoss is sum/(2N) over a batch of N; the paper's MSE is sum/N: 2.0 gives the
+    # paper's scale (and gradients twice as large). The SRCNN release's learning rates assume 1.0.
+    loss_weight: float = 1.0
 
     # --- solver ---
     base_lr: float = 1e-4  # paper: 1e-4 for layers 1-2 ...
@@ -96,6 +102,8 @@ class Config:
                               f"{self.patch - self.receptive_field} (the net has no padding)")
         if not 0 < self.rrelu_lower <= self.rrelu_upper:
             raise ConfigError("need 0 < rrelu_lower <= rrelu_upper")
+        if self.rrelu_draw not in ("element", "channel"):
+            raise ConfigError(f"rrelu_draw must be element or channel, not {self.rrelu_draw!r}")
         if self.solver_mode not in ("CPU", "GPU"):
             raise ConfigError(f"solver_mode must be CPU or GPU, not {self.solver_mode!r}")
         positive = ("scale", "patch", "stride_train", "stride_test", "n1", "n2", "batch_train",

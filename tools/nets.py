@@ -26,19 +26,26 @@ def conv(bottom, cfg, index, num_output, kernel):
 
 def rrelu_train(n, name, bottom, cfg, shape):
     """RReLU at training time, exact in distribution: y = max(0,x) + min(0,x)/a, a ~ U(lower, upper)
-    drawn per element on every forward pass (DummyData refills non-constant fillers each forward).
-    The gradient is 1 for x > 0 and 1/a for x < 0, with the forward pass's a."""
-    setattr(n, name + "_pos", L.ReLU(bottom))
-    pos = getattr(n, name + "_pos")
-    setattr(n, name + "_neg", L.Eltwise(bottom, pos, operation=P.Eltwise.SUM, coeff=[1, -1]))
-    setattr(n, name + "_a", L.DummyData(
-        shape=dict(dim=list(shape)),
-        data_filler=dict(type="uniform", min=cfg.rrelu_lower, max=cfg.rrelu_upper)))
-    setattr(n, name + "_inv_a", L.Power(getattr(n, name + "_a"), power=-1))
+    drawn on every forward pass (DummyData refills non-constant fillers each forward), per element
+    or, with rrelu_draw=channel, per sample and channel. The gradient is 1 for x > 0 and 1/a for
+    x < 0, with the forward pass's a."""
+    def add(suffix, layer):
+        setattr(n, name + suffix, layer)
+        return layer
+
+    pos = add("_pos", L.ReLU(bottom))
+    neg = add("_neg", L.Eltwise(bottom, pos, operation=P.Eltwise.SUM, coeff=[1, -1]))  # min(0, x)
+    draws = list(shape) if cfg.rrelu_draw == "element" else list(shape[:2])
+    a = add("_a", L.DummyData(shape=dict(dim=draws), data_filler=dict(
+        type="uniform", min=cfg.rrelu_lower, max=cfg.rrelu_upper)))
+    inv_a = add("_inv_a", L.Power(a, power=-1))
     # No gradient flows into the random slopes: they are not parameters.
-    setattr(n, name + "_neg_scaled", L.Eltwise(getattr(n, name + "_neg"), getattr(n, name + "_inv_a"),
-                                                operation=P.Eltwise.PROD, propagate_down=[True, False]))
-    setattr(n, name, L.Eltwise(pos, getattr(n, name + "_neg_scaled"), operation=P.Eltwise.SUM))
+    if cfg.rrelu_draw == "element":
+        scaled = add("_neg_scaled", L.Eltwise(neg, inv_a, operation=P.Eltwise.PROD,
+                                              propagate_down=[True, False]))
+    else:  # Scale broadcasts the (N, C) slopes over H x W
+        scaled = add("_neg_scaled", L.Scale(neg, inv_a, axis=0, propagate_down=[True, False]))
+    add("", L.Eltwise(pos, scaled, operation=P.Eltwise.SUM))
 
 
 def activation(n, name, bottom, act, phase, cfg, train_shape):
@@ -73,7 +80,7 @@ def phase_net(cfg, act, phase, source, batch):
     """The whole net as one phase sees it: HDF5 patches, SRCNN, Euclidean loss."""
     n = caffe.NetSpec()
     n.data, n.label = L.HDF5Data(source=source, batch_size=batch, ntop=2)
-    n.loss = L.EuclideanLoss(srcnn_body(n, n.data, act, phase, cfg), n.label)
+    n.loss = L.EuclideanLoss(srcnn_body(n, n.data, act, phase, cfg), n.label, loss_weight=cfg.loss_weight)
     return n.to_proto()
 
 

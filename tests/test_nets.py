@@ -1,0 +1,168 @@
+"""Generated nets and solvers: they load, have the paper's geometry, and RReLU is exact in
+distribution and gradient."""
+import caffe
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from scipy import stats
+
+from caffe.proto import caffe_pb2
+from tests.caffe_helpers import tiny_solver, tiny_train_val
+from tools.config import ACTIVATIONS, DATASETS, DEFAULT, ROOT, SOLVERS
+from tools.generate import stale_files
+
+SLOPE = np.float32(2.0 / 11.0)
+
+
+def test_committed_files_match_a_fresh_generation():
+    assert stale_files() == [], "run `make nets` and commit the result"
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_deploy_net_maps_hxw_to_h_minus_12(act):
+    net = caffe.Net(str(ROOT / f"models/srcnn_{act}_deploy.prototxt"), caffe.TEST)
+    net.blobs["data"].reshape(1, 1, 40, 57)
+    net.reshape()
+    net.forward()
+    assert net.blobs["conv3"].data.shape == (1, 1, 28, 45)
+
+
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("phase", [caffe.TRAIN, caffe.TEST])
+def test_train_val_nets_load_and_run(act, phase, tmp_path):
+    net = caffe.Net(tiny_train_val(DEFAULT, act, tmp_path), phase)
+    net.forward()
+    batch = DEFAULT.batch_train if phase == caffe.TRAIN else DEFAULT.batch_test
+    assert net.blobs["conv3"].data.shape == (batch, 1, DEFAULT.label, DEFAULT.label)
+    assert np.isfinite(net.blobs["loss"].data).all()
+
+
+def test_every_committed_net_parses():
+    for dataset in DATASETS:
+        for act in ACTIVATIONS:
+            text = (ROOT / f"models/{dataset}/srcnn_{act}_train_val.prototxt").read_text()
+            net = text_format.Parse(text, caffe_pb2.NetParameter())
+            assert [l.name for l in net.layer if l.type == "Convolution"] == ["conv1", "conv2", "conv3"]
+
+
+@pytest.fixture(scope="module")
+def rrelu_train_net(tmp_path_factory):
+    """The RReLU net in TRAIN with conv1 weights large enough that half the outputs are negative."""
+    net = caffe.Net(tiny_train_val(DEFAULT, "rrelu", tmp_path_factory.mktemp("rrelu")), caffe.TRAIN)
+    net.params["conv1"][0].data[...] = np.random.RandomState(3).randn(*net.params["conv1"][0].data.shape)
+    net.params["conv1"][1].data[...] = -0.5
+    return net
+
+
+def negative_ratios(net):
+    net.forward()
+    x, y = net.blobs["conv1"].data, net.blobs["act1"].data
+    neg = x < -1e-3  # away from 0, where y/x loses relative precision
+    return x.copy(), (y[neg] / x[neg]).astype(np.float64)
+
+
+def rrelu_slope_cdf(t, lower=DEFAULT.rrelu_lower, upper=DEFAULT.rrelu_upper):
+    """CDF of 1/a for a ~ U(lower, upper)."""
+    return np.clip((upper - 1.0 / np.asarray(t)) / (upper - lower), 0.0, 1.0)
+
+
+def test_rrelu_train_slopes_follow_one_over_uniform(rrelu_train_net):
+    _, ratios = negative_ratios(rrelu_train_net)
+    sample = np.random.RandomState(0).choice(ratios, 20000, replace=False)
+    assert stats.kstest(sample, rrelu_slope_cdf).pvalue > 0.01
+    # A per-channel or per-sample draw would pass the marginal test, so check per-element variety.
+    assert len(np.unique(ratios[:5000])) > 4000
+    assert rrelu_slope_cdf(ratios.min()) < 0.001 and rrelu_slope_cdf(ratios.max()) > 0.999
+
+
+def test_rrelu_train_draws_fresh_slopes_each_forward(rrelu_train_net):
+    x1, r1 = negative_ratios(rrelu_train_net)
+    x2, r2 = negative_ratios(rrelu_train_net)
+    np.testing.assert_array_equal(x1, x2)  # same batch, same weights ...
+    assert np.mean(np.abs(r1 - r2) > 1e-4) > 0.99  # ... new slopes
+
+
+def test_rrelu_train_gradient_is_one_over_forward_a(rrelu_train_net):
+    net = rrelu_train_net
+    net.forward()
+    x = net.blobs["conv1"].data.copy()
+    a = net.blobs["act1_a"].data.copy()
+    net.blobs["act1"].diff[...] = 1.0
+    net.backward(start="act1")
+    grad = net.blobs["conv1"].diff
+    np.testing.assert_array_equal(grad[x > 0], 1.0)
+    np.testing.assert_allclose(grad[x < 0], 1.0 / a[x < 0], rtol=1e-6)
+
+
+def assert_leaky_slope_exact(x, y):
+    np.testing.assert_array_equal(y, np.where(x > 0, x, x * SLOPE))
+    assert (x < 0).sum() > 100
+
+
+@pytest.mark.parametrize("act", ["rrelu", "leaky"])
+def test_test_phase_slope_is_exactly_two_elevenths(act, tmp_path):
+    net = caffe.Net(tiny_train_val(DEFAULT, act, tmp_path), caffe.TEST)
+    net.params["conv1"][0].data[...] = np.random.RandomState(4).randn(*net.params["conv1"][0].data.shape)
+    net.forward()
+    assert_leaky_slope_exact(net.blobs["conv1"].data, net.blobs["act1"].data)
+
+
+@pytest.mark.parametrize("act", ["rrelu", "leaky"])
+def test_deploy_slope_is_exactly_two_elevenths(act):
+    net = caffe.Net(str(ROOT / f"models/srcnn_{act}_deploy.prototxt"), caffe.TEST)
+    net.params["conv1"][0].data[...] = np.random.RandomState(5).randn(*net.params["conv1"][0].data.shape)
+    net.blobs["data"].data[...] = np.random.RandomState(6).rand(*net.blobs["data"].data.shape)
+    net.forward()
+    assert_leaky_slope_exact(net.blobs["conv1"].data, net.blobs["act1"].data)
+
+
+def test_prelu_starts_at_two_elevenths_per_channel():
+    net = caffe.Net(str(ROOT / "models/srcnn_prelu_deploy.prototxt"), caffe.TEST)
+    slopes = net.params["act1"][0].data
+    assert slopes.shape == (DEFAULT.n1,)
+    np.testing.assert_array_equal(slopes, SLOPE)
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+def test_solver_files_hold_the_config(solver):
+    for dataset in DATASETS:
+        text = (ROOT / f"solvers/{dataset}/srcnn_rrelu_{solver}.prototxt").read_text()
+        s = text_format.Parse(text, caffe_pb2.SolverParameter())
+        assert s.type == SOLVERS[solver]
+        assert s.net == f"models/{dataset}/srcnn_rrelu_train_val.prototxt"
+        assert s.lr_policy == DEFAULT.lr_policy and s.random_seed == DEFAULT.random_seed
+        for key in ("base_lr", "momentum", "weight_decay"):
+            assert getattr(s, key) == np.float32(getattr(DEFAULT, key)), key
+        assert (s.max_iter, s.snapshot, s.test_interval) == (DEFAULT.max_iter, DEFAULT.snapshot,
+                                                            DEFAULT.test_interval)
+        assert s.solver_mode == caffe_pb2.SolverParameter.CPU
+
+
+def test_net_lr_mults_hold_the_config():
+    net = text_format.Parse((ROOT / "models/brain/srcnn_relu_train_val.prototxt").read_text(),
+                            caffe_pb2.NetParameter())
+    convs = [l for l in net.layer if l.type == "Convolution"]
+    got = [(c.param[0].lr_mult, c.param[1].lr_mult) for c in convs]
+    want = list(zip(DEFAULT.lr_mult_weights, DEFAULT.lr_mult_biases))
+    np.testing.assert_array_equal(np.float32(got), np.float32(want))
+    assert all(c.convolution_param.weight_filler.std == np.float32(DEFAULT.init_std) for c in convs)
+
+
+def test_one_nesterov_step_matches_caffe_closed_form(tmp_path):
+    cfg = DEFAULT.with_overrides(["base_lr=0.5"])  # a visible step: W changes well above float eps
+    solver = tiny_solver(cfg, "relu", "nesterov", tmp_path)
+    net = solver.net
+    for blobs in net.params.values():
+        for b in blobs:
+            b.diff[...] = 0
+    net.forward()
+    net.backward()
+    mults = [m for pair in zip(cfg.lr_mult_weights, cfg.lr_mult_biases) for m in pair]
+    before = [(b.data.copy(), b.diff.copy()) for p in net.params.values() for b in p]
+    solver.step(1)
+    after = [b.data for p in net.params.values() for b in p]
+    mu = np.float32(cfg.momentum)
+    for (w0, g), w1, mult in zip(before, after, mults):
+        v = np.float32(cfg.base_lr * mult) * g  # v_0 = 0, so v_1 = lr * g
+        np.testing.assert_allclose(w1, w0 - (1 + mu) * v, rtol=1e-5, atol=1e-9)
+    assert not np.allclose(after[0], before[0][0])
