@@ -3,7 +3,7 @@ SHELL := /bin/bash
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 PY := $(ROOT)/.venv/bin/python
 
-.PHONY: help setup test check-venv nets
+.PHONY: help setup test check-venv nets data
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -19,3 +19,6 @@ test: check-venv  ## the pytest suite (CPU, minutes)
 
 nets: check-venv  ## regenerate models/ and solvers/ from tools/config.py
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.generate
+
+data: check-venv  ## build the default data sets (brain, prostate, breast) into data/
+	@cd $(ROOT) && $(PY) -m data_prep $(if $(DATASET),--dataset $(DATASET))

@@ -1,0 +1,115 @@
+"""`make data` / `python -m data_prep`: build HDF5 patch sets.
+
+    python -m data_prep                       the three default data sets (skips up-to-date ones)
+    python -m data_prep --dataset brain       one of them
+    python -m data_prep --input PATH --name NAME [--test-count 7] [--axis 2] [--rule mr]
+                                              your own DICOM/NIfTI/PNG file or folder
+"""
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from tools.config import DATASETS, DEFAULT, ROOT, ConfigError
+
+from .build import DATA_KEYS, FORMAT_VERSION, build_dataset
+from .defaults import DEFAULTS
+from .errors import DataError
+from .intensity import RULES
+from .readers import read_volume
+from .sources import LOADERS, split_central
+
+DATA_ROOT = ROOT / "data"
+
+
+def up_to_date(dest, cfg):
+    """True when ``dest`` holds a complete data set built by this recipe and config."""
+    try:
+        manifest = json.loads((dest / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return False
+    wanted = {k: getattr(cfg, k) for k in DATA_KEYS}
+    return manifest.get("format_version") == FORMAT_VERSION and manifest.get("config") == wanted
+
+
+def check_default_geometry(name, test):
+    """The solver files' test_iter assumes the declared test shapes (data_prep/defaults.py)."""
+    spec = DEFAULTS[name]
+    shapes = {tuple(d - d % DEFAULT.scale for d in s.image.shape) for s in test}
+    if len(test) != spec.test_count or shapes != {spec.test_shape}:
+        raise DataError(f"{name}: test images {sorted(shapes)} x{len(test)} differ from the declared "
+                        f"{spec.test_shape} x{spec.test_count} in data_prep/defaults.py")
+
+
+def build_default(name, cfg, out, force):
+    dest = out / name
+    if not force and up_to_date(dest, cfg):
+        print(f"data_prep: {name}: up to date ({dest})")
+        return
+    train, test, manifest = LOADERS[name]()
+    check_default_geometry(name, test)
+    manifest = build_dataset(dest, train, test, cfg, manifest)
+    print(f"data_prep: {name}: {manifest['patches']['train']} training and "
+          f"{manifest['patches']['test']} test patches in {dest}")
+
+
+def build_user(args, cfg):
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", args.name):
+        raise DataError(f"--name {args.name!r}: use letters, digits, '_', '-' or '.'")
+    dest = args.out / args.name
+    if args.name in DATASETS and not args.force:
+        raise DataError(f"--name {args.name} is a default data set: pick another name or add --force")
+    slices, info = read_volume(args.input, axis=args.axis, rule=args.rule)
+    gap = 0 if info.get("intensity_scope") == "image" else args.gap  # separate pictures: no neighbours
+    train, test, split = split_central(slices, args.test_count, gap)
+    manifest = {"sources": [{"path": str(Path(args.input).resolve()), "format": info["format"]}],
+                "intensity": {"rule": info["rule"], "params": info["rule_params"]},
+                "split": split | {"axis": args.axis}, "skipped": info.get("skipped", [])}
+    manifest = build_dataset(dest, train, test, cfg, manifest)
+    print(f"data_prep: {args.name}: {manifest['patches']['train']} training and "
+          f"{manifest['patches']['test']} test patches in {dest}")
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", action="append", choices=DATASETS, help="default data set(s) to build")
+    p.add_argument("--input", type=Path, help="your DICOM file/series folder, NIfTI file or image folder")
+    p.add_argument("--name", help="name of the data set built from --input (data/<name>/)")
+    p.add_argument("--test-count", type=int, default=5, help="test slices for --input (default 5)")
+    p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2, help="NIfTI slice axis (2: axial)")
+    p.add_argument("--rule", choices=RULES, default="auto", help="intensity rule to 8 bits (README)")
+    p.add_argument("--gap", type=int, default=1, help="unused slices between test and training blocks")
+    p.add_argument("--out", type=Path, default=DATA_ROOT, help="where data sets go (default data/)")
+    p.add_argument("--force", action="store_true", help="rebuild even if up to date")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (tools/config.py)")
+    args = p.parse_args(argv)
+    if (args.input is None) != (args.name is None):
+        p.error("--input and --name go together")
+    if args.input is not None and args.dataset:
+        p.error("--dataset builds a default data set; --input builds your own: give one")
+    if args.test_count < 1 or args.gap < 0:
+        p.error("--test-count must be >= 1 and --gap >= 0")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        cfg = DEFAULT.with_overrides(args.overrides)
+        if args.input is not None:
+            build_user(args, cfg)
+        else:
+            for name in args.dataset or DATASETS:
+                build_default(name, cfg, args.out, args.force)
+    except (DataError, ConfigError) as e:
+        print(f"data_prep: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("data_prep: interrupted; no partial data set was left", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

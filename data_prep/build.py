@@ -1,0 +1,127 @@
+"""Build one data set directory from train and test slices:
+
+    data/<name>/train.txt, test.txt          HDF5 list files (Caffe's HDF5Data `source`)
+    data/<name>/train_000.h5, test_000.h5    patches: `data` (N,1,33,33), `label` (N,1,21,21)
+    data/<name>/test_images/<slice>.png      8-bit HR ground truth, exactly what evaluation scores
+    data/<name>/manifest.json                sources, split, intensity rule, patch counts
+
+The directory is built under a temporary name and renamed into place: an interrupted or failed
+build leaves the previous data set (or none), never a partial one.
+"""
+import shutil
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+from tqdm import tqdm
+
+from tools.atomic import current_umask, write_json_atomic
+from tools.config import ROOT
+
+from .degrade import degrade
+from .errors import DataError, warn
+from .hdf5 import CAFFE_MAX_BLOB, write_list_file, write_patch_files
+from .patches import extract_patches
+
+FORMAT_VERSION = 1  # bump when the layout or the patch recipe changes: old data sets are rebuilt
+
+
+def check_slice(s, cfg):
+    """Reason a slice cannot give patches, or None."""
+    rows, cols = (d - d % cfg.scale for d in s.image.shape)
+    if min(rows, cols) < cfg.patch:
+        return f"{s.source} ({s.name}): {s.image.shape[0]}x{s.image.shape[1]} is smaller than " \
+               f"{cfg.patch} px after modcrop({cfg.scale})"
+    if s.image.min() == s.image.max():
+        return f"{s.source} ({s.name}): constant slice"
+    return None
+
+
+def usable(slices, cfg, role):
+    """The slices that can give patches; the others are skipped with a warning naming them."""
+    good = []
+    for s in slices:
+        problem = check_slice(s, cfg)
+        if problem:
+            warn(f"skipped {role} slice {problem}")
+        else:
+            good.append(s)
+    if not good:
+        raise DataError(f"no usable {role} slices (see the warnings above)")
+    return good
+
+
+def patch_set(slices, cfg, stride, desc):
+    """All patches of ``slices`` (degraded as the SRCNN release), concatenated in slice order."""
+    inputs, labels = [], []
+    for s in tqdm(slices, desc=desc, unit="slice", leave=False):
+        hr, up = degrade(s.image, cfg.scale)
+        x, y = extract_patches(hr, up, cfg.patch, cfg.label, stride)
+        inputs.append(x)
+        labels.append(y)
+    return np.concatenate(inputs), np.concatenate(labels)
+
+
+def list_root(dest):
+    """Caffe runs from the repo root: list files there name HDF5 files relative to it."""
+    return ROOT if Path(dest).resolve().is_relative_to(ROOT) else None
+
+
+def write_contents(tmp, dest, train, test, cfg, max_elements):
+    """Fill ``tmp`` with what ``dest`` will hold; returns the manifest's counts part."""
+    counts = {}
+    for role, slices, stride, shuffle in (("train", train, cfg.stride_train, True),
+                                          ("test", test, cfg.stride_test, False)):
+        data, label = patch_set(slices, cfg, stride, f"{dest.name} {role}")
+        if shuffle:  # generate_train.m: randperm over all patches
+            order = np.random.RandomState(cfg.data_seed).permutation(len(data))
+            data, label = data[order], label[order]
+        paths = write_patch_files(tmp, role, data, label, max_elements)
+        root = list_root(dest)
+        write_list_file(tmp / f"{role}.txt", [dest.resolve() / p.name for p in paths], root)
+        counts[role] = {"patches": len(data), "files": [p.name for p in paths]}
+    (tmp / "test_images").mkdir()
+    for s in test:
+        hr = (degrade(s.image, cfg.scale)[0] * 255).round().astype(np.uint8)  # the modcropped slice
+        if not cv2.imwrite(str(tmp / "test_images" / f"{s.name}.png"), hr):
+            raise DataError(f"could not write test image {s.name}.png")
+    return counts
+
+
+def build_dataset(dest, train, test, cfg, manifest, max_elements=CAFFE_MAX_BLOB):
+    """Write the data set of ``train``/``test`` slices into ``dest`` atomically; ``manifest``
+    (sources, split, intensity) is completed with the config and patch counts and saved."""
+    dest = Path(dest)
+    train, test = usable(train, cfg, "training"), usable(test, cfg, "test")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700
+    try:
+        counts = write_contents(tmp, dest, train, test, cfg, max_elements)
+        manifest = dict(manifest, format_version=FORMAT_VERSION, name=dest.name,
+                        config={k: getattr(cfg, k) for k in DATA_KEYS},
+                        train_slices=[s.name for s in train], test_slices=[s.name for s in test],
+                        test_shapes={s.name: [d - d % cfg.scale for d in s.image.shape] for s in test},
+                        patches={k: v["patches"] for k, v in counts.items()},
+                        files={k: v["files"] for k, v in counts.items()})
+        write_json_atomic(tmp / "manifest.json", manifest)
+        replace_dir(tmp, dest)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return manifest
+
+
+DATA_KEYS = ("scale", "patch", "label", "stride_train", "stride_test", "data_seed")
+
+
+def replace_dir(new, dest):
+    """Swap ``new`` in for ``dest`` (two renames; the old one is removed after)."""
+    old = None
+    if dest.exists():
+        old = dest.with_name(f".{dest.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        dest.rename(old)
+    new.rename(dest)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
