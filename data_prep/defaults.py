@@ -30,7 +30,7 @@ def patches_per_image(shape, cfg, stride):
     return ((rows - cfg.patch) // stride + 1) * ((cols - cfg.patch) // stride + 1)
 
 
-def test_patch_count(dataset, cfg):
+def count_test_patches(dataset, cfg):
     """Test patches of a default data set (stride_test), for the solver's test_iter."""
     spec = DEFAULTS[dataset]
     return spec.test_count * patches_per_image(spec.test_shape, cfg, cfg.stride_test)

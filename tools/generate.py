@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import text_format
 
-from data_prep.defaults import test_patch_count
+from data_prep.defaults import count_test_patches
 from tools.atomic import write_text_atomic
 from tools.config import ACTIVATIONS, DATASETS, DEFAULT, ROOT, SOLVERS, ConfigError
 from tools.nets import deploy_net, train_val_net
@@ -42,7 +42,7 @@ def generated_files(cfg):
             files[f"models/{dataset}/srcnn_{act}_train_val.prototxt"] = prototxt(
                 train_val_net(cfg, act, dataset), f"Train/test net: {dataset}, {act}.")
             for solver in SOLVERS:
-                param = solver_param(cfg, dataset, act, solver, test_patch_count(dataset, cfg))
+                param = solver_param(cfg, dataset, act, solver, count_test_patches(dataset, cfg))
                 files[f"solvers/{dataset}/srcnn_{act}_{solver}.prototxt"] = prototxt(
                     param, f"Solver: {dataset}, {act}, {solver}. Run from the repo root.")
     return files

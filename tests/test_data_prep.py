@@ -1,0 +1,181 @@
+"""Degradation, patch geometry, HDF5 layout through Caffe, data set builds and bad input."""
+import json
+
+import caffe
+import cv2
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+from caffe import layers as L
+
+from data_prep import imresize, modcrop
+from data_prep.__main__ import main as data_prep_main
+from data_prep.build import build_dataset
+from data_prep.defaults import DEFAULTS, patches_per_image, count_test_patches
+from data_prep.degrade import degrade
+from data_prep.patches import extract_patches
+from data_prep.readers import Slice
+from data_prep.sources import split_central
+from tools.config import DEFAULT
+
+CFG = DEFAULT
+
+
+def random_slices(count, shape=(70, 64), seed=0):
+    rng = np.random.RandomState(seed)
+    return [Slice(f"s{i:02d}", rng.randint(0, 256, shape).astype(np.uint8), f"synthetic{i}", i)
+            for i in range(count)]
+
+
+def test_degrade_is_the_srcnn_recipe():
+    img = np.random.RandomState(1).randint(0, 256, (50, 47)).astype(np.uint8)
+    hr, up = degrade(img, 3)
+    want_hr = modcrop(img, 3) / 255.0
+    np.testing.assert_array_equal(hr, want_hr)
+    np.testing.assert_array_equal(up, imresize(imresize(want_hr, 1 / 3), output_shape=(48, 45)))
+
+
+def test_patches_take_label_from_the_centre_of_the_same_place():
+    rng = np.random.RandomState(2)
+    hr, up = rng.rand(75, 61), rng.rand(75, 61)
+    x, y = extract_patches(hr, up, 33, 21, 14)
+    rows, cols = (75 - 33) // 14 + 1, (61 - 33) // 14 + 1
+    assert x.shape == (rows * cols, 1, 33, 33) and y.shape == (rows * cols, 1, 21, 21)
+    k = 1 * cols + 1  # second row, second column: top-left at (14, 14)
+    np.testing.assert_array_equal(x[k, 0], up[14:47, 14:47].astype(np.float32))
+    np.testing.assert_array_equal(y[k, 0], hr[20:41, 20:41].astype(np.float32))
+    assert len(x) == patches_per_image((75, 61), CFG, 14)
+
+
+@pytest.mark.parametrize("name", list(DEFAULTS))
+def test_solver_test_patch_count_matches_the_extractor(name):
+    shape = DEFAULTS[name].test_shape
+    x, _ = extract_patches(np.zeros(shape), np.zeros(shape), CFG.patch, CFG.label, CFG.stride_test)
+    assert count_test_patches(name, CFG) == DEFAULTS[name].test_count * len(x)
+
+
+def test_central_split_leaves_a_gap():
+    slices = random_slices(19)
+    train, test, _ = split_central(slices, 7, gap=1)
+    test_idx, train_idx = {s.index for s in test}, {s.index for s in train}
+    assert len(test) == 7 and len(train) == 10
+    assert all(abs(a - b) > 1 for a in test_idx for b in train_idx)
+
+
+@pytest.fixture(scope="module")
+def small_dataset(tmp_path_factory):
+    dest = tmp_path_factory.mktemp("data") / "toy"
+    train, test = random_slices(3), random_slices(2, seed=5)
+    manifest = build_dataset(dest, train, test, CFG, {"sources": ["synthetic"]}, max_elements=33 * 33 * 200)
+    return dest, manifest, train, test
+
+
+def read_h5(paths):
+    data, label = [], []
+    for p in paths:
+        with h5py.File(p) as f:
+            assert f["data"].dtype == np.float32 and f["data"].chunks[0] <= 128
+            data.append(f["data"][()])
+            label.append(f["label"][()])
+    return np.concatenate(data), np.concatenate(label)
+
+
+def test_dataset_layout_split_files_and_seeded_shuffle(small_dataset):
+    dest, manifest, train, _ = small_dataset
+    files = (dest / "train.txt").read_text().split()
+    per_slice = patches_per_image((69, 63), CFG, CFG.stride_train)
+    assert manifest["patches"]["train"] == 3 * per_slice and len(files) == -(-3 * per_slice // 200)
+    data, label = read_h5(files)
+    assert data.shape == (3 * per_slice, 1, 33, 33) and label.shape == (3 * per_slice, 1, 21, 21)
+    unshuffled = np.concatenate([extract_patches(*degrade(s.image, 3), 33, 21, 14)[0] for s in train])
+    order = np.random.RandomState(CFG.data_seed).permutation(len(unshuffled))
+    np.testing.assert_array_equal(data, unshuffled[order])
+    assert json.loads((dest / "manifest.json").read_text())["patches"] == manifest["patches"]
+
+
+def test_test_images_are_the_modcropped_ground_truth(small_dataset):
+    dest, _, _, test = small_dataset
+    for s in test:
+        np.testing.assert_array_equal(cv2.imread(str(dest / "test_images" / f"{s.name}.png"), 0),
+                                      modcrop(s.image, 3))
+
+
+def test_hdf5_loads_through_caffe_hdf5data(small_dataset, tmp_path):
+    dest, _, _, _ = small_dataset
+    n = caffe.NetSpec()
+    n.data, n.label = L.HDF5Data(source=str(dest / "test.txt"), batch_size=5, ntop=2)
+    (tmp_path / "net.prototxt").write_text(str(n.to_proto()))
+    net = caffe.Net(str(tmp_path / "net.prototxt"), caffe.TEST)
+    net.forward()
+    data, label = read_h5((dest / "test.txt").read_text().split())
+    np.testing.assert_array_equal(net.blobs["data"].data, data[:5])
+    np.testing.assert_array_equal(net.blobs["label"].data, label[:5])
+
+
+def test_failed_build_keeps_the_previous_data_set(small_dataset, monkeypatch):
+    dest, manifest, train, test = small_dataset
+    monkeypatch.setattr("data_prep.build.write_list_file", lambda *a, **k: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        build_dataset(dest, train, test, CFG, {})
+    assert json.loads((dest / "manifest.json").read_text()) == json.loads(json.dumps(manifest))
+    assert sorted(p.name for p in dest.parent.iterdir()) == ["toy"]  # no temporary leftovers
+
+
+def test_default_prostate_builds_from_the_shipped_series(tmp_path):
+    assert data_prep_main(["--dataset", "prostate", "--out", str(tmp_path)]) == 0
+    manifest = json.loads((tmp_path / "prostate" / "manifest.json").read_text())
+    assert len(list((tmp_path / "prostate" / "test_images").glob("*.png"))) == 7
+    assert manifest["patches"]["test"] == count_test_patches("prostate", CFG)
+    assert manifest["patches"]["train"] == 10 * patches_per_image((384, 384), CFG, CFG.stride_train)
+    assert not set(manifest["train_slices"]) & set(manifest["test_slices"])
+
+
+def write_pngs(folder, count, shape=(60, 57), seed=0):
+    folder.mkdir(parents=True, exist_ok=True)
+    for s in random_slices(count, shape, seed):
+        cv2.imwrite(str(folder / f"{s.name}.png"), s.image)
+    return folder
+
+
+def test_user_png_folder_builds_and_skips_bad_files_with_a_warning(tmp_path, capsys):
+    folder = write_pngs(tmp_path / "in", 6)
+    (folder / "notes.png").write_text("not an image")
+    args = ["--input", str(folder), "--name", "mine", "--test-count", "2", "--out", str(tmp_path / "out")]
+    assert data_prep_main(args) == 0
+    assert "notes.png" in capsys.readouterr().err
+    assert len(list((tmp_path / "out" / "mine" / "test_images").glob("*.png"))) == 2
+
+
+def bad_inputs(tmp_path):
+    """(description, path) of inputs that must fail with one line and no output."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "text.dcm").write_text("hello")
+    small = write_pngs(tmp_path / "small", 4, shape=(31, 40))
+    const = tmp_path / "const"
+    const.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(const / f"{i}.png"), np.full((40, 40), 7, np.uint8))
+    nan = np.random.rand(40, 40, 9).astype(np.float32)
+    nan[3, 3, 3] = np.nan
+    nib.save(nib.Nifti1Image(nan, np.eye(4)), tmp_path / "nan.nii.gz")
+    nib.save(nib.Nifti1Image(np.random.rand(40, 40, 9, 2).astype(np.float32), np.eye(4)),
+             tmp_path / "4d.nii.gz")
+    return [("empty folder", tmp_path / "empty"), ("non-image", tmp_path / "text.dcm"),
+            ("too small", small), ("constant", const), ("NaN", tmp_path / "nan.nii.gz"),
+            ("4-D", tmp_path / "4d.nii.gz"), ("missing", tmp_path / "nope.nii")]
+
+
+def test_bad_input_gives_one_line_and_no_output(tmp_path, capsys):
+    for what, path in bad_inputs(tmp_path):
+        out = tmp_path / f"out-{what}"
+        code = data_prep_main(["--input", str(path), "--name", "x", "--test-count", "1", "--out", str(out)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2, what
+        assert err[-1].startswith("data_prep: error: ") and "Traceback" not in "".join(err), what
+        assert not (out / "x").exists(), what
+
+
+def test_unknown_override_is_one_clear_line(capsys):
+    assert data_prep_main(["--dataset", "prostate", "stride_train=abc"]) == 2
+    assert "stride_train" in capsys.readouterr().err
