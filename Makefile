@@ -3,7 +3,18 @@ SHELL := /bin/bash
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 PY := $(ROOT)/.venv/bin/python
 
-.PHONY: help setup test check-venv nets data
+# Training: `make train DATASET=prostate ACT=rrelu SOLVER=nesterov [ITERS=N] [SET="key=value ..."]`
+DATASETS := brain prostate breast
+GRID_ACTS := relu rrelu
+SOLVERS := sgd nesterov
+PROFILE ?= short
+# PROFILE=paper: the paper's 4e6 iterations (tests and snapshots every 1e5); short: tools/config.py
+PROFILE_paper := max_iter=4000000 test_interval=100000 snapshot=100000
+PROFILE_short :=
+TRAIN_ARGS = $(PROFILE_$(PROFILE)) $(if $(ITERS),max_iter=$(ITERS)) $(SET)
+GRID_RUNS := $(foreach d,$(DATASETS),$(foreach a,$(GRID_ACTS),$(foreach s,$(SOLVERS),grid-$(d)-$(a)-$(s))))
+
+.PHONY: help setup test check-venv nets data train grid curves
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -22,3 +33,16 @@ nets: check-venv  ## regenerate models/ and solvers/ from tools/config.py
 
 data: check-venv  ## build the default data sets (brain, prostate, breast) into data/
 	@cd $(ROOT) && $(PY) -m data_prep $(if $(DATASET),--dataset $(DATASET))
+
+train: check-venv  ## one run: DATASET= ACT= SOLVER= [ITERS=] [PROFILE=paper] [SET="k=v ..."]
+	@cd $(ROOT) && $(PY) -m tools.train --dataset $(DATASET) --act $(ACT) --solver $(SOLVER) $(TRAIN_ARGS)
+
+grid: $(GRID_RUNS)  ## the 12 runs (3 data sets x relu,rrelu x sgd,nesterov); -j safe; resumes
+
+# One independent run per target: its own run directory; finished runs are left alone.
+grid-%: data
+	@cd $(ROOT) && $(PY) -m tools.train --resume --dataset $(word 1,$(subst -, ,$*)) \
+	  --act $(word 2,$(subst -, ,$*)) --solver $(word 3,$(subst -, ,$*)) $(TRAIN_ARGS)
+
+curves: check-venv  ## Figs. 3-4 (PSNR vs iterations) per data set into figures/
+	@cd $(ROOT) && $(PY) -m tools.curves

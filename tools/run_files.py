@@ -1,0 +1,85 @@
+"""A training run's directory: its own nets and solver, snapshots, and manifest.json.
+
+    runs/<dataset>/<act>_<solver>/
+        train_val.prototxt, deploy.prototxt, solver.prototxt   generated from the run's config
+        snapshots/srcnn_iter_<N>.caffemodel / .solverstate
+        manifest.json                                           config, metrics, snapshots, status
+"""
+import json
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from tools.atomic import write_json_atomic, write_text_atomic
+from tools.config import ROOT
+from tools.nets import deploy_net, train_val_net
+from tools.solvers import solver_param
+
+
+def default_run_dir(dataset, act, solver):
+    return ROOT / "runs" / dataset / f"{act}_{solver}"
+
+
+def write_run_nets(run_dir, cfg, dataset, act, solver, data_dir):
+    """Generate the run's train_val, deploy and solver files (absolute data paths, snapshots in the
+    run directory, no Caffe-side testing or snapshotting: the trainer does both itself)."""
+    net = train_val_net(cfg, act, dataset)
+    for layer in net.layer:
+        if layer.type == "HDF5Data":
+            phase = "train" if layer.include[0].phase == 0 else "test"
+            layer.hdf5_data_param.source = str(Path(data_dir).resolve() / f"{phase}.txt")
+    files = {"train_val": run_dir / "train_val.prototxt", "deploy": run_dir / "deploy.prototxt",
+             "solver": run_dir / "solver.prototxt"}
+    write_text_atomic(files["train_val"], text_format.MessageToString(net))
+    write_text_atomic(files["deploy"], text_format.MessageToString(deploy_net(cfg, act)))
+    param = solver_param(cfg, dataset, act, solver, 0, net=str(files["train_val"]),
+                         snapshot_prefix=str(run_dir / "snapshots" / "srcnn"))
+    del param.test_iter[:]  # no test net: the trainer scores full test images instead
+    param.ClearField("test_interval")
+    param.snapshot, param.display = 0, 0
+    write_text_atomic(files["solver"], text_format.MessageToString(param))
+    (run_dir / "snapshots").mkdir(exist_ok=True)
+    return files
+
+
+def git_commit():
+    """The repository's HEAD commit (with "+dirty" if files changed), or None outside git."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def caffe_version():
+    import caffe
+    return {"version": caffe.__version__, "pycaffe": str(Path(caffe.__file__).parent)}
+
+
+def now():
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_manifest(cfg, dataset, act, solver, files, data_dir):
+    return {"dataset": dataset, "act": act, "solver": solver, "status": "running",
+            "config": cfg.as_dict(), "data": str(Path(data_dir).resolve()),
+            "files": {k: str(v) for k, v in files.items()}, "git_commit": git_commit(),
+            "caffe": caffe_version(), "started": now(), "iterations_done": 0,
+            "wall_time_s": 0.0, "bicubic": None, "tests": [], "snapshots": []}
+
+
+def read_manifest(run_dir):
+    """The run's manifest, or None if there is none (or it is unreadable)."""
+    try:
+        return json.loads((Path(run_dir) / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def save_manifest(run_dir, manifest):
+    write_json_atomic(Path(run_dir) / "manifest.json", manifest)

@@ -1,0 +1,221 @@
+"""`make train` / `python -m tools.train`: train one SRCNN run with progress, periodic full-image
+test PSNR/SSIM, snapshots, a manifest, and exact resume.
+
+    python -m tools.train --dataset prostate --act rrelu --solver nesterov [--iters N]
+                          [--run-dir DIR] [--resume] [--force] [KEY=VALUE ...]
+
+Exact resume: Caffe's .solverstate keeps weights, momentum and the iteration, but neither the
+HDF5Data layer's position nor Caffe's random generator (RReLU's draws). So every iteration reseeds
+Caffe's generator from (random_seed, iteration), and a resumed run first advances the data layer
+alone by the batches already consumed: the resumed run ends with the same bytes as an
+uninterrupted one (on the CPU).
+"""
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # Caffe's INFO logs would drown the progress bar
+
+import caffe  # noqa: E402
+import numpy as np  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+from tools.config import DEFAULT, ROOT, ConfigError, check_name  # noqa: E402
+from tools.run_files import (default_run_dir, new_manifest, now, read_manifest,  # noqa: E402
+                             save_manifest, write_run_nets)
+from tools.periodic_test import ImageScorer  # noqa: E402
+
+
+class TrainError(Exception):
+    """A user mistake or an unusable run directory: one line for the user."""
+
+
+def iteration_seed(random_seed, iteration):
+    """Caffe's generator state for one iteration: a function of the seed and the iteration only."""
+    return int(np.random.SeedSequence([random_seed, iteration]).generate_state(1)[0])
+
+
+def data_period(data_dir, batch):
+    """Batches after which the HDF5Data layer (no shuffle) is back at its first row."""
+    rows = 0
+    for name in (Path(data_dir) / "train.txt").read_text().split():
+        import h5py
+        with h5py.File(name if Path(name).is_absolute() else ROOT / name) as f:
+            rows += len(f["data"])
+    return rows // np.gcd(rows, batch)
+
+
+def advance_data_layer(solver, batches):
+    """Run the train net's first layer (HDF5Data) alone ``batches`` times."""
+    net = solver.net
+    if net.layers[0].type != "HDF5Data":
+        raise TrainError("the train net's first layer is not HDF5Data: cannot restore its position")
+    for _ in range(batches):
+        net._forward(0, 0)
+
+
+class StopRequest:
+    """SIGINT/SIGTERM handler: remember the signal; the loop stops after the current iteration."""
+
+    def __init__(self):
+        self.signum = None
+        for s in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(s, self.handle)
+
+    def handle(self, signum, _frame):
+        self.signum = signum
+
+
+def snapshot(solver, run_dir, manifest):
+    """Write .caffemodel/.solverstate at the current iteration and record them."""
+    it = solver.iter
+    if manifest["snapshots"] and manifest["snapshots"][-1]["iter"] == it:
+        return
+    solver.snapshot()
+    prefix = Path(run_dir) / "snapshots" / f"srcnn_iter_{it}"
+    manifest["snapshots"].append({"iter": it, "caffemodel": str(prefix) + ".caffemodel",
+                                  "solverstate": str(prefix) + ".solverstate"})
+
+
+def train_loop(solver, cfg, run_dir, manifest, scorer, stop):
+    """Step to cfg.max_iter, testing and snapshotting at their intervals; returns how it ended."""
+    start_wall, wall0 = time.time(), manifest["wall_time_s"]
+    losses = []
+    bar = tqdm(total=cfg.max_iter, initial=solver.iter, unit="it", dynamic_ncols=True,
+               desc=f"{manifest['dataset']} {manifest['act']} {manifest['solver']}")
+    while solver.iter < cfg.max_iter and stop.signum is None:
+        caffe.set_random_seed(iteration_seed(cfg.random_seed, solver.iter))
+        solver.step(1)
+        losses.append(float(solver.net.blobs["loss"].data))
+        it = solver.iter
+        manifest["iterations_done"] = it
+        manifest["wall_time_s"] = wall0 + time.time() - start_wall
+        if it % cfg.test_interval == 0 or it == cfg.max_iter:
+            result = scorer.score(solver.net)
+            manifest["tests"].append({"iter": it, "loss": float(np.mean(losses)), **result,
+                                      "wall_time_s": round(manifest["wall_time_s"], 1)})
+            losses = []
+            bar.set_postfix(loss=f"{manifest['tests'][-1]['loss']:.3g}", psnr=f"{result['psnr']:.2f}")
+        if it % cfg.snapshot == 0 or it == cfg.max_iter:
+            snapshot(solver, run_dir, manifest)
+        if it % cfg.test_interval == 0 or it % cfg.snapshot == 0:
+            save_manifest(run_dir, manifest)
+        bar.update(1)
+    bar.close()
+    return "done" if solver.iter >= cfg.max_iter else "interrupted"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m tools.train", description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", required=True, help="a data set under data/ (make data)")
+    p.add_argument("--act", required=True, help="relu, rrelu, leaky or prelu")
+    p.add_argument("--solver", required=True, help="sgd or nesterov")
+    p.add_argument("--iters", type=int, help="iterations (overrides max_iter)")
+    p.add_argument("--run-dir", type=Path, help="default runs/<dataset>/<act>_<solver>")
+    p.add_argument("--data-root", type=Path, default=ROOT / "data", help="where data sets are")
+    p.add_argument("--resume", action="store_true", help="continue from the latest snapshot "
+                   "(starts the run if it does not exist; a finished run is left as it is)")
+    p.add_argument("--force", action="store_true", help="replace an existing run directory")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    return p.parse_args(argv)
+
+
+def resolve(args):
+    """Checked names, config and paths, or TrainError/ConfigError with one line."""
+    check_name("activation", args.act)
+    check_name("solver", args.solver)
+    data_dir = args.data_root / args.dataset
+    if not (data_dir / "manifest.json").is_file():
+        known = sorted(p.parent.name for p in args.data_root.glob("*/manifest.json"))
+        raise TrainError(f"no data set {args.dataset!r} in {args.data_root} (built: "
+                         f"{', '.join(known) or 'none'}; run `make data`)")
+    overrides = list(args.overrides) + ([f"max_iter={args.iters}"] if args.iters else [])
+    cfg = DEFAULT.with_overrides(overrides)
+    run_dir = args.run_dir or default_run_dir(args.dataset, args.act, args.solver)
+    return cfg, data_dir, Path(run_dir).resolve()
+
+
+def comparable(config):
+    """The config fields that must match to resume a run (max_iter may grow)."""
+    return {k: v for k, v in json.loads(json.dumps(config)).items() if k != "max_iter"}
+
+
+def prepare_run(args, cfg, data_dir, run_dir):
+    """(manifest, snapshot to restore or None) for a new, forced or resumed run; None, None when a
+    resumed run is already finished."""
+    old = read_manifest(run_dir)
+    if run_dir.exists() and not (args.force or args.resume):
+        raise TrainError(f"{run_dir} exists: add --resume to continue it or --force to replace it")
+    if args.resume and old is not None:
+        if comparable(old["config"]) != comparable(cfg.as_dict()):
+            raise TrainError(f"{run_dir} was trained with another config: use --force for a new run")
+        if old["iterations_done"] >= cfg.max_iter and old["status"] == "done":
+            return None, None
+        if old["snapshots"]:
+            last = old["snapshots"][-1]
+            old["tests"] = [t for t in old["tests"] if t["iter"] <= last["iter"]]
+            old["snapshots"] = [s for s in old["snapshots"] if s["iter"] <= last["iter"]]
+            old["config"], old["status"] = cfg.as_dict(), "running"
+            return old, last
+    if run_dir.exists():
+        import shutil
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+    files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.solver, data_dir)
+    return new_manifest(cfg, args.dataset, args.act, args.solver, files, data_dir), None
+
+
+def make_solver(manifest, cfg, data_dir, restore):
+    """The pycaffe solver, restored and with its data layer where an uninterrupted run's would be."""
+    caffe.set_mode_cpu() if cfg.solver_mode == "CPU" else caffe.set_mode_gpu()
+    solver = caffe.get_solver(manifest["files"]["solver"])
+    if restore:
+        for key in ("caffemodel", "solverstate"):
+            if not Path(restore[key]).is_file():
+                raise TrainError(f"snapshot {restore[key]} is missing: use --force to start over")
+        solver.restore(restore["solverstate"])
+        advance_data_layer(solver, solver.iter % data_period(data_dir, cfg.batch_train))
+    return solver
+
+
+def run(args):
+    cfg, data_dir, run_dir = resolve(args)
+    manifest, restore = prepare_run(args, cfg, data_dir, run_dir)
+    if manifest is None:
+        print(f"train: {run_dir} is finished ({cfg.max_iter} iterations); nothing to do")
+        return 0
+    stop = StopRequest()
+    solver = make_solver(manifest, cfg, data_dir, restore)
+    scorer = ImageScorer(data_dir, manifest["files"]["deploy"], cfg)
+    manifest["bicubic"] = scorer.bicubic
+    status = train_loop(solver, cfg, run_dir, manifest, scorer, stop)
+    snapshot(solver, run_dir, manifest)
+    manifest["status"] = status
+    manifest["finished" if status == "done" else "stopped"] = now()
+    save_manifest(run_dir, manifest)
+    if status == "interrupted":
+        name = signal.Signals(stop.signum).name
+        print(f"train: {name} at iteration {solver.iter}: snapshot and manifest saved in {run_dir}; "
+              f"continue with --resume")
+        return 128 + stop.signum
+    last = manifest["tests"][-1] if manifest["tests"] else {}
+    print(f"train: done, {solver.iter} iterations, test PSNR {last.get('psnr', float('nan')):.2f} dB "
+          f"(bicubic {scorer.bicubic['psnr']:.2f}); manifest: {run_dir / 'manifest.json'}")
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (TrainError, ConfigError) as e:
+        print(f"train: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
