@@ -1,0 +1,123 @@
+"""The trainer: manifest and snapshots, exact resume after a real SIGINT, the grid, the curves."""
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+
+import cv2
+import numpy as np
+import pytest
+
+from data_prep.build import build_dataset
+from tests.test_data_prep import random_slices
+from tools.config import DEFAULT, ROOT
+from tools.curves import main as curves_main
+from tools.train import main as train_main
+
+# A small, fast variant of the net: the mechanics are the same as at full size.
+FAST = ["batch_train=16", "n1=8", "n2=4", "test_interval=10", "snapshot=10"]
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    build_dataset(root / "toy", random_slices(3), random_slices(2, seed=7), DEFAULT, {"sources": []})
+    return root
+
+
+def train_args(data_root, run_dir, iters, *extra):
+    return ["--dataset", "toy", "--act", "rrelu", "--solver", "nesterov", "--iters", str(iters),
+            "--data-root", str(data_root), "--run-dir", str(run_dir), *extra, *FAST]
+
+
+def test_short_run_writes_manifest_and_snapshots(data_root, tmp_path):
+    assert train_main(train_args(data_root, tmp_path / "run", 20)) == 0
+    m = json.loads((tmp_path / "run" / "manifest.json").read_text())
+    assert m["status"] == "done" and m["iterations_done"] == 20
+    assert [t["iter"] for t in m["tests"]] == [10, 20]
+    assert all(np.isfinite(t["psnr"]) and 0 < t["ssim"] <= 1 and len(t["images"]) == 2 for t in m["tests"])
+    assert m["bicubic"]["psnr"] > 0 and m["config"]["batch_train"] == 16 and m["caffe"]["version"]
+    assert [s["iter"] for s in m["snapshots"]] == [10, 20]
+    assert all(os.path.isfile(s["caffemodel"]) and os.path.isfile(s["solverstate"]) for s in m["snapshots"])
+
+
+def run_cli(args, **kwargs):
+    env = dict(os.environ, GLOG_minloglevel="2")
+    return subprocess.Popen([sys.executable, "-m", "tools.train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def wait_for(path, timeout=120):
+    deadline = time.time() + timeout
+    while not path.exists():
+        assert time.time() < deadline, f"{path} never appeared"
+        time.sleep(0.01)
+
+
+def test_sigint_then_resume_is_byte_identical_to_an_uninterrupted_run(data_root, tmp_path):
+    iters = 300
+    straight = run_cli(train_args(data_root, tmp_path / "run_a", iters))
+    interrupted = run_cli(train_args(data_root, tmp_path / "run_b", iters))
+    wait_for(tmp_path / "run_b" / "snapshots" / "srcnn_iter_20.caffemodel")
+    interrupted.send_signal(signal.SIGINT)
+    out, err = interrupted.communicate(timeout=120)
+    assert interrupted.returncode == 128 + signal.SIGINT, err
+    assert re.search(r"SIGINT at iteration \d+", out)
+    stopped = json.loads((tmp_path / "run_b" / "manifest.json").read_text())
+    assert stopped["status"] == "interrupted" and 20 <= stopped["iterations_done"] < iters
+
+    resumed = run_cli(train_args(data_root, tmp_path / "run_b", iters, "--resume"))
+    assert resumed.wait(timeout=300) == 0, resumed.stderr.read()
+    assert straight.wait(timeout=300) == 0, straight.stderr.read()
+    final = f"snapshots/srcnn_iter_{iters}"
+    for ext in (".caffemodel", ".solverstate"):
+        a = (tmp_path / "run_a" / (final + ext)).read_bytes()
+        b = (tmp_path / "run_b" / (final + ext)).read_bytes()
+        if ext == ".solverstate":  # it names its own .caffemodel, in the other run's directory
+            a = a.replace(b"run_a", b"run_b")
+        assert a == b, ext
+    m = json.loads((tmp_path / "run_b" / "manifest.json").read_text())
+    assert [t["iter"] for t in m["tests"]] == list(range(10, iters + 1, 10))
+
+
+def test_existing_run_needs_resume_or_force(data_root, tmp_path, capsys):
+    (tmp_path / "run").mkdir()
+    assert train_main(train_args(data_root, tmp_path / "run", 5)) == 2
+    assert "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", [["--dataset", "nope"], ["--act", "tanh"], ["--solver", "adam"]])
+def test_bad_names_give_one_clear_line(data_root, tmp_path, capsys, bad):
+    args = train_args(data_root, tmp_path / "run", 5)
+    i = args.index(bad[0])
+    args[i + 1] = bad[1]
+    assert train_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("train: error:") and bad[1] in err[0]
+    assert not (tmp_path / "run").exists()
+
+
+def test_make_grid_lists_twelve_independent_runs():
+    out = subprocess.run(["make", "-n", "grid"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    runs = re.findall(r"tools\.train --resume --dataset (\w+)\s*\\?\s*--act (\w+) --solver (\w+)", out)
+    assert len(runs) == 12 and len(set(runs)) == 12
+    assert {r[1] for r in runs} == {"relu", "rrelu"} and {r[2] for r in runs} == {"sgd", "nesterov"}
+
+
+def fixture_manifest(act, solver, offset):
+    tests = [{"iter": i, "psnr": 30 + offset + np.log10(i), "ssim": 0.9, "loss": 1e-3} for i in (10, 100, 1000)]
+    return {"dataset": "toy", "act": act, "solver": solver, "tests": tests, "bicubic": {"psnr": 30.5}}
+
+
+def test_curves_render_from_fixture_manifests(tmp_path):
+    for i, (act, solver) in enumerate([("relu", "sgd"), ("rrelu", "sgd"), ("rrelu", "nesterov")]):
+        run = tmp_path / "runs" / "toy" / f"{act}_{solver}"
+        run.mkdir(parents=True)
+        (run / "manifest.json").write_text(json.dumps(fixture_manifest(act, solver, i)))
+    assert curves_main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "fig")]) == 0
+    for fig in ("toy_fig3.png", "toy_fig4.png"):
+        img = cv2.imread(str(tmp_path / "fig" / fig))
+        assert img is not None and img.shape[0] > 200 and img.std() > 10
