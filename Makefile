@@ -14,7 +14,7 @@ PROFILE_short :=
 TRAIN_ARGS = $(PROFILE_$(PROFILE)) $(if $(ITERS),max_iter=$(ITERS)) $(SET)
 GRID_RUNS := $(foreach d,$(DATASETS),$(foreach a,$(GRID_ACTS),$(foreach s,$(SOLVERS),grid-$(d)-$(a)-$(s))))
 
-.PHONY: help setup test check-venv nets data train grid curves
+.PHONY: help setup test check-venv nets data train grid curves eval figures reproduce
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -46,3 +46,16 @@ grid-%: data
 
 curves: check-venv  ## Figs. 3-4 (PSNR vs iterations) per data set into figures/
 	@cd $(ROOT) && $(PY) -m tools.curves
+
+eval: check-venv  ## PSNR/SSIM of bicubic and every run, per data set: results/<dataset>.{json,csv,md}
+	@cd $(ROOT) && for d in $(DATASETS); do \
+	  if [ -f data/$$d/manifest.json ]; then $(PY) -m eval --dataset $$d || exit 1; fi; done
+
+figures: check-venv  ## Fig. 6 grids (LR | bicubic | network | original) into figures/
+	@cd $(ROOT) && $(PY) -m eval.figures
+
+reproduce: check-venv  ## the main job: data, grid (short profile), eval, curves, figures, REPORT.md
+	@$(MAKE) --no-print-directory data
+	@$(MAKE) --no-print-directory grid
+	@$(MAKE) --no-print-directory eval curves figures
+	@cd $(ROOT) && $(PY) -m eval.report

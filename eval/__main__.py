@@ -1,0 +1,116 @@
+"""`make eval` / `python -m eval`: PSNR/SSIM of bicubic and trained runs, per image and mean.
+
+    python -m eval --dataset prostate                 data/prostate/test_images, every run of it
+    python -m eval --hr DIR --runs runs/x/rrelu_nesterov [--scale 3] [--json out.json]
+
+Writes JSON ({"scale", "methods": {name: {"images": [...], "mean": {...}}}}), CSV (one row per image
+and method) and a Markdown table shaped like the paper's Fig. 5 (default: results/<name>.*).
+"""
+import argparse
+import csv
+import io
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+from data_prep.errors import DataError  # noqa: E402
+from eval.infer import SRNet  # noqa: E402
+from eval.score import load_hr_folder, score_method  # noqa: E402
+from tools.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from tools.config import ROOT  # noqa: E402
+from tools.run_files import read_manifest  # noqa: E402
+
+
+def run_model(run_dir):
+    """(label, deploy prototxt, final caffemodel) of a run directory."""
+    manifest = read_manifest(run_dir)
+    if not manifest or not manifest.get("snapshots"):
+        raise DataError(f"{run_dir}: no manifest with snapshots (train it first)")
+    label = f"{manifest['act']}_{manifest['solver']}"
+    return label, manifest["files"]["deploy"], manifest["snapshots"][-1]["caffemodel"]
+
+
+def dataset_runs(dataset):
+    """Run directories of a data set that have a final snapshot, sorted by name."""
+    return [p.parent for p in sorted((ROOT / "runs" / dataset).glob("*/manifest.json"))
+            if (read_manifest(p.parent) or {}).get("snapshots")]
+
+
+def evaluate(hr_images, runs, scale, engine, border):
+    """{"scale", "methods"}: bicubic first, then each run's final weights."""
+    methods = {"bicubic": score_method(hr_images, lambda up: up, scale=scale)}
+    for run_dir in runs:
+        label, deploy, model = run_model(run_dir)
+        net = SRNet(deploy, model, engine=engine, border=border)
+        methods[label] = score_method(hr_images, net, scale=scale) | {"run": str(run_dir),
+                                                                      "caffemodel": model}
+    return {"scale": scale, "methods": methods}
+
+
+def csv_text(result):
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["method", "image", "psnr", "ssim"])
+    for method, r in result["methods"].items():
+        for row in r["images"] + [dict(r["mean"], name="mean")]:
+            writer.writerow([method, row["name"], f"{row['psnr']:.4f}", f"{row['ssim']:.4f}"])
+    return out.getvalue()
+
+
+def markdown_table(result, title):
+    """Fig. 5 layout: one row per test image (and the mean), PSNR/SSIM per method."""
+    methods = list(result["methods"])
+    head = "| image | " + " | ".join(f"{m} PSNR | {m} SSIM" for m in methods) + " |"
+    rule = "|---" * (1 + 2 * len(methods)) + "|"
+    names = [row["name"] for row in result["methods"]["bicubic"]["images"]]
+    lines = [f"### {title} (x{result['scale']})", "", head, rule]
+    for i, name in enumerate(names + ["**mean**"]):
+        cells = []
+        for m in methods:
+            r = result["methods"][m]
+            row = r["mean"] if i == len(names) else r["images"][i]
+            cells += [f"{row['psnr']:.2f}", f"{row['ssim']:.4f}"]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="python -m eval", description=__doc__.splitlines()[0])
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dataset", help="score data/<dataset>/test_images and runs/<dataset>/*")
+    src.add_argument("--hr", type=Path, help="any folder of HR images (grey, or RGB -> MATLAB Y)")
+    p.add_argument("--runs", nargs="*", type=Path, help="run directories (default with --dataset: all)")
+    p.add_argument("--scale", type=int, default=3)
+    p.add_argument("--engine", choices=("caffe", "opencv"), default="caffe")
+    p.add_argument("--border", choices=("replicate", "bicubic"), default="replicate",
+                   help="how the 6-px frame the valid convolutions lose is filled (README)")
+    p.add_argument("--json", type=Path, help="default results/<name>.json")
+    p.add_argument("--csv", type=Path, help="default results/<name>.csv")
+    p.add_argument("--md", type=Path, help="default results/<name>.md")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    name = args.dataset or args.hr.name
+    hr_dir = ROOT / "data" / args.dataset / "test_images" if args.dataset else args.hr
+    try:
+        runs = args.runs if args.runs is not None else (dataset_runs(args.dataset) if args.dataset else [])
+        result = evaluate(load_hr_folder(hr_dir), runs, args.scale, args.engine, args.border)
+    except DataError as e:
+        print(f"eval: error: {e}", file=sys.stderr)
+        return 2
+    out = ROOT / "results"
+    write_json_atomic(args.json or out / f"{name}.json", result)
+    write_text_atomic(args.csv or out / f"{name}.csv", csv_text(result))
+    write_text_atomic(args.md or out / f"{name}.md", markdown_table(result, name))
+    for method, r in result["methods"].items():
+        print(f"eval: {name} {method}: PSNR {r['mean']['psnr']:.2f} dB, SSIM {r['mean']['ssim']:.4f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

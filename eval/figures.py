@@ -1,0 +1,108 @@
+"""`make figures` / `python -m eval.figures`: the paper's Fig. 6 per data set:
+LR (nearest-neighbour enlarged) | bicubic | network | original, each with a magnified detail.
+"""
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import matplotlib  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.patches import Rectangle  # noqa: E402
+
+from data_prep.degrade import degrade, low_resolution  # noqa: E402
+from data_prep.errors import DataError  # noqa: E402
+from eval.__main__ import dataset_runs, run_model  # noqa: E402
+from eval.infer import SRNet  # noqa: E402
+from eval.metrics import psnr, to_uint8  # noqa: E402
+from eval.score import load_hr_folder  # noqa: E402
+from tools.atomic import atomic_path  # noqa: E402
+from tools.config import ROOT  # noqa: E402
+
+
+def detail_box(hr, size):
+    """The ``size`` square with the most detail (largest gradient energy) of the HR image."""
+    gy, gx = np.gradient(hr.astype(np.float64))
+    energy = gx ** 2 + gy ** 2
+    best, box = -1.0, (0, 0)
+    step = max(8, size // 4)
+    for r in range(0, hr.shape[0] - size + 1, step):
+        for c in range(0, hr.shape[1] - size + 1, step):
+            e = energy[r:r + size, c:c + size].sum()
+            if e > best:
+                best, box = e, (r, c)
+    return box
+
+
+def panels(hr_uint8, net, scale):
+    """(title, uint8 image) for LR, bicubic, network and original, all at the HR size."""
+    hr, up = degrade(hr_uint8, scale)
+    lr = np.kron(to_uint8(low_resolution(hr_uint8, scale)), np.ones((scale, scale), np.uint8))
+    original, bicubic, ours = to_uint8(hr), to_uint8(up), to_uint8(net(up))
+    return [("LR (nearest)", lr), (f"bicubic {psnr(original, bicubic, scale):.2f} dB", bicubic),
+            (f"network {psnr(original, ours, scale):.2f} dB", ours), ("original", original)]
+
+
+def draw(name, label, images, path, detail=None):
+    """A 2-row grid: full images with the detail box, then the magnified details."""
+    size = detail or max(32, min(images[0][1].shape) // 4)
+    r, c = detail_box(images[-1][1], size)
+    fig, axes = plt.subplots(2, len(images), figsize=(3.2 * len(images), 6.6))
+    for col, (title, img) in enumerate(images):
+        axes[0, col].imshow(img, cmap="gray", vmin=0, vmax=255)
+        axes[0, col].add_patch(Rectangle((c, r), size, size, fill=False, edgecolor="red", lw=1))
+        axes[0, col].set_title(title, fontsize=9)
+        axes[1, col].imshow(img[r:r + size, c:c + size], cmap="gray", vmin=0, vmax=255,
+                            interpolation="nearest")
+        for ax in axes[:, col]:
+            ax.axis("off")
+    fig.suptitle(f"{name} ({label})", fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def figure_for(dataset, run_dir, out_dir, scale=3, hr_dir=None):
+    """Fig. 6 of one data set from its first test image and one run; returns the PNG path."""
+    label, deploy, model = run_model(run_dir)
+    name, image = load_hr_folder(hr_dir or ROOT / "data" / dataset / "test_images")[0]
+    path = Path(out_dir) / f"{dataset}_fig6.png"
+    draw(f"{dataset} {name}", label, panels(image, SRNet(deploy, model), scale), path)
+    return path
+
+
+def preferred_run(runs):
+    """The paper's method (RReLU + Nesterov) when trained, else the first run."""
+    return next((r for r in runs if r.name == "rrelu_nesterov"), runs[0])
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m eval.figures", description=__doc__.splitlines()[0])
+    p.add_argument("--dataset", action="append", help="default: every data set with runs")
+    p.add_argument("--out", type=Path, default=ROOT / "figures")
+    args = p.parse_args(argv)
+    datasets = args.dataset or sorted(d.name for d in (ROOT / "runs").glob("*") if d.is_dir())
+    written = 0
+    try:
+        for dataset in datasets:
+            runs = dataset_runs(dataset)
+            if runs:
+                print(f"figures: wrote {figure_for(dataset, preferred_run(runs), args.out)}")
+                written += 1
+    except DataError as e:
+        print(f"figures: error: {e}", file=sys.stderr)
+        return 2
+    if not written:
+        print("figures: no trained run found under runs/ (make grid first)", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""`python -m eval`, Fig. 6 and REPORT.md on a tiny trained run."""
+import csv
+import json
+
+import cv2
+import pytest
+
+from eval.__main__ import main as eval_main
+from eval.figures import figure_for
+from eval.report import report
+from tests.test_train import FAST, data_root  # noqa: F401  (fixture)
+from tools.train import main as train_main
+
+
+@pytest.fixture(scope="module")
+def trained(data_root, tmp_path_factory):  # noqa: F811
+    root = tmp_path_factory.mktemp("project")
+    run = root / "runs" / "toy" / "rrelu_nesterov"
+    args = ["--dataset", "toy", "--act", "rrelu", "--solver", "nesterov", "--iters", "20",
+            "--data-root", str(data_root), "--run-dir", str(run), *FAST]
+    assert train_main(args) == 0
+    return root, run, data_root / "toy" / "test_images"
+
+
+def run_eval(trained, *extra):
+    root, run, hr = trained
+    out = root / "results"
+    code = eval_main(["--hr", str(hr), "--runs", str(run), "--json", str(out / "toy.json"),
+                      "--csv", str(out / "toy.csv"), "--md", str(out / "toy.md"), *extra])
+    return code, out
+
+
+def test_eval_writes_json_csv_and_fig5_table(trained):
+    code, out = run_eval(trained)
+    assert code == 0
+    result = json.loads((out / "toy.json").read_text())
+    assert result["scale"] == 3 and list(result["methods"]) == ["bicubic", "rrelu_nesterov"]
+    for method in result["methods"].values():
+        assert [set(i) for i in method["images"]] == [{"name", "psnr", "ssim"}] * 2
+        assert set(method["mean"]) == {"psnr", "ssim"}
+    rows = list(csv.DictReader((out / "toy.csv").open()))
+    assert len(rows) == 2 * 3 and {r["method"] for r in rows} == {"bicubic", "rrelu_nesterov"}
+    table = (out / "toy.md").read_text()
+    assert table.count("\n| ") == 1 + 2 + 1 and "rrelu_nesterov PSNR" in table
+
+
+def test_opencv_engine_scores_like_pycaffe(trained):
+    run_eval(trained)
+    caffe_result = json.loads((trained[0] / "results" / "toy.json").read_text())
+    run_eval(trained, "--engine", "opencv")
+    cv_result = json.loads((trained[0] / "results" / "toy.json").read_text())
+    a, b = caffe_result["methods"]["rrelu_nesterov"], cv_result["methods"]["rrelu_nesterov"]
+    assert abs(a["mean"]["psnr"] - b["mean"]["psnr"]) < 0.01
+
+
+def test_corrupt_caffemodel_is_one_clear_line(trained, tmp_path, capsys):
+    root, run, hr = trained
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    manifest = json.loads((run / "manifest.json").read_text())
+    (tmp_path / "bad.caffemodel").write_bytes(b"\x00not a model" * 50)
+    manifest["snapshots"][-1]["caffemodel"] = str(tmp_path / "bad.caffemodel")
+    (broken / "manifest.json").write_text(json.dumps(manifest))
+    out = tmp_path / "out.json"
+    assert eval_main(["--hr", str(hr), "--runs", str(broken), "--json", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("eval: error:") and not out.exists()
+
+
+def test_fig6_grid_and_report(trained):
+    root, run, hr = trained
+    run_eval(trained)
+    path = figure_for("toy", run, root / "figures", hr_dir=hr)
+    img = cv2.imread(str(path))
+    assert img is not None and img.shape[1] > 600 and img.std() > 10
+    text = report(root=root, datasets=["toy"])
+    assert "| toy | rrelu_nesterov | 20 |" in text
+    assert "figures/toy_fig6.png" in text and "Fig. 5: toy" in text
