@@ -1,5 +1,7 @@
 """Generated nets and solvers: they load, have the paper's geometry, and RReLU is exact in
 distribution and gradient."""
+import warnings
+
 import caffe
 import numpy as np
 import pytest
@@ -166,3 +168,24 @@ def test_one_nesterov_step_matches_caffe_closed_form(tmp_path):
         v = np.float32(cfg.base_lr * mult) * g  # v_0 = 0, so v_1 = lr * g
         np.testing.assert_allclose(w1, w0 - (1 + mu) * v, rtol=1e-5, atol=1e-9)
     assert not np.allclose(after[0], before[0][0])
+
+
+def test_rrelu_channel_draws_share_one_slope_per_sample_and_channel(tmp_path):
+    cfg = DEFAULT.with_overrides(["rrelu_draw=channel"])
+    net = caffe.Net(tiny_train_val(cfg, "rrelu", tmp_path), caffe.TRAIN)
+    net.params["conv1"][0].data[...] = np.random.RandomState(3).randn(*net.params["conv1"][0].data.shape)
+    net.params["conv1"][1].data[...] = -0.5
+    net.forward()
+    x, y = net.blobs["conv1"].data, net.blobs["act1"].data
+    assert net.blobs["act1_a"].data.shape == (cfg.batch_train, cfg.n1)
+    ratios = np.where(x < -1e-3, y / np.where(x < -1e-3, x, 1), np.nan).reshape(cfg.batch_train, cfg.n1, -1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # channels with no negative input: NaN
+        spread = np.nanmax(ratios, axis=2) - np.nanmin(ratios, axis=2)
+        means = np.nanmean(ratios, axis=2)
+    assert np.nanmax(spread) < 1e-5  # one slope per (sample, channel) ...
+    has_negatives = ~np.isnan(spread)
+    assert has_negatives.mean() > 0.5
+    np.testing.assert_allclose(means[has_negatives],
+                               1 / net.blobs["act1_a"].data[has_negatives], rtol=1e-5)
+    assert len(np.unique(np.round(1 / net.blobs["act1_a"].data, 6))) > 1000  # ... drawn independently
