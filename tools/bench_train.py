@@ -1,0 +1,494 @@
+"""Benchmark of one SRCNN training step: the harness's Caffe solver against a PyTorch CPU reference.
+
+    python -m tools.bench_train [--act relu] [--solver sgd] [--iters 20] [--repeats 5]
+                                [--threads N] [--warmup 3] [--layer-iters N] [--out bench/train_step.json]
+
+Each engine runs in its own long-lived worker process (``--worker caffe|torch``, driven over a pipe
+with one JSON line per command), so that its thread count is fixed by the environment before its
+BLAS loads (OPENBLAS_NUM_THREADS for Caffe's OpenBLAS, torch.set_num_threads for torch). The parent
+alternates the two: for each repeat, a block of ``--iters`` Caffe steps, then a block of ``--iters``
+torch steps; only one worker computes at a time. Both train on the same 128 random 33x33 patches
+(21x21 labels), written to a temporary HDF5 file that the generated train_val net reads.
+
+Caffe's step is ``solver.step(1)`` (clear diffs, forward, backward, update); torch's is zero_grad,
+forward, loss, backward, optimizer.step(). Afterwards the Caffe worker times every layer's forward
+and backward (Net::ForwardFromTo / BackwardFromTo on one layer) and the solver update.
+
+Results go to ``--out`` (atomically) and a one-table summary to stdout.
+"""
+import argparse
+import ctypes
+import datetime
+import importlib.util
+import json
+import os
+import re
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from tools.atomic import write_json_atomic
+from tools.config import ACTIVATIONS, DEFAULT, ROOT, SOLVERS
+
+TORCH_MISSING = "bench: PyTorch is not installed: run `make bench` (it installs torch==2.13.0 into .venv)"
+
+FLOP_RULE = ("convolutions only, 2 FLOPs per multiply-add; forward = sum over conv layers of "
+             "N*C_out*H_out*W_out*C_in*k*k MACs; backward = weight gradient of every conv (= its forward "
+             "MACs) + input gradient of conv2 and conv3 (= their forward MACs; conv1's input, the data, "
+             "needs no gradient); biases, activations, loss and the solver update are not counted")
+
+
+class BenchError(RuntimeError):
+    """A failure reported to the user as one line."""
+
+
+# ----------------------------------------------------------------------------------------------
+# FLOPs
+
+
+def conv_shapes(cfg):
+    """(name, c_in, c_out, kernel, out_side) of the three convolutions at the training patch size."""
+    side1 = cfg.patch - cfg.f1 + 1
+    side2 = side1 - cfg.f2 + 1
+    side3 = side2 - cfg.f3 + 1
+    return [("conv1", 1, cfg.n1, cfg.f1, side1),
+            ("conv2", cfg.n1, cfg.n2, cfg.f2, side2),
+            ("conv3", cfg.n2, 1, cfg.f3, side3)]
+
+
+def train_flops(cfg, batch=None):
+    """FLOPs of one training iteration by FLOP_RULE: {layer: {"forward", "backward"}} and totals."""
+    batch = cfg.batch_train if batch is None else batch
+    out = {}
+    for i, (name, c_in, c_out, k, side) in enumerate(conv_shapes(cfg)):
+        fwd = 2 * batch * c_out * side * side * c_in * k * k
+        out[name] = {"forward": fwd, "backward": fwd if i == 0 else 2 * fwd}
+    out["forward"] = sum(v["forward"] for v in out.values())
+    out["backward"] = sum(v["backward"] for k, v in out.items() if k.startswith("conv"))
+    out["total"] = out["forward"] + out["backward"]
+    return out
+
+
+# ----------------------------------------------------------------------------------------------
+# Shared data
+
+
+def write_patches(directory, cfg, seed=0):
+    """An HDF5 file of exactly batch_train random patches (data 33x33, label 21x21) and its list
+    file for Caffe's HDF5Data; returns (h5 path, list path)."""
+    import h5py
+    import numpy as np
+
+    rng = np.random.RandomState(seed)
+    directory = Path(directory)
+    h5 = directory / "patches.h5"
+    with h5py.File(h5, "w") as f:
+        f["data"] = rng.rand(cfg.batch_train, 1, cfg.patch, cfg.patch).astype(np.float32)
+        f["label"] = rng.rand(cfg.batch_train, 1, cfg.label, cfg.label).astype(np.float32)
+    listing = directory / "list.txt"
+    listing.write_text(f"{h5}\n")
+    return str(h5), str(listing)
+
+
+def loaded_libraries(pattern=r"^lib\w*(blas|lapack|mkl|omp)"):
+    """Real paths of the BLAS/LAPACK/OpenMP shared libraries mapped into this process (by file name)."""
+    found = []
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                path = line.split(maxsplit=5)[-1].strip() if len(line.split()) >= 6 else ""
+                if path.startswith("/") and re.search(pattern, Path(path).name, re.I):
+                    real = os.path.realpath(path)
+                    if real not in found:
+                        found.append(real)
+    except OSError:
+        pass
+    return found
+
+
+def cpu_model():
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def milliseconds(start):
+    return (time.perf_counter() - start) * 1000.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Engines (each lives in its own worker process; usable in-process by tests)
+
+
+class CaffeEngine:
+    """The harness's Caffe training step: the generated train_val net (HDF5 source redirected) under
+    a pycaffe solver of the generated solver parameters."""
+
+    name = "caffe"
+
+    def __init__(self, cfg, act, solver, workdir, listing, warmup=3):
+        import caffe
+        from google.protobuf import text_format
+
+        from tools.nets import train_val_net
+        from tools.solvers import solver_param
+
+        caffe.set_mode_cpu()
+        workdir = Path(workdir)
+        net = train_val_net(cfg, act, "bench")
+        for layer in net.layer:
+            if layer.type == "HDF5Data":
+                layer.hdf5_data_param.source = listing  # TRAIN and TEST: the same patches
+        net_path = workdir / f"{act}_train_val.prototxt"
+        net_path.write_text(text_format.MessageToString(net))
+        param = solver_param(cfg, "bench", act, solver, cfg.batch_test, net=str(net_path),
+                             snapshot_prefix=str(workdir / "snap"))
+        # Timing only: never test, snapshot or log inside the timed steps.
+        param.test_interval = 2 ** 30
+        param.snapshot = 0
+        param.display = 0
+        param.max_iter = 2 ** 30
+        solver_path = workdir / f"{act}_{solver}_solver.prototxt"
+        solver_path.write_text(text_format.MessageToString(param))
+        self.solver = caffe.get_solver(str(solver_path))
+        self.net = self.solver.net
+        for _ in range(warmup):
+            self.solver.step(1)
+
+    def block(self, iters):
+        """Per-iteration times (ms) of ``iters`` calls of solver.step(1)."""
+        times = []
+        for _ in range(iters):
+            start = time.perf_counter()
+            self.solver.step(1)
+            times.append(milliseconds(start))
+        return times
+
+    def layers(self, iters):
+        """Median ms of each layer's forward and backward, and of the solver's other parts, over
+        ``iters`` training iterations run layer by layer (clear diffs, forward, backward, update)."""
+        net = self.net
+        names = list(net._layer_names)
+        types = [layer.type for layer in net.layers]
+        fwd = [[] for _ in names]
+        bwd = [[] for _ in names]
+        clear, update = [], []
+        for _ in range(iters):
+            start = time.perf_counter()
+            net.clear_param_diffs()
+            clear.append(milliseconds(start))
+            for i in range(len(names)):
+                start = time.perf_counter()
+                net._forward(i, i)
+                fwd[i].append(milliseconds(start))
+            for i in reversed(range(len(names))):
+                start = time.perf_counter()
+                net._backward(i, i)  # skips layers that need no backward, as in training
+                bwd[i].append(milliseconds(start))
+            start = time.perf_counter()
+            self.solver.apply_update()
+            update.append(milliseconds(start))
+        per_layer = {name: {"type": kind, "forward": statistics.median(f), "backward": statistics.median(b)}
+                     for name, kind, f, b in zip(names, types, fwd, bwd)}
+        parts = {"clear_param_diffs": statistics.median(clear),
+                 "forward": sum(v["forward"] for v in per_layer.values()),
+                 "backward": sum(v["backward"] for v in per_layer.values()),
+                 "apply_update": statistics.median(update)}
+        parts["sum"] = sum(parts.values())
+        return {"per_layer_ms": per_layer, "parts_ms": parts}
+
+    def info(self):
+        info = {"OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
+                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                "libraries": loaded_libraries()}
+        try:
+            lib = ctypes.CDLL("libopenblas.so.0")  # the copy libcaffe already loaded
+            lib.openblas_get_config.restype = ctypes.c_char_p
+            lib.openblas_get_corename.restype = ctypes.c_char_p
+            info["openblas_get_num_threads"] = lib.openblas_get_num_threads()
+            info["openblas_config"] = lib.openblas_get_config().decode()
+            info["openblas_core"] = lib.openblas_get_corename().decode()
+        except (OSError, AttributeError):
+            pass
+        return info
+
+
+class TorchEngine:
+    """The PyTorch CPU reference step (tools.torch_reference) on the same patches."""
+
+    name = "torch"
+
+    def __init__(self, cfg, act, solver, h5, threads, warmup=3):
+        import h5py
+        import torch
+
+        from tools.torch_reference import TrainStep
+
+        torch.set_num_threads(threads)
+        with h5py.File(h5, "r") as f:
+            data, label = f["data"][:cfg.batch_train], f["label"][:cfg.batch_train]
+        self.torch = torch
+        self.step = TrainStep(cfg, act, solver, data, label)
+        for _ in range(warmup):
+            self.step()
+
+    def block(self, iters):
+        times = []
+        for _ in range(iters):
+            start = time.perf_counter()
+            self.step()
+            times.append(milliseconds(start))
+        return times
+
+    def info(self):
+        torch = self.torch
+        config = torch.__config__.show()
+        blas = re.search(r"BLAS_INFO=(\w+)", config)
+        return {"set_num_threads": torch.get_num_threads(),
+                "interop_threads": torch.get_num_interop_threads(),
+                "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
+                "torch_version": torch.__version__,
+                "blas": blas.group(1) if blas else "unknown",
+                "mkldnn": bool(torch.backends.mkldnn.is_available()),
+                "libraries": loaded_libraries()}
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker side: one JSON line per command on stdin, one JSON line per answer on the saved stdout.
+
+
+def serve(args):
+    proto = os.fdopen(os.dup(1), "w", buffering=1)
+    os.dup2(2, 1)  # whatever the libraries print goes to stderr, never into the protocol
+    sys.stdout = sys.stderr
+
+    def send(obj):
+        proto.write(json.dumps(obj) + "\n")
+        proto.flush()
+
+    try:
+        if args.worker == "caffe":
+            engine = CaffeEngine(DEFAULT, args.act, args.solver, args.workdir, args.listing, args.warmup)
+        else:
+            engine = TorchEngine(DEFAULT, args.act, args.solver, args.h5, args.threads, args.warmup)
+        send({"ready": True, "info": engine.info()})
+        for line in sys.stdin:
+            cmd = json.loads(line)
+            if cmd["cmd"] == "block":
+                send({"ms": engine.block(cmd["iters"])})
+            elif cmd["cmd"] == "layers":
+                send(engine.layers(cmd["iters"]))
+            elif cmd["cmd"] == "quit":
+                break
+    except Exception as exc:  # reported to the parent, which prints one line
+        send({"error": f"{type(exc).__name__}: {exc}"})
+        raise
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# Parent side
+
+
+class Worker:
+    """A long-lived ``python -m tools.bench_train --worker ENGINE`` process."""
+
+    def __init__(self, engine, args, workdir, h5, listing):
+        self.engine = engine
+        env = dict(os.environ)
+        threads = str(args.threads)
+        env.update(OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
+        env.setdefault("GLOG_minloglevel", "2")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+        cmd = [sys.executable, "-m", "tools.bench_train", "--worker", engine, "--act", args.act,
+               "--solver", args.solver, "--threads", threads, "--warmup", str(args.warmup),
+               "--workdir", str(workdir), "--h5", h5, "--listing", listing]
+        self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def recv(self):
+        line = self.proc.stdout.readline()
+        if not line:
+            code = self.proc.wait()
+            raise BenchError(f"bench: the {self.engine} worker exited with status {code} (its stderr is above)")
+        answer = json.loads(line)
+        if "error" in answer:
+            raise BenchError(f"bench: the {self.engine} worker failed: {answer['error']}")
+        return answer
+
+    def call(self, obj):
+        self.proc.stdin.write(json.dumps(obj) + "\n")
+        self.proc.stdin.flush()
+        return self.recv()
+
+    def close(self):
+        if self.proc.poll() is None:
+            try:
+                self.proc.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
+                self.proc.stdin.close()
+                self.proc.wait(timeout=30)
+            except (OSError, subprocess.TimeoutExpired):
+                self.proc.kill()
+                self.proc.wait()
+
+
+def check_torch():
+    if importlib.util.find_spec("torch") is None:
+        raise BenchError(TORCH_MISSING)
+
+
+def run(args):
+    """Run the benchmark; returns the result dict (also written to args.out)."""
+    check_torch()
+    cfg = DEFAULT
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
+        h5, listing = write_patches(tmp, cfg)
+        workers = []
+        try:
+            # Start one at a time so that the warm-ups do not overlap either.
+            caffe_w = Worker("caffe", args, tmp, h5, listing)
+            workers.append(caffe_w)
+            caffe_info = caffe_w.recv()["info"]
+            torch_w = Worker("torch", args, tmp, h5, listing)
+            workers.append(torch_w)
+            torch_info = torch_w.recv()["info"]
+            caffe_blocks, torch_blocks = [], []
+            for _ in range(args.repeats):
+                caffe_blocks.append(caffe_w.call({"cmd": "block", "iters": args.iters})["ms"])
+                torch_blocks.append(torch_w.call({"cmd": "block", "iters": args.iters})["ms"])
+            layers = caffe_w.call({"cmd": "layers", "iters": args.layer_iters or args.iters})
+        finally:
+            for w in workers:
+                w.close()
+    return summarize(args, cfg, caffe_blocks, torch_blocks, layers, caffe_info, torch_info,
+                     load_before, os.getloadavg())
+
+
+def summarize(args, cfg, caffe_blocks, torch_blocks, layers, caffe_info, torch_info, load_before, load_after):
+    flops = train_flops(cfg)
+    gflop = flops["total"] / 1e9
+    caffe_all = [t for block in caffe_blocks for t in block]
+    torch_all = [t for block in torch_blocks for t in block]
+    caffe_ms, torch_ms = statistics.median(caffe_all), statistics.median(torch_all)
+    per_layer = layers["per_layer_ms"]
+    for name, counts in flops.items():
+        if name in per_layer:  # achieved rate of each convolution
+            for phase in ("forward", "backward"):
+                ms = per_layer[name][phase]
+                per_layer[name][f"{phase}_gflops"] = counts[phase] / 1e9 / (ms / 1e3) if ms > 0 else None
+    return {
+        "caffe_ms": caffe_ms,
+        "torch_ms": torch_ms,
+        "ratio": caffe_ms / torch_ms,
+        "caffe_ms_all": caffe_all,
+        "torch_ms_all": torch_all,
+        "caffe_ms_min": min(caffe_all),
+        "torch_ms_min": min(torch_all),
+        "ratio_per_repeat": [statistics.median(c) / statistics.median(t)
+                             for c, t in zip(caffe_blocks, torch_blocks)],
+        "gflop_per_iter": gflop,
+        "gflop_per_layer": {k: {p: v[p] / 1e9 for p in ("forward", "backward")}
+                            for k, v in flops.items() if k.startswith("conv")},
+        "flop_rule": FLOP_RULE,
+        "caffe_gflops": gflop / (caffe_ms / 1e3),
+        "torch_gflops": gflop / (torch_ms / 1e3),
+        "threads": {"requested": args.threads, "cpu_count": os.cpu_count(),
+                    "caffe": {k: caffe_info.get(k) for k in
+                              ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "openblas_get_num_threads")},
+                    "torch": {k: torch_info.get(k) for k in
+                              ("set_num_threads", "interop_threads", "OMP_NUM_THREADS")}},
+        "per_layer_ms": per_layer,
+        "caffe_step_parts_ms": layers["parts_ms"],
+        "act": args.act,
+        "solver": args.solver,
+        "batch": cfg.batch_train,
+        "patch": cfg.patch,
+        "label": cfg.label,
+        "iters": args.iters,
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "torch_version": torch_info.get("torch_version"),
+        "blas": {"caffe": caffe_info.get("libraries"),
+                 "openblas_config": caffe_info.get("openblas_config"),
+                 "openblas_core": caffe_info.get("openblas_core"),
+                 "torch": f"{torch_info.get('blas')} (BLAS_INFO), mkldnn={torch_info.get('mkldnn')}",
+                 "torch_libraries": torch_info.get("libraries")},
+        "cpu": cpu_model(),
+        "loadavg_before_after": [list(load_before), list(load_after)],
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def summary_table(result):
+    """The human summary: one table, and a line naming Caffe's three costliest layer passes."""
+    threads = result["threads"]
+    rows = [("caffe", result["caffe_ms"], result["caffe_ms_min"], result["caffe_gflops"],
+             threads["caffe"]["openblas_get_num_threads"] or threads["caffe"]["OPENBLAS_NUM_THREADS"]),
+            ("torch", result["torch_ms"], result["torch_ms_min"], result["torch_gflops"],
+             threads["torch"]["set_num_threads"])]
+    lines = [f"SRCNN train step: act {result['act']}, solver {result['solver']}, batch {result['batch']}, "
+             f"{result['gflop_per_iter']:.3f} GFLOP/iter, {result['repeats']}x{result['iters']} iters each",
+             f"{'engine':<8}{'median ms':>11}{'min ms':>9}{'GFLOP/s':>9}{'threads':>9}"]
+    for name, med, low, rate, n in rows:
+        lines.append(f"{name:<8}{med:>11.1f}{low:>9.1f}{rate:>9.2f}{str(n):>9}")
+    lines.append(f"ratio caffe/torch (medians): {result['ratio']:.2f}")
+    passes = [(v[p], f"{k} {short}") for k, v in result["per_layer_ms"].items()
+              for p, short in (("forward", "fwd"), ("backward", "bwd"))]
+    passes.append((result["caffe_step_parts_ms"]["apply_update"], "solver update"))
+    top = ", ".join(f"{label} {ms:.1f} ms" for ms, label in sorted(passes, reverse=True)[:3])
+    lines.append(f"caffe top cost centres: {top}")
+    return "\n".join(lines)
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(prog="python -m tools.bench_train", description=__doc__.split("\n\n")[0])
+    p.add_argument("--act", default="relu", choices=ACTIVATIONS)
+    p.add_argument("--solver", default="sgd", choices=tuple(SOLVERS))
+    p.add_argument("--iters", type=int, default=20, help="timed steps per block (default 20)")
+    p.add_argument("--repeats", type=int, default=5, help="alternating caffe/torch blocks (default 5)")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                   help="threads of both engines (default: cpu count)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps per engine first (default 3)")
+    p.add_argument("--layer-iters", type=int, default=0,
+                   help="iterations of Caffe's per-layer timing (default: --iters)")
+    p.add_argument("--out", default="bench/train_step.json", help="JSON output (relative to the repo root)")
+    p.add_argument("--worker", choices=("caffe", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--workdir", help=argparse.SUPPRESS)
+    p.add_argument("--h5", help=argparse.SUPPRESS)
+    p.add_argument("--listing", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    for key in ("iters", "repeats", "threads"):
+        if getattr(args, key) < 1:
+            p.error(f"--{key} must be at least 1")
+    if args.warmup < 0 or args.layer_iters < 0:
+        p.error("--warmup and --layer-iters must not be negative")
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.worker:
+        return serve(args)
+    try:
+        result = run(args)
+    except BenchError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    out = Path(args.out)
+    out = out if out.is_absolute() else ROOT / out
+    write_json_atomic(out, result)
+    print(summary_table(result))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
