@@ -14,7 +14,7 @@ PROFILE_short :=
 TRAIN_ARGS = $(PROFILE_$(PROFILE)) $(if $(ITERS),max_iter=$(ITERS)) $(SET)
 GRID_RUNS := $(foreach d,$(DATASETS),$(foreach a,$(GRID_ACTS),$(foreach s,$(SOLVERS),grid-$(d)-$(a)-$(s))))
 
-.PHONY: help setup test check-venv nets data train grid curves eval figures reproduce bench
+.PHONY: help setup test check-venv nets data train grid curves eval figures reproduce bench upscale
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -63,3 +63,6 @@ reproduce: check-venv  ## the main job: data, grid (short profile), eval, curves
 bench: check-venv  ## Caffe training step vs PyTorch CPU, side by side: bench/train_step.json
 	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.bench_train $(BENCH_ARGS)
+
+upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>
+	@cd $(ROOT) && $(PY) -m eval.upscale --in "$(IN)" --out "$(OUT)" --run "$(RUN)" $(if $(FORCE),--force)

@@ -91,7 +91,7 @@ def convert(volume, rule="auto", *, source="<array>", modality=None, bits_stored
         rule applied), ``requested_rule`` and the rule's parameters, e.g.
         ``low``/``high`` (the input values mapped to 0 and 255).
     """
-    vol = _check_numeric(volume, source)
+    vol = check_numeric(volume, source)
     name = resolve_rule(rule, vol.dtype, modality)
     if name == "none":
         y, info = _rule_none(vol, source)
@@ -108,7 +108,7 @@ def convert(volume, rule="auto", *, source="<array>", modality=None, bits_stored
     return out, {"rule": name, "requested_rule": rule, **info}
 
 
-def _check_numeric(volume, source) -> np.ndarray:
+def check_numeric(volume, source) -> np.ndarray:
     """Reject empty, non-real and non-finite input (why: they cannot be windowed)."""
     vol = np.asarray(volume)
     if vol.dtype == bool:
