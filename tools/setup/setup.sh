@@ -119,7 +119,7 @@ build_caffe() {
   trap 'rm -rf "'"$work"'"' EXIT
   local log=$CACHE_ROOT/logs/$key.log
   : >"$log"
-  info "Caffe: building $key (about 10 min on 2 cores; log: $log)"
+  info "Caffe: building $key (3-4 min on 2 cores; log: $log)"
   fetch_caffe_source "$work" "$log"
   unpack_and_patch "$work" "$log"
   local opts; mapfile -t opts < <(strip_comments "$HERE/cmake_options.txt")
@@ -157,9 +157,15 @@ ensure_venv() {
       || fail "venv" "'$SYS_PYTHON -m venv --system-site-packages $VENV' failed"
   fi
   local site; site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  echo "$pydir" >"$site/medsr_caffe.pth"
+  # libgomp's threads (our direct convolution's, patch 0002) spin-wait after each parallel region
+  # and take the cores from OpenBLAS's threads: every Python of this venv defaults to PASSIVE.
+  printf '%s\n%s\n' "$pydir" 'import os; os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")' \
+    >"$site/medsr_caffe.pth"
   echo "$ROOT" >"$site/medsr_caffe_repo.pth"
-  ln -sf "$bin" "$VENV/bin/caffe"
+  rm -f "$VENV/bin/caffe"  # an older setup made a symlink: never write through it into the cache
+  printf '#!/bin/sh\n# Caffe'"'"'s tool, with libgomp threads that do not spin (tools/setup/setup.sh)\n%s\n%s\n' \
+    ': "${OMP_WAIT_POLICY:=PASSIVE}"; export OMP_WAIT_POLICY' "exec \"$bin\" \"\$@\"" >"$VENV/bin/caffe"
+  chmod +x "$VENV/bin/caffe"
   (cd / && "$VENV/bin/python" -c 'import caffe') 2>"$CACHE_ROOT/logs/import-caffe.log" \
     || fail "venv" "'import caffe' fails in $VENV (log: $CACHE_ROOT/logs/import-caffe.log)"
   info "venv: $VENV (pycaffe from $pydir, caffe binary $bin)"

@@ -1,0 +1,166 @@
+"""Our performance patches to Caffe keep Caffe's results (tools/setup/patches/).
+
+The direct convolution (0002) is compared with Caffe's own im2col + GEMM path in the same process:
+MEDSR_DIRECT_CONV=0 switches it off at run time. The ReLU backward rewrite (0003) must be
+bit-identical to upstream's formula.
+"""
+import ctypes
+import os
+import tempfile
+from contextlib import contextmanager
+
+import caffe
+import numpy as np
+import pytest
+from caffe import layers as L
+
+from tests.caffe_helpers import tiny_solver
+from tools.config import DEFAULT
+
+
+def libcaffe():
+    """The libcaffe that pycaffe loaded."""
+    with open("/proc/self/maps") as maps:
+        paths = {line.split()[-1] for line in maps if "libcaffe.so" in line}
+    assert len(paths) == 1, paths
+    return ctypes.CDLL(paths.pop())
+
+
+def direct_conv_enabled():
+    fn = libcaffe()._ZN5caffe19direct_conv_enabledEv  # caffe::direct_conv_enabled()
+    fn.restype = ctypes.c_bool
+    return fn()
+
+
+@contextmanager
+def direct_conv(on):
+    old = os.environ.get("MEDSR_DIRECT_CONV")
+    os.environ["MEDSR_DIRECT_CONV"] = "1" if on else "0"
+    try:
+        yield
+    finally:
+        os.environ.pop("MEDSR_DIRECT_CONV") if old is None else os.environ.update(MEDSR_DIRECT_CONV=old)
+
+
+def test_direct_path_is_built_and_switchable():
+    with direct_conv(True):
+        assert direct_conv_enabled()
+    with direct_conv(False):
+        assert not direct_conv_enabled()
+
+
+def conv_net(shape, outputs, kernel, bias):
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=list(shape)))
+    n.conv = L.Convolution(n.data, num_output=outputs, kernel_h=kernel[0], kernel_w=kernel[1],
+                           bias_term=bias, weight_filler=dict(type="gaussian", std=1))
+    proto = n.to_proto()
+    proto.force_backward = True
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+        f.write(str(proto))
+    net = caffe.Net(f.name, caffe.TRAIN)
+    os.unlink(f.name)
+    return net
+
+
+def forward_backward(net, data, weights, top_diff):
+    """Output, weight/bias gradients and input gradient of one pass (param diffs start at 0)."""
+    for blob, value in zip(net.params["conv"], weights):
+        blob.data[...] = value
+        blob.diff[...] = 0
+    net.blobs["data"].data[...] = data
+    net.forward()
+    net.blobs["conv"].diff[...] = top_diff
+    net.backward()
+    return ([net.blobs["conv"].data.copy(), net.blobs["data"].diff.copy()] +
+            [b.diff.copy() for b in net.params["conv"]])
+
+
+def assert_close(got, want, rtol=1e-5):
+    scale = max(np.abs(want).max(), 1e-30)
+    np.testing.assert_allclose(got, want, rtol=0, atol=rtol * scale)
+
+
+CASES = [  # (N, C, H, W), outputs, kernel, bias
+    ((4, 32, 25, 25), 1, (5, 5), True),  # SRCNN conv3
+    ((3, 3, 17, 11), 2, (3, 5), True),
+    ((5, 8, 9, 9), 4, (1, 1), False),
+    ((2, 1, 13, 20), 3, (9, 9), True),
+    ((1, 6, 7, 5), 1, (7, 5), True),  # kernel as large as the input: 1x1 output
+]
+
+
+@pytest.mark.parametrize("shape,outputs,kernel,bias", CASES)
+def test_direct_convolution_matches_caffe_gemm_path(shape, outputs, kernel, bias):
+    rng = np.random.RandomState(sum(shape) + outputs)
+    net = conv_net(shape, outputs, kernel, bias)
+    weights = [rng.randn(*b.data.shape).astype(np.float32) for b in net.params["conv"]]
+    data = rng.randn(*shape).astype(np.float32)
+    top_diff = rng.randn(*net.blobs["conv"].data.shape).astype(np.float32)
+    with direct_conv(False):
+        want = forward_backward(net, data, weights, top_diff)
+    with direct_conv(True):
+        got = forward_backward(net, data, weights, top_diff)
+    for g, w in zip(got, want):
+        assert_close(g, w)
+    assert any(not np.array_equal(g, w) for g, w in zip(got, want)), "both runs took one path"
+
+
+def test_srcnn_solver_steps_match_with_and_without_the_direct_path(tmp_path):
+    cfg = DEFAULT.with_overrides(["batch_train=8", "base_lr=0.01"])
+    results = []
+    for on in (False, True):
+        with direct_conv(on):
+            caffe.set_random_seed(5)
+            solver = tiny_solver(cfg, "rrelu", "nesterov", tmp_path / str(on))
+            for _ in range(3):
+                caffe.set_random_seed(solver.iter)
+                solver.step(1)
+            results.append([b.data.copy() for p in solver.net.params.values() for b in p])
+    for got, want in zip(results[1], results[0]):
+        assert_close(got, want, rtol=1e-4)  # three updates compound the 1e-6 differences
+
+
+def relu_backward(x, top_diff, slope):
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=list(x.shape)))
+    n.relu = L.ReLU(n.data, negative_slope=slope)
+    proto = n.to_proto()
+    proto.force_backward = True
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+        f.write(str(proto))
+    net = caffe.Net(f.name, caffe.TRAIN)
+    net.blobs["data"].data[...] = x
+    net.forward()
+    net.blobs["relu"].diff[...] = top_diff
+    net.backward()
+    return net.blobs["data"].diff.copy()
+
+
+@pytest.mark.parametrize("slope", [0.0, np.float32(2 / 11)])
+def test_relu_backward_is_bit_identical_to_upstream(slope):
+    rng = np.random.RandomState(0)
+    x = rng.randn(2, 3, 7, 9).astype(np.float32)
+    x.flat[:4] = [0.0, -0.0, np.nan, np.inf]
+    top = rng.randn(*x.shape).astype(np.float32)
+    slope = np.float32(slope)
+    with np.errstate(invalid="ignore"):
+        upstream = top * ((x > 0).astype(np.float32) + slope * (x <= 0).astype(np.float32))
+    np.testing.assert_array_equal(relu_backward(x, top, slope), upstream)
+
+
+def test_power_minus_one_is_the_correctly_rounded_reciprocal():
+    """0004: Power(x, -1) divides instead of calling pow(); upstream computed pow in double and
+    rounded to float, which is the correctly rounded 1/x: compare with that to 1 ulp."""
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[4, 5, 6, 7]))
+    n.inv = L.Power(n.data, power=-1)
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+        f.write(str(n.to_proto()))
+    net = caffe.Net(f.name, caffe.TEST)
+    x = np.random.RandomState(1).uniform(3, 8, net.blobs["data"].data.shape).astype(np.float32)
+    x.flat[:3] = [-2.5, 1e-20, 7.0]
+    net.blobs["data"].data[...] = x
+    net.forward()
+    want = np.power(x.astype(np.float64), -1).astype(np.float32)
+    np.testing.assert_array_max_ulp(net.blobs["inv"].data, want, maxulp=1)
