@@ -100,8 +100,8 @@ class Config:
         if self.patch - self.receptive_field != self.label:
             raise ConfigError(f"label={self.label} must equal patch - {self.receptive_field} = "
                               f"{self.patch - self.receptive_field} (the net has no padding)")
-        if not 0 < self.rrelu_lower <= self.rrelu_upper:
-            raise ConfigError("need 0 < rrelu_lower <= rrelu_upper")
+        if not 1 <= self.rrelu_lower <= self.rrelu_upper:  # RReLU is built as max(x, x/a)
+            raise ConfigError("need 1 <= rrelu_lower <= rrelu_upper (slopes 1/a of at most 1)")
         if self.rrelu_draw not in ("element", "channel"):
             raise ConfigError(f"rrelu_draw must be element or channel, not {self.rrelu_draw!r}")
         if self.solver_mode not in ("CPU", "GPU"):

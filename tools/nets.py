@@ -25,27 +25,27 @@ def conv(bottom, cfg, index, num_output, kernel):
 
 
 def rrelu_train(n, name, bottom, cfg, shape):
-    """RReLU at training time, exact in distribution: y = max(0,x) + min(0,x)/a, a ~ U(lower, upper)
-    drawn on every forward pass (DummyData refills non-constant fillers each forward), per element
-    or, with rrelu_draw=channel, per sample and channel. The gradient is 1 for x > 0 and 1/a for
-    x < 0, with the forward pass's a."""
+    """RReLU at training time, exact in distribution: y = x for x > 0 and x/a for x < 0, with
+    a ~ U(lower, upper) drawn on every forward pass (DummyData refills non-constant fillers each
+    forward), per element or, with rrelu_draw=channel, per sample and channel.
+
+    Since a > 1, y = max(x, x/a): one product and one Eltwise MAX. MAX sends the gradient to the
+    larger input, so dy/dx is 1 for x > 0 and 1/a for x < 0, with the forward pass's a."""
     def add(suffix, layer):
         setattr(n, name + suffix, layer)
         return layer
 
-    pos = add("_pos", L.ReLU(bottom))
-    neg = add("_neg", L.Eltwise(bottom, pos, operation=P.Eltwise.SUM, coeff=[1, -1]))  # min(0, x)
     draws = list(shape) if cfg.rrelu_draw == "element" else list(shape[:2])
     a = add("_a", L.DummyData(shape=dict(dim=draws), data_filler=dict(
         type="uniform", min=cfg.rrelu_lower, max=cfg.rrelu_upper)))
     inv_a = add("_inv_a", L.Power(a, power=-1))
     # No gradient flows into the random slopes: they are not parameters.
     if cfg.rrelu_draw == "element":
-        scaled = add("_neg_scaled", L.Eltwise(neg, inv_a, operation=P.Eltwise.PROD,
-                                              propagate_down=[True, False]))
+        scaled = add("_scaled", L.Eltwise(bottom, inv_a, operation=P.Eltwise.PROD,
+                                          propagate_down=[True, False]))
     else:  # Scale broadcasts the (N, C) slopes over H x W
-        scaled = add("_neg_scaled", L.Scale(neg, inv_a, axis=0, propagate_down=[True, False]))
-    add("", L.Eltwise(pos, scaled, operation=P.Eltwise.SUM))
+        scaled = add("_scaled", L.Scale(bottom, inv_a, axis=0, propagate_down=[True, False]))
+    add("", L.Eltwise(bottom, scaled, operation=P.Eltwise.MAX))
 
 
 def activation(n, name, bottom, act, phase, cfg, train_shape):
