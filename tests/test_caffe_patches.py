@@ -164,3 +164,35 @@ def test_power_minus_one_is_the_correctly_rounded_reciprocal():
     net.forward()
     want = np.power(x.astype(np.float64), -1).astype(np.float32)
     np.testing.assert_array_max_ulp(net.blobs["inv"].data, want, maxulp=1)
+
+
+def test_eltwise_max_is_bit_identical_to_upstream():
+    """0005: Eltwise MAX of two inputs as selects; upstream's if/else picks the second input on
+    ties (and NaN) and routes the gradient as 0 + top_diff."""
+    shape = [2, 3, 5, 7]
+    n = caffe.NetSpec()
+    n.a = L.Input(shape=dict(dim=shape))
+    n.b = L.Input(shape=dict(dim=shape))
+    n.m = L.Eltwise(n.a, n.b, operation=caffe.params.Eltwise.MAX)
+    proto = n.to_proto()
+    proto.force_backward = True
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+        f.write(str(proto))
+    net = caffe.Net(f.name, caffe.TRAIN)
+    rng = np.random.RandomState(2)
+    a, b = rng.randn(*shape).astype(np.float32), rng.randn(*shape).astype(np.float32)
+    a.flat[:4], b.flat[:4] = [1.5, np.nan, 0.0, 2.0], [1.5, 0.3, -0.0, np.nan]  # ties, NaN, zeros
+    top = rng.randn(*shape).astype(np.float32)
+    top.flat[4:6] = [-0.0, -0.0]
+    net.blobs["a"].data[...], net.blobs["b"].data[...] = a, b
+    net.forward()
+    net.blobs["m"].diff[...] = top
+    net.backward()
+    with np.errstate(invalid="ignore"):
+        a_wins = a > b
+    np.testing.assert_array_equal(net.blobs["m"].data, np.where(a_wins, a, b))
+    zero = np.float32(0)
+    for blob, wins in (("a", a_wins), ("b", ~a_wins)):
+        got, want = net.blobs[blob].diff, np.where(wins, zero + top, zero)
+        np.testing.assert_array_equal(got, want)
+        np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
