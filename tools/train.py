@@ -13,6 +13,7 @@ uninterrupted one (on the CPU).
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -21,6 +22,7 @@ from pathlib import Path
 os.environ.setdefault("GLOG_minloglevel", "2")  # Caffe's INFO logs would drown the progress bar
 
 import caffe  # noqa: E402
+import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -43,7 +45,6 @@ def data_period(data_dir, batch):
     """Batches after which the HDF5Data layer (no shuffle) is back at its first row."""
     rows = 0
     for name in (Path(data_dir) / "train.txt").read_text().split():
-        import h5py
         with h5py.File(name if Path(name).is_absolute() else ROOT / name) as f:
             rows += len(f["data"])
     return rows // np.gcd(rows, batch)
@@ -162,7 +163,6 @@ def prepare_run(args, cfg, data_dir, run_dir):
             old["config"], old["status"] = cfg.as_dict(), "running"
             return old, last
     if run_dir.exists():
-        import shutil
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.solver, data_dir)
