@@ -20,11 +20,13 @@ from tools.atomic import current_umask, write_json_atomic
 from tools.config import ROOT
 
 from .degrade import degrade
+from .matlab import modcrop
 from .errors import DataError, warn
 from .hdf5 import CAFFE_MAX_BLOB, write_list_file, write_patch_files
 from .patches import extract_patches
 
 FORMAT_VERSION = 1  # bump when the layout or the patch recipe changes: old data sets are rebuilt
+DATA_KEYS = ("scale", "patch", "label", "stride_train", "stride_test", "data_seed")  # in manifests
 
 
 def check_slice(s, cfg):
@@ -83,7 +85,7 @@ def write_contents(tmp, dest, train, test, cfg, max_elements):
         counts[role] = {"patches": len(data), "files": [p.name for p in paths]}
     (tmp / "test_images").mkdir()
     for s in test:
-        hr = (degrade(s.image, cfg.scale)[0] * 255).round().astype(np.uint8)  # the modcropped slice
+        hr = modcrop(s.image, cfg.scale)  # exactly what degrade() takes as ground truth
         if not cv2.imwrite(str(tmp / "test_images" / f"{s.name}.png"), hr):
             raise DataError(f"could not write test image {s.name}.png")
     return counts
@@ -110,9 +112,6 @@ def build_dataset(dest, train, test, cfg, manifest, max_elements=CAFFE_MAX_BLOB)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
-
-
-DATA_KEYS = ("scale", "patch", "label", "stride_train", "stride_test", "data_seed")
 
 
 def replace_dir(new, dest):

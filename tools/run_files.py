@@ -10,6 +10,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
+from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from tools.atomic import write_json_atomic, write_text_atomic
@@ -28,7 +29,7 @@ def write_run_nets(run_dir, cfg, dataset, act, solver, data_dir):
     net = train_val_net(cfg, act, dataset)
     for layer in net.layer:
         if layer.type == "HDF5Data":
-            phase = "train" if layer.include[0].phase == 0 else "test"
+            phase = "train" if layer.include[0].phase == caffe_pb2.TRAIN else "test"
             layer.hdf5_data_param.source = str(Path(data_dir).resolve() / f"{phase}.txt")
     files = {"train_val": run_dir / "train_val.prototxt", "deploy": run_dir / "deploy.prototxt",
              "solver": run_dir / "solver.prototxt"}
