@@ -12,6 +12,8 @@ PROFILE ?= short
 PROFILE_paper := max_iter=4000000 test_interval=100000 snapshot=100000
 PROFILE_short :=
 TRAIN_ARGS = $(PROFILE_$(PROFILE)) $(if $(ITERS),max_iter=$(ITERS)) $(SET)
+# $(call require,VARS): stop with one line naming the first unset variable (recipes only).
+require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
 GRID_RUNS := $(foreach d,$(DATASETS),$(foreach a,$(GRID_ACTS),$(foreach s,$(SOLVERS),grid-$(d)-$(a)-$(s))))
 
 .PHONY: help setup test check-venv nets data train grid curves eval figures reproduce bench upscale
@@ -35,7 +37,7 @@ data: check-venv  ## build the default data sets (brain, prostate, breast) into 
 	@cd $(ROOT) && $(PY) -m data_prep $(if $(DATASET),--dataset $(DATASET))
 
 train: check-venv  ## one run: DATASET= ACT= SOLVER= [ITERS=] [PROFILE=paper] [SET="k=v ..."]
-	@cd $(ROOT) && $(PY) -m tools.train --dataset $(DATASET) --act $(ACT) --solver $(SOLVER) $(TRAIN_ARGS)
+	$(call require,DATASET ACT SOLVER)@cd $(ROOT) && $(PY) -m tools.train --dataset $(DATASET) --act $(ACT) --solver $(SOLVER) $(TRAIN_ARGS)
 
 grid: $(GRID_RUNS)  ## the 12 runs (3 data sets x relu,rrelu x sgd,nesterov); -j safe; resumes
 
@@ -65,4 +67,4 @@ bench: check-venv  ## Caffe training step vs PyTorch CPU, side by side: bench/tr
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.bench_train $(BENCH_ARGS)
 
 upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>
-	@cd $(ROOT) && $(PY) -m eval.upscale --in "$(IN)" --out "$(OUT)" --run "$(RUN)" $(if $(FORCE),--force)
+	$(call require,IN OUT RUN)@cd $(ROOT) && $(PY) -m eval.upscale --in "$(IN)" --out "$(OUT)" --run "$(RUN)" $(if $(FORCE),--force)
