@@ -9,14 +9,13 @@ The directory is built under a temporary name and renamed into place: an interru
 build leaves the previous data set (or none), never a partial one.
 """
 import shutil
-import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from tools.atomic import current_umask, write_json_atomic
+from tools.atomic import replace_dir, temp_dir_beside, write_json_atomic
 from tools.config import ROOT
 
 from .degrade import degrade
@@ -96,9 +95,7 @@ def build_dataset(dest, train, test, cfg, manifest, max_elements=CAFFE_MAX_BLOB)
     (sources, split, intensity) is completed with the config and patch counts and saved."""
     dest = Path(dest)
     train, test = usable(train, cfg, "training"), usable(test, cfg, "test")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    tmp.chmod(0o777 & ~current_umask())  # mkdtemp makes 0700
+    tmp = temp_dir_beside(dest)
     try:
         counts = write_contents(tmp, dest, train, test, cfg, max_elements)
         manifest = dict(manifest, format_version=FORMAT_VERSION, name=dest.name,
@@ -112,15 +109,3 @@ def build_dataset(dest, train, test, cfg, manifest, max_elements=CAFFE_MAX_BLOB)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return manifest
-
-
-def replace_dir(new, dest):
-    """Swap ``new`` in for ``dest`` (two renames; the old one is removed after)."""
-    old = None
-    if dest.exists():
-        old = dest.with_name(f".{dest.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        dest.rename(old)
-    new.rename(dest)
-    if old:
-        shutil.rmtree(old, ignore_errors=True)

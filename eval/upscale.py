@@ -60,7 +60,6 @@ import io  # noqa: E402
 import json  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
-import tempfile  # noqa: E402
 import warnings  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -78,6 +77,7 @@ from data_prep.errors import DataError, warn  # noqa: E402
 from data_prep.intensity import DEFAULT_PERCENTILES, check_numeric  # noqa: E402
 from data_prep.matlab import imresize, round_half_away  # noqa: E402
 from data_prep.readers import IMAGE_EXTS, NIFTI_EXTS, SUPPORTED, sniff  # noqa: E402
+from tools.atomic import atomic_path, replace_dir, temp_dir_beside  # noqa: E402
 
 SCALE = 3
 MIN_SIDE = 2  # a slice thinner than this is 1-D: there is nothing to super-resolve
@@ -209,33 +209,10 @@ def _to_dtype(values, dtype, lo=None, hi=None):
     return np.clip(round_half_away(values), lo, hi).astype(dtype)
 
 
-def _write_bytes(path, data, force):
+def _write_bytes(path, data):
     """Write ``data`` to ``path`` through a temporary file beside it, renamed at the end."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        _rename(Path(tmp), path, force)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _rename(tmp, path, force):
-    """Move ``tmp`` onto ``path``; an existing ``path`` is replaced only with ``force`` (checked
-    again here: it may have appeared while we computed)."""
-    if path.exists() and not force:
-        raise DataError(f"{path}: already exists (add --force to replace it)")
-    if not tmp.is_dir() or not path.exists():
-        os.replace(tmp, path)
-        return
-    # os.replace cannot put a folder over a non-empty one: move the old one aside first.
-    old = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-    os.replace(path, old / path.name)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 # ------------------------------------------------------------------------------- images
@@ -254,7 +231,7 @@ def _upscale_image(src, dst, net, axis):
     ok, buf = cv2.imencode(dst.suffix.lower(), out)
     if not ok:
         raise DataError(f"{dst}: cannot encode a {out.dtype} image in {dst.suffix} format")
-    _write_bytes(dst, buf.tobytes(), force=True)
+    _write_bytes(dst, buf.tobytes())
     return {"slices": 1, "window": list(window)}
 
 
@@ -291,7 +268,7 @@ def _upscale_dicom_file(src, dst, net, axis):
     outs, info = _upscale_series([(src, _read_dicom(src))], net)
     buf = io.BytesIO()
     outs[0].save_as(buf, write_like_original=False)
-    _write_bytes(dst, buf.getvalue(), force=True)
+    _write_bytes(dst, buf.getvalue())
     return info
 
 
@@ -299,12 +276,11 @@ def _upscale_dicom_folder(src, dst, net, axis):
     """A folder holding one DICOM series into a folder of the same file names."""
     files = _dicom_files(src)
     outs, info = _upscale_series([(f, _read_dicom(f)) for f in files], net)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".tmp", dir=dst.parent))
+    tmp = temp_dir_beside(dst)
     try:
         for path, ds in zip(files, outs):
             ds.save_as(str(tmp / path.name), write_like_original=False)
-        _rename(tmp, dst, force=True)
+        replace_dir(tmp, dst)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -511,7 +487,7 @@ def _upscale_nifti(src, dst, net, axis):
     payload = new.to_bytes()
     if dst.name.lower().endswith(".gz"):
         payload = gzip.compress(payload)
-    _write_bytes(dst, payload, force=True)
+    _write_bytes(dst, payload)
     return {"slices": len(frames), "window": list(window)}
 
 

@@ -1,6 +1,7 @@
 """Atomic file writes: a reader never sees a half-written file, a crash leaves no partial output."""
 import json
 import os
+import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,3 +40,26 @@ def write_text_atomic(path, text):
 def write_json_atomic(path, obj):
     """Write ``obj`` as indented JSON to ``path`` atomically."""
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+def temp_dir_beside(path):
+    """A new empty directory next to ``path`` (same filesystem, so it can be renamed onto it),
+    with the permissions a plain mkdir would give (mkdtemp makes 0700)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp.chmod(0o777 & ~current_umask())
+    return tmp
+
+
+def replace_dir(new, dest):
+    """Put directory ``new`` in the place of ``dest`` (which may not exist): rename cannot
+    replace a non-empty directory, so the old one is moved aside first and removed after."""
+    new, dest = Path(new), Path(dest)
+    if not dest.exists():
+        os.replace(new, dest)
+        return
+    old = temp_dir_beside(dest)
+    os.replace(dest, old / dest.name)
+    os.replace(new, dest)
+    shutil.rmtree(old, ignore_errors=True)
