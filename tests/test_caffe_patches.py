@@ -1,8 +1,9 @@
 """Our performance patches to Caffe keep Caffe's results (tools/setup/patches/).
 
-The direct convolution (0002) is compared with Caffe's own im2col + GEMM path in the same process:
-MEDSR_DIRECT_CONV=0 switches it off at run time. The ReLU backward rewrite (0003) must be
-bit-identical to upstream's formula.
+The direct convolution (0002) and the images-in-parallel convolution (0006) are compared with
+Caffe's own im2col + GEMM path in the same process: MEDSR_DIRECT_CONV=0 and MEDSR_PARALLEL_CONV=0
+switch them off at run time. The ReLU backward rewrite (0003) must be bit-identical to upstream's
+formula.
 """
 import ctypes
 import os
@@ -26,34 +27,48 @@ def libcaffe():
     return ctypes.CDLL(paths.pop())
 
 
-def direct_conv_enabled():
-    fn = libcaffe()._ZN5caffe19direct_conv_enabledEv  # caffe::direct_conv_enabled()
+def switch_enabled(symbol):
+    """Calls one of the patches' ``bool caffe::..._enabled()`` functions by its mangled name."""
+    fn = getattr(libcaffe(), symbol)
     fn.restype = ctypes.c_bool
     return fn()
 
 
 @contextmanager
-def direct_conv(on):
-    old = os.environ.get("MEDSR_DIRECT_CONV")
-    os.environ["MEDSR_DIRECT_CONV"] = "1" if on else "0"
+def env_switch(name, on):
+    old = os.environ.get(name)
+    os.environ[name] = "1" if on else "0"
     try:
         yield
     finally:
-        os.environ.pop("MEDSR_DIRECT_CONV") if old is None else os.environ.update(MEDSR_DIRECT_CONV=old)
+        os.environ.pop(name) if old is None else os.environ.update({name: old})
 
 
-def test_direct_path_is_built_and_switchable():
-    with direct_conv(True):
-        assert direct_conv_enabled()
-    with direct_conv(False):
-        assert not direct_conv_enabled()
+def direct_conv(on):
+    return env_switch("MEDSR_DIRECT_CONV", on)
 
 
-def conv_net(shape, outputs, kernel, bias):
+def parallel_conv(on):
+    return env_switch("MEDSR_PARALLEL_CONV", on)
+
+
+@pytest.mark.parametrize("switch,symbol", [
+    (direct_conv, "_ZN5caffe19direct_conv_enabledEv"),  # caffe::direct_conv_enabled()
+    (parallel_conv, "_ZN5caffe21parallel_conv_enabledEv"),  # caffe::parallel_conv_enabled()
+])
+def test_patched_paths_are_built_and_switchable(switch, symbol):
+    with switch(True):
+        assert switch_enabled(symbol)
+    with switch(False):
+        assert not switch_enabled(symbol)
+
+
+def conv_net(shape, outputs, kernel, bias, stride=1, pad=0):
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=list(shape)))
     n.conv = L.Convolution(n.data, num_output=outputs, kernel_h=kernel[0], kernel_w=kernel[1],
-                           bias_term=bias, weight_filler=dict(type="gaussian", std=1))
+                           stride=stride, pad=pad, bias_term=bias,
+                           weight_filler=dict(type="gaussian", std=1))
     proto = n.to_proto()
     proto.force_backward = True
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
@@ -106,11 +121,41 @@ def test_direct_convolution_matches_caffe_gemm_path(shape, outputs, kernel, bias
     assert any(not np.array_equal(g, w) for g, w in zip(got, want)), "both runs took one path"
 
 
-def test_srcnn_solver_steps_match_with_and_without_the_direct_path(tmp_path):
-    cfg = DEFAULT.with_overrides(["batch_train=8", "base_lr=0.01"])
+PARALLEL_CASES = [  # (N, C, H, W), outputs, kernel, bias, stride, pad
+    ((20, 1, 33, 33), 64, (9, 9), True, 1, 0),  # SRCNN conv1 (no input gradient in training)
+    ((13, 64, 25, 25), 32, (1, 1), True, 1, 0),  # SRCNN conv2: no im2col
+    ((9, 3, 12, 10), 6, (3, 3), False, 2, 1),  # stride and padding: Caffe's general im2col
+    ((2, 5, 8, 8), 7, (2, 3), True, 1, 0),  # fewer images than chunks
+]
+
+
+@pytest.mark.parametrize("shape,outputs,kernel,bias,stride,pad", PARALLEL_CASES)
+def test_parallel_convolution_matches_caffe_gemm_path(shape, outputs, kernel, bias, stride, pad):
+    rng = np.random.RandomState(sum(shape) + outputs)
+    net = conv_net(shape, outputs, kernel, bias, stride, pad)
+    weights = [rng.randn(*b.data.shape).astype(np.float32) for b in net.params["conv"]]
+    data = rng.randn(*shape).astype(np.float32)
+    top_diff = rng.randn(*net.blobs["conv"].data.shape).astype(np.float32)
+    with parallel_conv(False):
+        want = forward_backward(net, data, weights, top_diff)
+    with parallel_conv(True):
+        got = forward_backward(net, data, weights, top_diff)
+    for g, w in zip(got, want):
+        assert_close(g, w)
+    # Per image the same GEMMs run, and b + W * col is added in one step either way (these inner
+    # dimensions are too small for OpenBLAS to split): the output and input gradient are exact.
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+    if shape[0] > 8:  # gradients summed in chunks of images, so some bits differ
+        assert any(not np.array_equal(g, w) for g, w in zip(got, want)), "both runs took one path"
+
+
+@pytest.mark.parametrize("switch", [direct_conv, parallel_conv])
+def test_srcnn_solver_steps_match_with_and_without_a_patched_path(tmp_path, switch):
+    cfg = DEFAULT.with_overrides(["batch_train=16", "base_lr=0.01"])
     results = []
     for on in (False, True):
-        with direct_conv(on):
+        with switch(on):
             caffe.set_random_seed(5)
             solver = tiny_solver(cfg, "rrelu", "nesterov", tmp_path / str(on))
             for _ in range(3):
