@@ -185,7 +185,7 @@ def relu_backward(x, top_diff, slope):
 @pytest.mark.parametrize("slope", [0.0, np.float32(2 / 11)])
 def test_relu_backward_is_bit_identical_to_upstream(slope):
     rng = np.random.RandomState(0)
-    x = rng.randn(2, 3, 7, 9).astype(np.float32)
+    x = rng.randn(4, 8, 32, 40).astype(np.float32)  # >= 2^15 elements: the OpenMP loop (0007)
     x.flat[:4] = [0.0, -0.0, np.nan, np.inf]
     top = rng.randn(*x.shape).astype(np.float32)
     slope = np.float32(slope)
@@ -198,7 +198,7 @@ def test_power_minus_one_is_the_correctly_rounded_reciprocal():
     """0004: Power(x, -1) divides instead of calling pow(); upstream computed pow in double and
     rounded to float, which is the correctly rounded 1/x: compare with that to 1 ulp."""
     n = caffe.NetSpec()
-    n.data = L.Input(shape=dict(dim=[4, 5, 6, 7]))
+    n.data = L.Input(shape=dict(dim=[4, 8, 32, 40]))  # >= 2^15 elements: the OpenMP loop (0007)
     n.inv = L.Power(n.data, power=-1)
     with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
         f.write(str(n.to_proto()))
@@ -214,7 +214,7 @@ def test_power_minus_one_is_the_correctly_rounded_reciprocal():
 def test_eltwise_max_is_bit_identical_to_upstream():
     """0005: Eltwise MAX of two inputs as selects; upstream's if/else picks the second input on
     ties (and NaN) and routes the gradient as 0 + top_diff."""
-    shape = [2, 3, 5, 7]
+    shape = [4, 8, 32, 40]  # >= 2^15 elements: the OpenMP loop (0007)
     n = caffe.NetSpec()
     n.a = L.Input(shape=dict(dim=shape))
     n.b = L.Input(shape=dict(dim=shape))
@@ -241,3 +241,94 @@ def test_eltwise_max_is_bit_identical_to_upstream():
         got, want = net.blobs[blob].diff, np.where(wins, zero + top, zero)
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
+
+
+def relu_forward_is_upstreams(x, slope, got):
+    want = np.maximum(x, 0) + slope * np.minimum(x, 0)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_relu_forward_is_bit_identical_to_upstream():
+    """0007 runs ReLU's forward loop on all threads: still max(x, 0) + slope * min(x, 0)."""
+    x = np.random.RandomState(3).randn(4, 8, 32, 40).astype(np.float32)
+    for slope in (np.float32(0), np.float32(2 / 11)):
+        n = caffe.NetSpec()
+        n.data = L.Input(shape=dict(dim=list(x.shape)))
+        n.relu = L.ReLU(n.data, negative_slope=float(slope))
+        with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+            f.write(str(n.to_proto()))
+        net = caffe.Net(f.name, caffe.TEST)
+        os.unlink(f.name)
+        net.blobs["data"].data[...] = x
+        net.forward()
+        relu_forward_is_upstreams(x, slope, net.blobs["relu"].data)
+
+
+def test_eltwise_prod_backward_is_bit_identical_to_upstream():
+    """0007: with two bottoms, each bottom's gradient is the other bottom times top_diff, one
+    product per element as upstream's copy-then-multiply computed it."""
+    shape = [4, 8, 32, 40]
+    n = caffe.NetSpec()
+    n.a = L.Input(shape=dict(dim=shape))
+    n.b = L.Input(shape=dict(dim=shape))
+    n.p = L.Eltwise(n.a, n.b, operation=caffe.params.Eltwise.PROD)
+    proto = n.to_proto()
+    proto.force_backward = True
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+        f.write(str(proto))
+    net = caffe.Net(f.name, caffe.TRAIN)
+    os.unlink(f.name)
+    rng = np.random.RandomState(4)
+    a, b, top = (rng.randn(*shape).astype(np.float32) for _ in range(3))
+    net.blobs["a"].data[...], net.blobs["b"].data[...] = a, b
+    net.forward()
+    np.testing.assert_array_equal(net.blobs["p"].data, a * b)
+    net.blobs["p"].diff[...] = top
+    net.backward()
+    np.testing.assert_array_equal(net.blobs["a"].diff, b * top)
+    np.testing.assert_array_equal(net.blobs["b"].diff, a * top)
+
+
+def fast_rng(on):
+    return env_switch("MEDSR_FAST_RNG", on)
+
+
+def uniform_draws(count, low, high, seed, passes=3):
+    """``passes`` forward passes of a DummyData uniform filler after caffe.set_random_seed."""
+    n = caffe.NetSpec()
+    n.u = L.DummyData(shape=dict(dim=[count]), data_filler=dict(type="uniform", min=low, max=high))
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+        f.write(str(n.to_proto()))
+    net = caffe.Net(f.name, caffe.TRAIN)
+    os.unlink(f.name)
+    caffe.set_random_seed(seed)
+    draws = []
+    for _ in range(passes):
+        net.forward()
+        draws.append(net.blobs["u"].data.copy())
+    return draws
+
+
+def test_fast_rng_is_built_and_switchable():
+    with fast_rng(True):
+        assert switch_enabled("_ZN5caffe16fast_rng_enabledEv")  # caffe::fast_rng_enabled()
+    with fast_rng(False):
+        assert not switch_enabled("_ZN5caffe16fast_rng_enabledEv")
+
+
+@pytest.mark.parametrize("count,low,high", [
+    (3 * 4992 + 17, 3.0, 8.0),  # RReLU's slopes, over several of the patch's blocks
+    (1, 0.0, 1.0),
+    (20001, 5.0, 5.0),  # an empty range: boost rejects about half the draws and redraws
+    (5000, -1e30, 1e30),
+])
+def test_fast_uniform_draws_are_boosts(count, low, high):
+    """0008 draws the same floats as boost::variate_generator, and leaves the generator where
+    boost would (the later passes match too)."""
+    with fast_rng(False):
+        want = uniform_draws(count, low, high, seed=count)
+    with fast_rng(True):
+        got = uniform_draws(count, low, high, seed=count)
+    for g, w in zip(got, want):
+        np.testing.assert_array_equal(g, w)
+    assert not np.array_equal(got[0], got[1]) or count == 1 or low == high
