@@ -49,6 +49,8 @@ def test_caffe_engine_times_steps_and_every_layer(act, solver, tmp_path):
                                          + parts["apply_update"])
     info = engine.info()
     assert "OPENBLAS_NUM_THREADS" in info and isinstance(info["libraries"], list)
+    peak = engine.peak(size=64, repeats=2)
+    assert peak["gflops"] > 0 and peak["size"] == 64
 
 
 def test_summary_has_the_keys_and_the_ratio_of_the_medians():
@@ -58,8 +60,12 @@ def test_summary_has_the_keys_and_the_ratio_of_the_medians():
                            "sum": 22.3}}
     result = bench_train.summarize(args, DEFAULT, [[300.0, 100.0, 200.0], [250.0, 260.0, 270.0]],
                                    [[100.0, 90.0, 110.0], [95.0, 105.0, 100.0]], layers,
-                                   {"OPENBLAS_NUM_THREADS": "2"}, {"set_num_threads": 2}, (0, 0, 0), (0, 0, 0))
+                                   {"OPENBLAS_NUM_THREADS": "2"}, {"set_num_threads": 2}, (0, 0, 0), (0, 0, 0),
+                                   {"gflops": 100.0, "size": 2048, "repeats": 5})
     assert set(KEYS) <= set(result)
+    assert result["peak"]["caffe_fraction"] == pytest.approx(result["caffe_gflops"] / 100.0)
+    assert result["peak"]["torch_fraction"] == pytest.approx(result["torch_gflops"] / 100.0)
+    assert "machine peak" in bench_train.summary_table(result)
     assert result["caffe_ms"] == 255.0 and result["torch_ms"] == 100.0
     assert result["ratio"] == result["caffe_ms"] / result["torch_ms"]
     assert result["caffe_gflops"] == pytest.approx(2.9128704 / 0.255)
@@ -89,4 +95,5 @@ def test_tiny_run_writes_the_json(tmp_path, capsys):
     assert result["threads"]["torch"]["set_num_threads"] == 1
     assert {"conv1", "conv2", "conv3"} <= set(result["per_layer_ms"])
     assert result["gflop_per_iter"] == pytest.approx(2.9128704)
+    assert result["peak"]["gflops"] > 0
     assert "ratio caffe/torch" in capsys.readouterr().out

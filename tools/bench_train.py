@@ -35,6 +35,8 @@ from tools.config import ACTIVATIONS, DEFAULT, ROOT, SOLVERS
 
 TORCH_MISSING = "bench: PyTorch is not installed: run `make bench` (it installs torch==2.13.0 into .venv)"
 
+PEAK_RULE = ("best of 5 numpy float32 2048x2048 matrix products in the Caffe worker (numpy's BLAS is "
+             "the OpenBLAS Caffe loads), same thread count: the dense fp32 rate this machine attains")
 FLOP_RULE = ("convolutions only, 2 FLOPs per multiply-add; forward = sum over conv layers of "
              "N*C_out*H_out*W_out*C_in*k*k MACs; backward = weight gradient of every conv (= its forward "
              "MACs) + input gradient of conv2 and conv3 (= their forward MACs; conv1's input, the data, "
@@ -204,6 +206,22 @@ class CaffeEngine:
         parts["sum"] = sum(parts.values())
         return {"per_layer_ms": per_layer, "parts_ms": parts}
 
+    def peak(self, size=2048, repeats=5):
+        """The machine's attainable dense fp32 rate: best GFLOP/s of ``repeats`` float32
+        ``size`` x ``size`` matrix products by numpy, whose BLAS is the OpenBLAS Caffe uses,
+        with the same threads."""
+        import numpy as np
+
+        a, b = (np.random.RandomState(i).rand(size, size).astype(np.float32) for i in (0, 1))
+        np.dot(a, b)  # warm-up: thread start, page faults
+        best = None
+        for _ in range(repeats):
+            start = time.perf_counter()
+            np.dot(a, b)
+            ms = milliseconds(start)
+            best = ms if best is None else min(best, ms)
+        return {"gflops": 2 * size ** 3 / 1e9 / (best / 1e3), "size": size, "repeats": repeats}
+
     def info(self):
         info = {"OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
                 "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
@@ -285,6 +303,8 @@ def serve(args):
                 send({"ms": engine.block(cmd["iters"])})
             elif cmd["cmd"] == "layers":
                 send(engine.layers(cmd["iters"]))
+            elif cmd["cmd"] == "peak":
+                send(engine.peak())
             elif cmd["cmd"] == "quit":
                 break
     except Exception as exc:  # reported to the parent, which prints one line
@@ -365,14 +385,16 @@ def run(args):
                 caffe_blocks.append(caffe_w.call({"cmd": "block", "iters": args.iters})["ms"])
                 torch_blocks.append(torch_w.call({"cmd": "block", "iters": args.iters})["ms"])
             layers = caffe_w.call({"cmd": "layers", "iters": args.layer_iters or args.iters})
+            peak = caffe_w.call({"cmd": "peak"})
         finally:
             for w in workers:
                 w.close()
     return summarize(args, cfg, caffe_blocks, torch_blocks, layers, caffe_info, torch_info,
-                     load_before, os.getloadavg())
+                     load_before, os.getloadavg(), peak)
 
 
-def summarize(args, cfg, caffe_blocks, torch_blocks, layers, caffe_info, torch_info, load_before, load_after):
+def summarize(args, cfg, caffe_blocks, torch_blocks, layers, caffe_info, torch_info, load_before, load_after,
+              peak=None):
     flops = train_flops(cfg)
     gflop = flops["total"] / 1e9
     caffe_all = [t for block in caffe_blocks for t in block]
@@ -400,6 +422,10 @@ def summarize(args, cfg, caffe_blocks, torch_blocks, layers, caffe_info, torch_i
         "flop_rule": FLOP_RULE,
         "caffe_gflops": gflop / (caffe_ms / 1e3),
         "torch_gflops": gflop / (torch_ms / 1e3),
+        "peak": None if peak is None else {
+            **peak, "rule": PEAK_RULE,
+            "caffe_fraction": gflop / (caffe_ms / 1e3) / peak["gflops"],
+            "torch_fraction": gflop / (torch_ms / 1e3) / peak["gflops"]},
         "threads": {"requested": args.threads, "cpu_count": os.cpu_count(),
                     "caffe": {k: caffe_info.get(k) for k in
                               ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "openblas_get_num_threads")},
@@ -440,6 +466,10 @@ def summary_table(result):
     for name, med, low, rate, n in rows:
         lines.append(f"{name:<8}{med:>11.1f}{low:>9.1f}{rate:>9.2f}{str(n):>9}")
     lines.append(f"ratio caffe/torch (medians): {result['ratio']:.2f}")
+    if result.get("peak"):
+        peak = result["peak"]
+        lines.append(f"machine peak (large fp32 GEMM, same threads): {peak['gflops']:.0f} GFLOP/s; "
+                     f"caffe {100 * peak['caffe_fraction']:.0f}%, torch {100 * peak['torch_fraction']:.0f}% of it")
     passes = [(v[p], f"{k} {short}") for k, v in result["per_layer_ms"].items()
               for p, short in (("forward", "fwd"), ("backward", "bwd"))]
     passes.append((result["caffe_step_parts_ms"]["apply_update"], "solver update"))
