@@ -373,17 +373,26 @@ def run(args):
         h5, listing = write_patches(tmp, cfg)
         workers = []
         try:
-            # Start one at a time so that the warm-ups do not overlap either.
-            caffe_w = Worker("caffe", args, tmp, h5, listing)
-            workers.append(caffe_w)
-            caffe_info = caffe_w.recv()["info"]
-            torch_w = Worker("torch", args, tmp, h5, listing)
-            workers.append(torch_w)
-            torch_info = torch_w.recv()["info"]
             caffe_blocks, torch_blocks = [], []
-            for _ in range(args.repeats):
+            caffe_w = torch_w = None
+            for repeat in range(args.repeats):
+                # Fresh worker processes for every repeat unless --same-workers: PyTorch's speed
+                # differs from process to process here (medians of 53 to 110 ms/iter seen), so
+                # one process pair would sample one draw of it. Started one at a time so that
+                # the warm-ups do not overlap either.
+                if repeat == 0 or not args.same_workers:
+                    for w in workers:
+                        w.close()
+                    workers.clear()
+                    caffe_w = Worker("caffe", args, tmp, h5, listing)
+                    workers.append(caffe_w)
+                    caffe_info = caffe_w.recv()["info"]
+                    torch_w = Worker("torch", args, tmp, h5, listing)
+                    workers.append(torch_w)
+                    torch_info = torch_w.recv()["info"]
                 caffe_blocks.append(caffe_w.call({"cmd": "block", "iters": args.iters})["ms"])
                 torch_blocks.append(torch_w.call({"cmd": "block", "iters": args.iters})["ms"])
+            torch_w.close()  # idle from here on; the layer timing and the peak need the CPU alone
             layers = caffe_w.call({"cmd": "layers", "iters": args.layer_iters or args.iters})
             peak = caffe_w.call({"cmd": "peak"})
         finally:
@@ -440,6 +449,7 @@ def summarize(args, cfg, caffe_blocks, torch_blocks, layers, caffe_info, torch_i
         "label": cfg.label,
         "iters": args.iters,
         "repeats": args.repeats,
+        "fresh_workers_per_repeat": not getattr(args, "same_workers", False),
         "warmup": args.warmup,
         "torch_version": torch_info.get("torch_version"),
         "blas": {"caffe": caffe_info.get("libraries"),
@@ -486,7 +496,10 @@ def parse_args(argv=None):
     p.add_argument("--repeats", type=int, default=5, help="alternating caffe/torch blocks (default 5)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
                    help="threads of both engines (default: cpu count)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed steps per engine first (default 3)")
+    p.add_argument("--warmup", type=int, default=3,
+                   help="untimed steps per engine and worker process first (default 3)")
+    p.add_argument("--same-workers", action="store_true",
+                   help="one worker process per engine for all repeats (default: fresh ones per repeat)")
     p.add_argument("--layer-iters", type=int, default=0,
                    help="iterations of Caffe's per-layer timing (default: --iters)")
     p.add_argument("--out", default="bench/train_step.json", help="JSON output (relative to the repo root)")
