@@ -63,6 +63,27 @@ def test_patched_paths_are_built_and_switchable(switch, symbol):
         assert not switch_enabled(symbol)
 
 
+def load_net(proto, phase):
+    """A caffe.Net of a NetSpec proto (through a temporary prototxt file)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
+        f.write(str(proto))
+    try:
+        return caffe.Net(f.name, phase)
+    finally:
+        os.unlink(f.name)
+
+
+def two_input_eltwise(shape, operation):
+    """A TRAIN net computing Eltwise ``operation`` of inputs a and b, with backward forced."""
+    n = caffe.NetSpec()
+    n.a = L.Input(shape=dict(dim=shape))
+    n.b = L.Input(shape=dict(dim=shape))
+    n.out = L.Eltwise(n.a, n.b, operation=operation)
+    proto = n.to_proto()
+    proto.force_backward = True
+    return load_net(proto, caffe.TRAIN)
+
+
 def conv_net(shape, outputs, kernel, bias, stride=1, pad=0):
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=list(shape)))
@@ -71,11 +92,7 @@ def conv_net(shape, outputs, kernel, bias, stride=1, pad=0):
                            weight_filler=dict(type="gaussian", std=1))
     proto = n.to_proto()
     proto.force_backward = True
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-        f.write(str(proto))
-    net = caffe.Net(f.name, caffe.TRAIN)
-    os.unlink(f.name)
-    return net
+    return load_net(proto, caffe.TRAIN)
 
 
 def forward_backward(net, data, weights, top_diff):
@@ -105,19 +122,27 @@ CASES = [  # (N, C, H, W), outputs, kernel, bias
 ]
 
 
-@pytest.mark.parametrize("shape,outputs,kernel,bias", CASES)
-def test_direct_convolution_matches_caffe_gemm_path(shape, outputs, kernel, bias):
+def off_and_on(switch, shape, outputs, kernel, bias, stride=1, pad=0):
+    """One random convolution pass with ``switch`` off (Caffe's GEMM path), then on: the
+    (output, input gradient, weight gradient[, bias gradient]) of each, after checking that
+    they agree to 1e-5."""
     rng = np.random.RandomState(sum(shape) + outputs)
-    net = conv_net(shape, outputs, kernel, bias)
+    net = conv_net(shape, outputs, kernel, bias, stride, pad)
     weights = [rng.randn(*b.data.shape).astype(np.float32) for b in net.params["conv"]]
     data = rng.randn(*shape).astype(np.float32)
     top_diff = rng.randn(*net.blobs["conv"].data.shape).astype(np.float32)
-    with direct_conv(False):
+    with switch(False):
         want = forward_backward(net, data, weights, top_diff)
-    with direct_conv(True):
+    with switch(True):
         got = forward_backward(net, data, weights, top_diff)
     for g, w in zip(got, want):
         assert_close(g, w)
+    return got, want
+
+
+@pytest.mark.parametrize("shape,outputs,kernel,bias", CASES)
+def test_direct_convolution_matches_caffe_gemm_path(shape, outputs, kernel, bias):
+    got, want = off_and_on(direct_conv, shape, outputs, kernel, bias)
     assert any(not np.array_equal(g, w) for g, w in zip(got, want)), "both runs took one path"
 
 
@@ -131,17 +156,7 @@ PARALLEL_CASES = [  # (N, C, H, W), outputs, kernel, bias, stride, pad
 
 @pytest.mark.parametrize("shape,outputs,kernel,bias,stride,pad", PARALLEL_CASES)
 def test_parallel_convolution_matches_caffe_gemm_path(shape, outputs, kernel, bias, stride, pad):
-    rng = np.random.RandomState(sum(shape) + outputs)
-    net = conv_net(shape, outputs, kernel, bias, stride, pad)
-    weights = [rng.randn(*b.data.shape).astype(np.float32) for b in net.params["conv"]]
-    data = rng.randn(*shape).astype(np.float32)
-    top_diff = rng.randn(*net.blobs["conv"].data.shape).astype(np.float32)
-    with parallel_conv(False):
-        want = forward_backward(net, data, weights, top_diff)
-    with parallel_conv(True):
-        got = forward_backward(net, data, weights, top_diff)
-    for g, w in zip(got, want):
-        assert_close(g, w)
+    got, want = off_and_on(parallel_conv, shape, outputs, kernel, bias, stride, pad)
     # Per image the same GEMMs run, and b + W * col is added in one step either way (these inner
     # dimensions are too small for OpenBLAS to split): the output and input gradient are exact.
     np.testing.assert_array_equal(got[0], want[0])
@@ -172,9 +187,7 @@ def relu_backward(x, top_diff, slope):
     n.relu = L.ReLU(n.data, negative_slope=slope)
     proto = n.to_proto()
     proto.force_backward = True
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-        f.write(str(proto))
-    net = caffe.Net(f.name, caffe.TRAIN)
+    net = load_net(proto, caffe.TRAIN)
     net.blobs["data"].data[...] = x
     net.forward()
     net.blobs["relu"].diff[...] = top_diff
@@ -200,9 +213,7 @@ def test_power_minus_one_is_the_correctly_rounded_reciprocal():
     n = caffe.NetSpec()
     n.data = L.Input(shape=dict(dim=[4, 8, 32, 40]))  # >= 2^15 elements: the OpenMP loop (0007)
     n.inv = L.Power(n.data, power=-1)
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-        f.write(str(n.to_proto()))
-    net = caffe.Net(f.name, caffe.TEST)
+    net = load_net(n.to_proto(), caffe.TEST)
     x = np.random.RandomState(1).uniform(3, 8, net.blobs["data"].data.shape).astype(np.float32)
     x.flat[:3] = [-2.5, 1e-20, 7.0]
     net.blobs["data"].data[...] = x
@@ -215,15 +226,7 @@ def test_eltwise_max_is_bit_identical_to_upstream():
     """0005: Eltwise MAX of two inputs as selects; upstream's if/else picks the second input on
     ties (and NaN) and routes the gradient as 0 + top_diff."""
     shape = [4, 8, 32, 40]  # >= 2^15 elements: the OpenMP loop (0007)
-    n = caffe.NetSpec()
-    n.a = L.Input(shape=dict(dim=shape))
-    n.b = L.Input(shape=dict(dim=shape))
-    n.m = L.Eltwise(n.a, n.b, operation=caffe.params.Eltwise.MAX)
-    proto = n.to_proto()
-    proto.force_backward = True
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-        f.write(str(proto))
-    net = caffe.Net(f.name, caffe.TRAIN)
+    net = two_input_eltwise(shape, caffe.params.Eltwise.MAX)
     rng = np.random.RandomState(2)
     a, b = rng.randn(*shape).astype(np.float32), rng.randn(*shape).astype(np.float32)
     a.flat[:4], b.flat[:4] = [1.5, np.nan, 0.0, 2.0], [1.5, 0.3, -0.0, np.nan]  # ties, NaN, zeros
@@ -231,11 +234,11 @@ def test_eltwise_max_is_bit_identical_to_upstream():
     top.flat[4:6] = [-0.0, -0.0]
     net.blobs["a"].data[...], net.blobs["b"].data[...] = a, b
     net.forward()
-    net.blobs["m"].diff[...] = top
+    net.blobs["out"].diff[...] = top
     net.backward()
     with np.errstate(invalid="ignore"):
         a_wins = a > b
-    np.testing.assert_array_equal(net.blobs["m"].data, np.where(a_wins, a, b))
+    np.testing.assert_array_equal(net.blobs["out"].data, np.where(a_wins, a, b))
     zero = np.float32(0)
     for blob, wins in (("a", a_wins), ("b", ~a_wins)):
         got, want = net.blobs[blob].diff, np.where(wins, zero + top, zero)
@@ -255,10 +258,7 @@ def test_relu_forward_is_bit_identical_to_upstream():
         n = caffe.NetSpec()
         n.data = L.Input(shape=dict(dim=list(x.shape)))
         n.relu = L.ReLU(n.data, negative_slope=float(slope))
-        with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-            f.write(str(n.to_proto()))
-        net = caffe.Net(f.name, caffe.TEST)
-        os.unlink(f.name)
+        net = load_net(n.to_proto(), caffe.TEST)
         net.blobs["data"].data[...] = x
         net.forward()
         relu_forward_is_upstreams(x, slope, net.blobs["relu"].data)
@@ -268,22 +268,13 @@ def test_eltwise_prod_backward_is_bit_identical_to_upstream():
     """0007: with two bottoms, each bottom's gradient is the other bottom times top_diff, one
     product per element as upstream's copy-then-multiply computed it."""
     shape = [4, 8, 32, 40]
-    n = caffe.NetSpec()
-    n.a = L.Input(shape=dict(dim=shape))
-    n.b = L.Input(shape=dict(dim=shape))
-    n.p = L.Eltwise(n.a, n.b, operation=caffe.params.Eltwise.PROD)
-    proto = n.to_proto()
-    proto.force_backward = True
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-        f.write(str(proto))
-    net = caffe.Net(f.name, caffe.TRAIN)
-    os.unlink(f.name)
+    net = two_input_eltwise(shape, caffe.params.Eltwise.PROD)
     rng = np.random.RandomState(4)
     a, b, top = (rng.randn(*shape).astype(np.float32) for _ in range(3))
     net.blobs["a"].data[...], net.blobs["b"].data[...] = a, b
     net.forward()
-    np.testing.assert_array_equal(net.blobs["p"].data, a * b)
-    net.blobs["p"].diff[...] = top
+    np.testing.assert_array_equal(net.blobs["out"].data, a * b)
+    net.blobs["out"].diff[...] = top
     net.backward()
     np.testing.assert_array_equal(net.blobs["a"].diff, b * top)
     np.testing.assert_array_equal(net.blobs["b"].diff, a * top)
@@ -297,10 +288,7 @@ def uniform_draws(count, low, high, seed, passes=3):
     """``passes`` forward passes of a DummyData uniform filler after caffe.set_random_seed."""
     n = caffe.NetSpec()
     n.u = L.DummyData(shape=dict(dim=[count]), data_filler=dict(type="uniform", min=low, max=high))
-    with tempfile.NamedTemporaryFile("w", suffix=".prototxt", delete=False) as f:
-        f.write(str(n.to_proto()))
-    net = caffe.Net(f.name, caffe.TRAIN)
-    os.unlink(f.name)
+    net = load_net(n.to_proto(), caffe.TRAIN)
     caffe.set_random_seed(seed)
     draws = []
     for _ in range(passes):
