@@ -21,16 +21,13 @@ from eval.infer import SRNet  # noqa: E402
 from eval.score import load_hr_folder, score_method  # noqa: E402
 from tools.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from tools.config import ROOT  # noqa: E402
-from tools.run_files import read_manifest  # noqa: E402
+from tools.run_files import final_snapshot, read_manifest  # noqa: E402
 
 
 def run_model(run_dir):
     """(label, deploy prototxt, final caffemodel) of a run directory."""
-    manifest = read_manifest(run_dir)
-    if not manifest or not manifest.get("snapshots"):
-        raise DataError(f"{run_dir}: no manifest with snapshots (train it first)")
-    label = f"{manifest['act']}_{manifest['solver']}"
-    return label, manifest["files"]["deploy"], manifest["snapshots"][-1]["caffemodel"]
+    manifest, deploy, caffemodel = final_snapshot(run_dir)
+    return f"{manifest['act']}_{manifest['solver']}", str(deploy), str(caffemodel)
 
 
 def dataset_runs(dataset):

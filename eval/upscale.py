@@ -57,7 +57,6 @@ import argparse  # noqa: E402
 import copy  # noqa: E402
 import gzip  # noqa: E402
 import io  # noqa: E402
-import json  # noqa: E402
 import shutil  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
@@ -78,6 +77,7 @@ from data_prep.intensity import DEFAULT_PERCENTILES, check_numeric  # noqa: E402
 from data_prep.matlab import imresize, round_half_away  # noqa: E402
 from data_prep.readers import IMAGE_EXTS, NIFTI_EXTS, SUPPORTED, sniff  # noqa: E402
 from tools.atomic import atomic_path, replace_dir, temp_dir_beside  # noqa: E402
+from tools.run_files import final_snapshot  # noqa: E402
 
 SCALE = 3
 MIN_SIDE = 2  # a slice thinner than this is 1-D: there is nothing to super-resolve
@@ -527,24 +527,11 @@ def _nifti_like(img, data, planes, scaling):
 
 def resolve_model(run=None, model=None, deploy=None):
     """(deploy prototxt, caffemodel): given directly, or the last snapshot of a run directory
-    and its deploy.prototxt."""
+    and its deploy net."""
     if run is None:
         return Path(deploy), Path(model)
-    run = Path(run)
-    try:
-        manifest = json.loads((run / "manifest.json").read_text())
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{run}: not a run directory (cannot read manifest.json: {exc})")
-    snapshots = (manifest.get("snapshots") or []) if isinstance(manifest, dict) else []
-    if not snapshots or not snapshots[-1].get("caffemodel"):
-        raise DataError(f"{run}: the run has no snapshot yet (manifest.json lists none)")
-    caffemodel = Path(snapshots[-1]["caffemodel"])
-    # A moved or copied run directory: its manifest's paths point at the old place.
-    for candidate in (caffemodel, run / caffemodel, run / "snapshots" / caffemodel.name):
-        if candidate.is_file():
-            caffemodel = candidate
-            break
-    return run / "deploy.prototxt", caffemodel
+    _, deploy, caffemodel = final_snapshot(run)
+    return deploy, caffemodel
 
 
 def parse_args(argv):

@@ -13,6 +13,7 @@ from pathlib import Path
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
+from data_prep.errors import DataError
 from tools.atomic import write_json_atomic, write_text_atomic
 from tools.config import ROOT
 from tools.nets import deploy_net, train_val_net
@@ -80,6 +81,32 @@ def read_manifest(run_dir):
         return json.loads((Path(run_dir) / "manifest.json").read_text())
     except (OSError, ValueError):
         return None
+
+
+def _moved(path, run_dir, subdirs):
+    """``path`` if it exists, else the file of that name in ``run_dir`` or one of its ``subdirs``
+    (a moved or copied run directory: its manifest's paths point at the old place)."""
+    path = Path(path)
+    for candidate in [path] + [Path(run_dir, d, path.name) for d in subdirs]:
+        if candidate.is_file():
+            return candidate
+    return path
+
+
+def final_snapshot(run_dir):
+    """(manifest, deploy prototxt, final caffemodel) of a trained run directory; a DataError
+    names what is missing."""
+    run_dir = Path(run_dir)
+    try:
+        manifest = json.loads((run_dir / "manifest.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{run_dir}: not a run directory (cannot read manifest.json: {exc})")
+    snapshots = (manifest.get("snapshots") or []) if isinstance(manifest, dict) else []
+    if not snapshots or not snapshots[-1].get("caffemodel"):
+        raise DataError(f"{run_dir}: the run has no snapshot yet (train it first)")
+    deploy = (manifest.get("files") or {}).get("deploy") or run_dir / "deploy.prototxt"
+    return (manifest, _moved(deploy, run_dir, [""]),
+            _moved(snapshots[-1]["caffemodel"], run_dir, ["", "snapshots"]))
 
 
 def save_manifest(run_dir, manifest):
