@@ -7,6 +7,8 @@ formula.
 """
 import ctypes
 import os
+import subprocess
+import sys
 import tempfile
 from contextlib import contextmanager
 
@@ -16,7 +18,7 @@ import pytest
 from caffe import layers as L
 
 from tests.caffe_helpers import tiny_solver
-from tools.config import DEFAULT
+from tools.config import DEFAULT, ROOT
 
 
 def libcaffe():
@@ -165,18 +167,23 @@ def test_parallel_convolution_matches_caffe_gemm_path(shape, outputs, kernel, bi
         assert any(not np.array_equal(g, w) for g, w in zip(got, want)), "both runs took one path"
 
 
+def tiny_training(tmp_path, steps=3):
+    """Every parameter after ``steps`` seeded steps of a small rrelu/nesterov SRCNN solver."""
+    cfg = DEFAULT.with_overrides(["batch_train=16", "base_lr=0.01"])
+    caffe.set_random_seed(5)
+    solver = tiny_solver(cfg, "rrelu", "nesterov", tmp_path)
+    for _ in range(steps):
+        caffe.set_random_seed(solver.iter)
+        solver.step(1)
+    return [b.data.copy() for p in solver.net.params.values() for b in p]
+
+
 @pytest.mark.parametrize("switch", [direct_conv, parallel_conv])
 def test_srcnn_solver_steps_match_with_and_without_a_patched_path(tmp_path, switch):
-    cfg = DEFAULT.with_overrides(["batch_train=16", "base_lr=0.01"])
     results = []
     for on in (False, True):
         with switch(on):
-            caffe.set_random_seed(5)
-            solver = tiny_solver(cfg, "rrelu", "nesterov", tmp_path / str(on))
-            for _ in range(3):
-                caffe.set_random_seed(solver.iter)
-                solver.step(1)
-            results.append([b.data.copy() for p in solver.net.params.values() for b in p])
+            results.append(tiny_training(tmp_path / str(on)))
     for got, want in zip(results[1], results[0]):
         assert_close(got, want, rtol=1e-4)  # three updates compound the 1e-6 differences
 
@@ -341,3 +348,23 @@ def test_unpadded_im2col_convolution_matches_numpy():
             window = data[:, :, y:y + kernel[0], x:x + kernel[1]].astype(np.float64)
             want[:, :, y, x] = np.einsum("nchw,ochw->no", window, w) + b
     assert_close(got, want)
+
+
+def test_training_does_not_depend_on_the_thread_count(tmp_path):
+    """0002 and 0006 sum gradients per fixed chunk of images and 0007's loops work element by
+    element, so a run gives the same bits on 1, 2 or 3 threads (OpenMP and OpenBLAS alike)."""
+    script = ("import sys, numpy as np; from pathlib import Path; "
+              "from tests.test_caffe_patches import tiny_training; "
+              "np.savez(sys.argv[1], *tiny_training(Path(sys.argv[2])))")
+    results = []
+    for threads in ("1", "2", "3"):
+        out = tmp_path / f"params_{threads}.npz"
+        env = dict(os.environ, OMP_NUM_THREADS=threads, OPENBLAS_NUM_THREADS=threads,
+                   GLOG_minloglevel="2")
+        subprocess.run([sys.executable, "-c", script, str(out), str(tmp_path / threads)],
+                       cwd=ROOT, env=env, check=True)
+        with np.load(out) as params:
+            results.append([params[k] for k in sorted(params.files, key=lambda k: int(k.split("_")[1]))])
+    for other in results[1:]:
+        for got, want in zip(other, results[0]):
+            np.testing.assert_array_equal(got, want)
