@@ -331,23 +331,26 @@ def test_fast_uniform_draws_are_boosts(count, low, high):
 
 def test_unpadded_im2col_convolution_matches_numpy():
     """0009 copies im2col's rows for stride 1 without padding; the GEMM path (both patched paths
-    off) must still compute the textbook convolution."""
+    off) must still compute the textbook convolution and its weight gradient."""
     rng = np.random.RandomState(6)
     shape, outputs, kernel = (3, 4, 11, 9), 6, (3, 4)
     net = conv_net(shape, outputs, kernel, bias=True)
     weights = [rng.randn(*b.data.shape).astype(np.float32) for b in net.params["conv"]]
     data = rng.randn(*shape).astype(np.float32)
-    top_diff = np.zeros(net.blobs["conv"].data.shape, np.float32)
+    top_diff = rng.randn(*net.blobs["conv"].data.shape).astype(np.float32)
     with direct_conv(False), parallel_conv(False):
-        got = forward_backward(net, data, weights, top_diff)[0]
+        out, _, weight_diff, _ = forward_backward(net, data, weights, top_diff)
     w, b = (x.astype(np.float64) for x in weights)
     out_h, out_w = shape[2] - kernel[0] + 1, shape[3] - kernel[1] + 1
-    want = np.empty((shape[0], outputs, out_h, out_w))
+    want_out = np.empty((shape[0], outputs, out_h, out_w))
+    want_dw = np.zeros(w.shape)
     for y in range(out_h):
         for x in range(out_w):
             window = data[:, :, y:y + kernel[0], x:x + kernel[1]].astype(np.float64)
-            want[:, :, y, x] = np.einsum("nchw,ochw->no", window, w) + b
-    assert_close(got, want)
+            want_out[:, :, y, x] = np.einsum("nchw,ochw->no", window, w) + b
+            want_dw += np.einsum("no,nchw->ochw", top_diff[:, :, y, x].astype(np.float64), window)
+    assert_close(out, want_out)
+    assert_close(weight_diff, want_dw)
 
 
 def test_training_does_not_depend_on_the_thread_count(tmp_path):
