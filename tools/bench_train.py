@@ -409,6 +409,7 @@ def summarize(args, cfg, caffe_blocks, torch_blocks, layers, caffe_info, torch_i
     caffe_all = [t for block in caffe_blocks for t in block]
     torch_all = [t for block in torch_blocks for t in block]
     caffe_ms, torch_ms = statistics.median(caffe_all), statistics.median(torch_all)
+    caffe_gflops, torch_gflops = gflop / (caffe_ms / 1e3), gflop / (torch_ms / 1e3)
     per_layer = layers["per_layer_ms"]
     for name, counts in flops.items():
         if name in per_layer:  # achieved rate of each convolution
@@ -429,12 +430,11 @@ def summarize(args, cfg, caffe_blocks, torch_blocks, layers, caffe_info, torch_i
         "gflop_per_layer": {k: {p: v[p] / 1e9 for p in ("forward", "backward")}
                             for k, v in flops.items() if k.startswith("conv")},
         "flop_rule": FLOP_RULE,
-        "caffe_gflops": gflop / (caffe_ms / 1e3),
-        "torch_gflops": gflop / (torch_ms / 1e3),
-        "peak": None if peak is None else {
-            **peak, "rule": PEAK_RULE,
-            "caffe_fraction": gflop / (caffe_ms / 1e3) / peak["gflops"],
-            "torch_fraction": gflop / (torch_ms / 1e3) / peak["gflops"]},
+        "caffe_gflops": caffe_gflops,
+        "torch_gflops": torch_gflops,
+        "peak": None if peak is None else {**peak, "rule": PEAK_RULE,
+                                           "caffe_fraction": caffe_gflops / peak["gflops"],
+                                           "torch_fraction": torch_gflops / peak["gflops"]},
         "threads": {"requested": args.threads, "cpu_count": os.cpu_count(),
                     "caffe": {k: caffe_info.get(k) for k in
                               ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "openblas_get_num_threads")},
