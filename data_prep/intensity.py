@@ -148,16 +148,24 @@ def _rule_none(vol, source):
     return vol.astype(np.float64), {}
 
 
-def _rule_mr(vol, percentiles):
-    """Percentile window; falls back to [min, max] when the percentiles coincide."""
+def percentile_window(values, percentiles=DEFAULT_PERCENTILES):
+    """(lo, hi, fell_back): the ``percentiles`` (low, high) of ``values``, or their min and max
+    when the two percentiles coincide (fell_back True); lo == hi only for constant values."""
     p_lo, p_hi = (float(p) for p in percentiles)
     if not 0.0 <= p_lo < p_hi <= 100.0:
         raise DataError(f"bad percentiles {percentiles!r}: need 0 <= low < high <= 100")
-    lo, hi = (float(v) for v in np.percentile(vol, [p_lo, p_hi]))
-    fallback = lo == hi
-    if fallback:
-        lo, hi = float(vol.min()), float(vol.max())
-    info = {"percentiles": [p_lo, p_hi], "low": lo, "high": hi, "minmax_fallback": fallback}
+    lo, hi = (float(v) for v in np.percentile(values, [p_lo, p_hi]))
+    fell_back = lo == hi
+    if fell_back:
+        lo, hi = float(np.min(values)), float(np.max(values))
+    return lo, hi, fell_back
+
+
+def _rule_mr(vol, percentiles):
+    """Percentile window; falls back to [min, max] when the percentiles coincide."""
+    lo, hi, fallback = percentile_window(vol, percentiles)
+    info = {"percentiles": [float(p) for p in percentiles], "low": lo, "high": hi,
+            "minmax_fallback": fallback}
     if lo == hi:
         return np.zeros(vol.shape), info  # constant: reported by the caller
     return _linear(vol, lo, hi), info

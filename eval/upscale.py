@@ -73,7 +73,7 @@ from pydicom.valuerep import DSfloat  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from data_prep.errors import DataError, warn  # noqa: E402
-from data_prep.intensity import DEFAULT_PERCENTILES, check_numeric  # noqa: E402
+from data_prep.intensity import DEFAULT_PERCENTILES, check_numeric, percentile_window  # noqa: E402
 from data_prep.matlab import imresize, round_half_away  # noqa: E402
 from data_prep.readers import IMAGE_EXTS, NIFTI_EXTS, SUPPORTED, sniff  # noqa: E402
 from tools.atomic import atomic_path, replace_dir, temp_dir_beside  # noqa: E402
@@ -183,9 +183,7 @@ def _window(values, eight_bit, percentiles=DEFAULT_PERCENTILES):
     never empty, so that (x - lo) / (hi - lo) is defined."""
     if eight_bit:
         return 0.0, 255.0
-    lo, hi = (float(v) for v in np.percentile(values, percentiles))
-    if lo == hi:
-        lo, hi = float(np.min(values)), float(np.max(values))
+    lo, hi, _ = percentile_window(values, percentiles)
     return (lo, hi) if hi > lo else (lo, lo + 1.0)
 
 

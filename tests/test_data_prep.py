@@ -179,3 +179,20 @@ def test_bad_input_gives_one_line_and_no_output(tmp_path, capsys):
 def test_unknown_override_is_one_clear_line(capsys):
     assert data_prep_main(["--dataset", "prostate", "stride_train=abc"]) == 2
     assert "stride_train" in capsys.readouterr().err
+
+
+def test_percentile_window_is_shared_by_the_mr_rule_and_upscale():
+    from data_prep.errors import DataError
+    from data_prep.intensity import percentile_window
+    from eval.upscale import _window
+
+    values = np.random.RandomState(7).gamma(2.0, 100.0, size=(40, 50))
+    lo, hi, fell_back = percentile_window(values)
+    assert (lo, hi) == tuple(np.percentile(values, [0.5, 99.5])) and not fell_back
+    assert _window(values, eight_bit=False) == (lo, hi)
+    mostly_zero = np.zeros((100, 100))
+    mostly_zero[0, 0] = 9.0  # both percentiles 0: min..max instead
+    assert percentile_window(mostly_zero) == (0.0, 9.0, True)
+    assert _window(np.full((3, 3), 4.0), eight_bit=False) == (4.0, 5.0)  # never empty
+    with pytest.raises(DataError, match="bad percentiles"):
+        percentile_window(values, (50, 50))
