@@ -31,10 +31,11 @@ Formats:
       true); DerivationDescription records the net and window; every other tag kept.
       MONOCHROME1 stays MONOCHROME1: the net sees 1 - x (bright = high, like its training data)
       and its output is flipped back. A folder gives a folder with the same file names.
-    * NIfTI (.nii, .nii.gz; output compression follows the --out name): every slice along voxel
-      (array) axis ``--axis`` is upscaled in the plane of the two other axes (unlike
-      ``data_prep``, no RAS reorientation: the file keeps its voxel order). Integer data keeps its
-      dtype (and scl_slope/scl_inter, stored values restored); float data is written as float32.
+    * NIfTI (.nii, .nii.gz; output compression follows the --out name): ``--axis`` counts RAS+
+      axes as ``data_prep`` does (0 sagittal, 1 coronal, 2 axial); every slice along the file's
+      voxel axis closest to it is upscaled in the plane of the two other voxel axes. The file
+      keeps its voxel order (no reorientation is written). Integer data keeps its dtype (and
+      scl_slope/scl_inter, stored values restored); float data is written as float32.
 
 Geometry convention (MATLAB's imresize): new pixel n of an upscaled axis has its centre at old
 index (n + 0.5) / 3 - 0.5 = n / 3 - 1/3, so the image keeps its extent and new pixel 1 sits on
@@ -98,7 +99,8 @@ def upscale_path(in_path, out_path, net, axis=2, force=False):
             there unless everything succeeds.
         net: maps a bicubic-upscaled float image ([0, 1] scale) to its estimate of the same
             size, e.g. an ``eval.infer.SRNet``.
-        axis: NIfTI only: the voxel axis whose slices are upscaled (the other two are in-plane).
+        axis: NIfTI only: the RAS+ axis (0 sagittal, 1 coronal, 2 axial) whose slices are
+            upscaled; the voxel axis closest to it is found from the affine.
         force: replace an existing ``out_path``.
 
     Returns:
@@ -466,9 +468,25 @@ def _set_uids(ds, series_uid):
 
 # -------------------------------------------------------------------------------- NIfTI
 
+def _voxel_axis(img, ras_axis, src):
+    """The voxel axis of ``img`` closest to RAS+ axis ``ras_axis``, as data_prep counts axes."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # a degenerate affine: reported below
+            found = np.flatnonzero(nib.io_orientation(img.affine)[:, 0] == ras_axis)
+    except (np.linalg.LinAlgError, ValueError):
+        found = np.array([])
+    if found.size != 1:
+        raise DataError(f"{src}: the affine tells no voxel axis for RAS+ axis {ras_axis}")
+    return int(found[0])
+
+
 def _upscale_nifti(src, dst, net, axis):
-    """Every slice along voxel axis ``axis`` x3 in-plane; affine, zooms, dtype as documented."""
+    """Every slice along the voxel axis closest to RAS+ axis ``axis`` x3 in-plane; affine,
+    zooms, dtype as documented."""
     img, values = _read_nifti(src)
+    if values.ndim >= 3:
+        axis = _voxel_axis(img, axis, src)
     planes = [d for d in range(min(values.ndim, 3)) if d != axis]
     if values.ndim < 2 or len(planes) != 2:
         raise DataError(f"{src}: NIfTI shape {values.shape} has no 2-D slices along axis {axis}")
@@ -546,7 +564,8 @@ def parse_args(argv):
     p.add_argument("--deploy", type=Path, help="the deploy prototxt of --model")
     p.add_argument("--engine", choices=("caffe", "opencv"), default="caffe")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2,
-                   help="NIfTI: voxel axis to slice along; the other two are upscaled (default 2)")
+                   help="NIfTI: RAS+ axis to slice along, as in data_prep: 0 sagittal, 1 coronal, "
+                        "2 axial (default); the file's closest voxel axis is used")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     args = p.parse_args(argv)
     if args.model is not None and args.deploy is None:

@@ -270,6 +270,38 @@ def test_nifti_uint8_axis0(net, tmp_path):
         assert_rounds_to(got[k], bicubic(data[k]), lo=0, hi=255)
 
 
+def test_nifti_axis_counts_ras_axes_as_data_prep_does(net, tmp_path):
+    """Voxel axes stored as (S, A, R): --axis 2 (axial) slices along voxel axis 0."""
+    data = rng_image((4, 6, 7), 256, np.uint8)
+    affine = np.zeros((4, 4))
+    affine[:3, :3] = [[0, 0, 0.8], [0, 1.1, 0], [2.5, 0, 0]]
+    affine[3, 3] = 1
+    img = nib.Nifti1Image(data, affine)
+    img.set_qform(affine, code=1)
+    nib.save(img, str(tmp_path / "in.nii"))
+    old = nib.load(str(tmp_path / "in.nii"))
+    info = upscale.upscale_path(tmp_path / "in.nii", tmp_path / "out.nii", net, axis=2)
+    new = nib.load(str(tmp_path / "out.nii"))
+    assert info["slices"] == 4
+    check_nifti_geometry(old, new, [1, 2], 0)
+    got = np.asanyarray(new.dataobj)
+    for k in range(4):
+        assert_rounds_to(got[k], bicubic(data[k]), lo=0, hi=255)
+
+
+def test_nifti_with_a_degenerate_affine_is_one_clear_error(net, tmp_path):
+    path = tmp_path / "in.nii"
+    nib.save(nib.Nifti1Image(rng_image((4, 6, 7), 256, np.uint8), np.eye(4)), str(path))
+    raw = bytearray(path.read_bytes())  # nibabel will not write a singular affine: patch it in
+    raw[252:256] = np.array([0, 2], "<i2").tobytes()  # qform_code 0, sform_code 2
+    raw[320:324] = np.float32(0).tobytes()  # srow_z[2]: voxel axis 2 has no extent
+    path.write_bytes(bytes(raw))
+    assert np.linalg.matrix_rank(nib.load(str(path)).affine[:3, :3]) == 2
+    with pytest.raises(upscale.DataError, match="no voxel axis for RAS"):
+        upscale.upscale_path(tmp_path / "in.nii", tmp_path / "out.nii", net, axis=2)
+    assert not (tmp_path / "out.nii").exists()
+
+
 def test_nifti_scaled_int16_keeps_its_scaling(net, tmp_path):
     stored = rng_image((5, 6, 2), 2000, np.int16) - 500
     old = save_nifti(tmp_path / "in.nii", stored, scaling=(0.5, 10.0))
