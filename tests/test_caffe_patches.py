@@ -75,12 +75,13 @@ def load_net(proto, phase):
         os.unlink(f.name)
 
 
-def two_input_eltwise(shape, operation):
-    """A TRAIN net computing Eltwise ``operation`` of inputs a and b, with backward forced."""
+def two_input_eltwise(shape, operation, propagate_down=(True, True)):
+    """A TRAIN net computing Eltwise ``operation`` of inputs a and b, with backward forced to the
+    inputs that ``propagate_down`` names."""
     n = caffe.NetSpec()
     n.a = L.Input(shape=dict(dim=shape))
     n.b = L.Input(shape=dict(dim=shape))
-    n.out = L.Eltwise(n.a, n.b, operation=operation)
+    n.out = L.Eltwise(n.a, n.b, operation=operation, propagate_down=list(propagate_down))
     proto = n.to_proto()
     proto.force_backward = True
     return load_net(proto, caffe.TRAIN)
@@ -229,11 +230,13 @@ def test_power_minus_one_is_the_correctly_rounded_reciprocal():
     np.testing.assert_array_max_ulp(net.blobs["inv"].data, want, maxulp=1)
 
 
-def test_eltwise_max_is_bit_identical_to_upstream():
+@pytest.mark.parametrize("propagate_down", [(True, True), (True, False), (False, True)])
+def test_eltwise_max_is_bit_identical_to_upstream(propagate_down):
     """0005: Eltwise MAX of two inputs as selects; upstream's if/else picks the second input on
-    ties (and NaN) and routes the gradient as 0 + top_diff."""
+    ties (and NaN) and routes the gradient as 0 + top_diff: to both inputs in one pass (0009),
+    or to one."""
     shape = [4, 8, 32, 40]  # >= 2^15 elements: the OpenMP loop (0007)
-    net = two_input_eltwise(shape, caffe.params.Eltwise.MAX)
+    net = two_input_eltwise(shape, caffe.params.Eltwise.MAX, propagate_down)
     rng = np.random.RandomState(2)
     a, b = rng.randn(*shape).astype(np.float32), rng.randn(*shape).astype(np.float32)
     a.flat[:4], b.flat[:4] = [1.5, np.nan, 0.0, 2.0], [1.5, 0.3, -0.0, np.nan]  # ties, NaN, zeros
@@ -247,7 +250,9 @@ def test_eltwise_max_is_bit_identical_to_upstream():
         a_wins = a > b
     np.testing.assert_array_equal(net.blobs["out"].data, np.where(a_wins, a, b))
     zero = np.float32(0)
-    for blob, wins in (("a", a_wins), ("b", ~a_wins)):
+    for blob, wins, routed in (("a", a_wins, propagate_down[0]), ("b", ~a_wins, propagate_down[1])):
+        if not routed:
+            continue
         got, want = net.blobs[blob].diff, np.where(wins, zero + top, zero)
         np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(np.signbit(got), np.signbit(want))
