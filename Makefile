@@ -8,7 +8,7 @@ DATASETS := brain prostate breast
 GRID_ACTS := relu rrelu
 SOLVERS := sgd nesterov
 PROFILE ?= short
-# PROFILE=paper: the paper's 4e6 iterations (tests and snapshots every 1e5); short: tools/config.py
+# PROFILE=paper: the paper's 4e6 iterations (tests and snapshots every 1e5); short: core/config.py
 PROFILE_paper := max_iter=4000000 test_interval=100000 snapshot=100000
 PROFILE_short :=
 TRAIN_ARGS = $(PROFILE_$(PROFILE)) $(if $(ITERS),max_iter=$(ITERS)) $(SET)
@@ -30,7 +30,7 @@ check-venv:
 test: check-venv  ## the pytest suite (CPU, minutes)
 	@cd $(ROOT) && $(PY) -m pytest
 
-nets: check-venv  ## regenerate models/ and solvers/ from tools/config.py
+nets: check-venv  ## regenerate models/ and solvers/ from core/config.py
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.generate
 
 data: check-venv  ## build the default data sets (brain, prostate, breast) into data/

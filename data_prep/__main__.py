@@ -11,11 +11,11 @@ import re
 import sys
 from pathlib import Path
 
-from tools.config import DATASETS, DEFAULT, ROOT, ConfigError
+from core.config import DATASETS, DEFAULT, ROOT, ConfigError
 
 from .build import DATA_KEYS, FORMAT_VERSION, build_dataset
-from .defaults import DEFAULTS
-from .errors import DataError
+from core.datasets import DEFAULTS
+from core.errors import DataError
 from .intensity import RULES
 from .readers import read_volume
 from .sources import LOADERS, split_central
@@ -34,12 +34,12 @@ def up_to_date(dest, cfg):
 
 
 def check_default_geometry(name, test):
-    """The solver files' test_iter assumes the declared test shapes (data_prep/defaults.py)."""
+    """The solver files' test_iter assumes the declared test shapes (core/datasets.py)."""
     spec = DEFAULTS[name]
     shapes = {tuple(d - d % DEFAULT.scale for d in s.image.shape) for s in test}
     if len(test) != spec.test_count or shapes != {spec.test_shape}:
         raise DataError(f"{name}: test images {sorted(shapes)} x{len(test)} differ from the declared "
-                        f"{spec.test_shape} x{spec.test_count} in data_prep/defaults.py")
+                        f"{spec.test_shape} x{spec.test_count} in core/datasets.py")
 
 
 def build_default(name, cfg, out, force):
@@ -82,7 +82,7 @@ def parse_args(argv):
     p.add_argument("--gap", type=int, default=1, help="unused slices between test and training blocks")
     p.add_argument("--out", type=Path, default=DATA_ROOT, help="where data sets go (default data/)")
     p.add_argument("--force", action="store_true", help="rebuild even if up to date")
-    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (tools/config.py)")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (core/config.py)")
     args = p.parse_args(argv)
     if (args.input is None) != (args.name is None):
         p.error("--input and --name go together")

@@ -15,12 +15,12 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from tools.atomic import replace_dir, temp_dir_beside, write_json_atomic
-from tools.config import ROOT
+from core.atomic import replace_dir, temp_dir_beside, write_json_atomic
+from core.config import ROOT
 
 from .degrade import degrade
 from .matlab import modcrop
-from .errors import DataError, warn
+from core.errors import DataError, warn
 from .hdf5 import CAFFE_MAX_BLOB, write_list_file, write_patch_files
 from .patches import extract_patches
 

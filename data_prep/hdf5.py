@@ -2,7 +2,7 @@
 import h5py
 import numpy as np
 
-from tools.atomic import atomic_path, write_text_atomic
+from core.atomic import atomic_path, write_text_atomic
 
 CHUNK = 128  # patches per HDF5 chunk, as the SRCNN release's store2hdf5.m
 CAFFE_MAX_BLOB = 2 ** 31 - 1  # Caffe blobs count elements in an int: a file's data must fit one

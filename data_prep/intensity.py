@@ -36,7 +36,7 @@ input, NaN/inf anywhere, and constant results (max == min after the mapping).
 """
 import numpy as np
 
-from data_prep.errors import DataError
+from core.errors import DataError
 
 __all__ = ["RULES", "check_rule", "resolve_rule", "convert", "to_uint8"]
 

@@ -51,7 +51,7 @@ from pydicom.pixel_data_handlers.util import apply_modality_lut
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from data_prep import intensity
-from data_prep.errors import DataError, warn
+from core.errors import DataError, warn
 
 __all__ = ["Slice", "read_volume", "sniff", "SUPPORTED"]
 

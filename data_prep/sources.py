@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 from skimage import measure
 
-from tools.config import ROOT
+from core.config import ROOT
 
-from .defaults import DEFAULTS
-from .errors import DataError
+from core.datasets import DEFAULTS
+from core.errors import DataError
 from .matlab import imresize, round_half_away
 from .readers import Slice, read_volume
 

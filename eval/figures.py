@@ -16,13 +16,13 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from data_prep.degrade import degrade, low_resolution  # noqa: E402
-from data_prep.errors import DataError  # noqa: E402
-from eval.__main__ import dataset_runs, run_model  # noqa: E402
+from core.errors import DataError  # noqa: E402
+from eval.results import dataset_runs, run_model  # noqa: E402
 from eval.infer import SRNet  # noqa: E402
 from eval.metrics import psnr, to_uint8  # noqa: E402
 from eval.score import load_hr_folder  # noqa: E402
-from tools.atomic import atomic_path  # noqa: E402
-from tools.config import ROOT  # noqa: E402
+from core.atomic import atomic_path  # noqa: E402
+from core.config import ROOT  # noqa: E402
 
 
 def detail_box(hr, size):

@@ -18,7 +18,7 @@ from google.protobuf import text_format
 from google.protobuf.message import DecodeError
 
 from data_prep.degrade import degrade
-from data_prep.errors import DataError
+from core.errors import DataError
 
 ENGINES = ("caffe", "opencv")
 BORDERS = ("replicate", "bicubic")

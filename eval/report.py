@@ -6,10 +6,10 @@ import platform
 import sys
 from pathlib import Path
 
-from eval.__main__ import markdown_table
-from tools.atomic import write_text_atomic
-from tools.config import DATASETS, ROOT
-from tools.run_files import git_commit, read_manifest
+from eval.results import markdown_table
+from core.atomic import write_text_atomic
+from core.config import DATASETS, ROOT
+from core.run_files import git_commit, read_manifest
 
 COMMANDS = """```sh
 make setup        # once: Debian packages, Caffe, .venv
@@ -59,7 +59,7 @@ def report(root=ROOT, datasets=DATASETS):
         f"(git {git_commit()}), on {cpu_model()}.", "", "## Commands", "", COMMANDS, "",
         "## Iteration budget", "",
         "The paper trains each network for 4x10^6 iterations. These runs used the budget below, "
-        "set by the default profile (`tools/config.py`, `max_iter`) or `ITERS=`/`PROFILE=paper`: "
+        "set by the default profile (`core/config.py`, `max_iter`) or `ITERS=`/`PROFILE=paper`: "
         "numbers from so few iterations are not the paper's converged results.", "",
         budget_table(root, datasets), "",
         "The paper's own per-image numbers (its Fig. 5) are not reproduced beside ours: the paper "

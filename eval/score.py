@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 
 from data_prep.degrade import degrade
-from data_prep.errors import DataError
+from core.errors import DataError
 from data_prep.matlab import modcrop, rgb2ycbcr
 from eval.metrics import SSIM_WINDOW, psnr, ssim, to_uint8
 

@@ -73,12 +73,12 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
 from pydicom.valuerep import DSfloat  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from data_prep.errors import DataError, warn  # noqa: E402
+from core.errors import DataError, warn  # noqa: E402
 from data_prep.intensity import DEFAULT_PERCENTILES, check_numeric, percentile_window  # noqa: E402
 from data_prep.matlab import imresize, round_half_away  # noqa: E402
 from data_prep.readers import IMAGE_EXTS, NIFTI_EXTS, SUPPORTED, sniff  # noqa: E402
-from tools.atomic import atomic_path, replace_dir, temp_dir_beside  # noqa: E402
-from tools.run_files import final_snapshot  # noqa: E402
+from core.atomic import atomic_path, replace_dir, temp_dir_beside  # noqa: E402
+from core.run_files import final_snapshot  # noqa: E402
 
 SCALE = 3
 MIN_SIDE = 2  # a slice thinner than this is 1-D: there is nothing to super-resolve

@@ -6,8 +6,8 @@ import h5py
 import numpy as np
 from google.protobuf import text_format
 
-from tools.nets import train_val_net
-from tools.solvers import solver_param
+from core.nets import train_val_net
+from core.solvers import solver_param
 
 
 def tiny_hdf5_list(directory, count, cfg, seed=0):

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tools import bench_train
-from tools.config import DEFAULT
+from core.config import DEFAULT
 
 KEYS = ("caffe_ms", "torch_ms", "ratio", "caffe_ms_all", "torch_ms_all", "gflop_per_iter", "caffe_gflops",
         "torch_gflops", "threads", "per_layer_ms", "act", "solver", "batch", "torch_version", "blas", "cpu",

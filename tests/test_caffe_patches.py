@@ -18,7 +18,7 @@ import pytest
 from caffe import layers as L
 
 from tests.caffe_helpers import tiny_solver
-from tools.config import DEFAULT, ROOT
+from core.config import DEFAULT, ROOT
 
 
 def libcaffe():

@@ -12,12 +12,12 @@ from caffe import layers as L
 from data_prep import imresize, modcrop
 from data_prep.__main__ import main as data_prep_main
 from data_prep.build import build_dataset
-from data_prep.defaults import DEFAULTS, patches_per_image, count_test_patches
+from core.datasets import DEFAULTS, patches_per_image, count_test_patches
 from data_prep.degrade import degrade
 from data_prep.patches import extract_patches
 from data_prep.readers import Slice
 from data_prep.sources import split_central
-from tools.config import DEFAULT
+from core.config import DEFAULT
 
 CFG = DEFAULT
 
@@ -182,7 +182,7 @@ def test_unknown_override_is_one_clear_line(capsys):
 
 
 def test_percentile_window_is_shared_by_the_mr_rule_and_upscale():
-    from data_prep.errors import DataError
+    from core.errors import DataError
     from data_prep.intensity import percentile_window
     from eval.upscale import _window
 

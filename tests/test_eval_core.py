@@ -10,13 +10,13 @@ from google.protobuf import text_format
 from scipy.signal import correlate2d
 
 from data_prep.degrade import degrade
-from data_prep.errors import DataError
+from core.errors import DataError
 from data_prep.matlab import modcrop, rgb2ycbcr
 from eval.infer import SRNet, sr_image
 from eval.metrics import psnr, shave, ssim, to_uint8
 from eval.score import load_hr_folder, score_method
-from tools.config import ACTIVATIONS, DEFAULT, ROOT
-from tools.nets import deploy_net
+from core.config import ACTIVATIONS, DEFAULT, ROOT
+from core.nets import deploy_net
 
 RNG = np.random.RandomState
 

@@ -10,7 +10,7 @@ from scipy import stats
 
 from caffe.proto import caffe_pb2
 from tests.caffe_helpers import tiny_solver, tiny_train_val
-from tools.config import ACTIVATIONS, DATASETS, DEFAULT, ROOT, SOLVERS
+from core.config import ACTIVATIONS, DATASETS, DEFAULT, ROOT, SOLVERS
 from tools.generate import stale_files
 
 SLOPE = np.float32(2.0 / 11.0)

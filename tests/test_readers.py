@@ -8,7 +8,7 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
 from data_prep import intensity
-from data_prep.errors import DataError
+from core.errors import DataError
 from data_prep.readers import Slice, read_volume
 
 SERIES_A = "1.2.826.0.1.3680043.8.498.1"

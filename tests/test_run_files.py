@@ -1,13 +1,13 @@
-"""A run directory's final snapshot, found by eval and eval.upscale alike (tools.run_files)."""
+"""A run directory's final snapshot, found by eval and eval.upscale alike (core.run_files)."""
 import json
 import shutil
 
 import pytest
 
-from data_prep.errors import DataError
-from eval.__main__ import run_model
+from core.errors import DataError
+from eval.results import run_model
 from eval.upscale import resolve_model
-from tools.run_files import final_snapshot
+from core.run_files import final_snapshot
 
 
 def fake_run(run_dir):

@@ -13,7 +13,7 @@ import pytest
 
 from data_prep.build import build_dataset
 from tests.test_data_prep import random_slices
-from tools.config import DEFAULT, ROOT
+from core.config import DEFAULT, ROOT
 from tools.curves import main as curves_main
 from tools.train import main as train_main
 

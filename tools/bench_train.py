@@ -30,8 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from tools.atomic import write_json_atomic
-from tools.config import ACTIVATIONS, DEFAULT, ROOT, SOLVERS
+from core.atomic import write_json_atomic
+from core.config import ACTIVATIONS, DEFAULT, ROOT, SOLVERS
 
 TORCH_MISSING = "bench: PyTorch is not installed: run `make bench` (it installs torch==2.13.0 into .venv)"
 
@@ -139,8 +139,8 @@ class CaffeEngine:
         import caffe
         from google.protobuf import text_format
 
-        from tools.nets import train_val_net
-        from tools.solvers import solver_param
+        from core.nets import train_val_net
+        from core.solvers import solver_param
 
         caffe.set_mode_cpu()
         workdir = Path(workdir)

@@ -12,9 +12,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a server
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tools.atomic import atomic_path  # noqa: E402
-from tools.config import ROOT  # noqa: E402
-from tools.run_files import read_manifest  # noqa: E402
+from core.atomic import atomic_path  # noqa: E402
+from core.config import ROOT  # noqa: E402
+from core.run_files import read_manifest  # noqa: E402
 
 FIGURES = {"fig3": ("act", "solver", "ReLU vs RReLU"), "fig4": ("solver", "act", "SGD vs Nesterov")}
 STYLE = {"relu": "-", "rrelu": "-", "leaky": "--", "prelu": "-.", "sgd": "-", "nesterov": "-"}

@@ -34,7 +34,7 @@ def conv(cfg, c_in, c_out, kernel):
 
 
 def srcnn(cfg, act):
-    """conv1 -> act1 -> conv2 -> act2 -> conv3, as in ``tools.nets.srcnn_body``."""
+    """conv1 -> act1 -> conv2 -> act2 -> conv3, as in ``core.nets.srcnn_body``."""
     return nn.Sequential(
         conv(cfg, 1, cfg.n1, cfg.f1), activation(act, cfg, cfg.n1),
         conv(cfg, cfg.n1, cfg.n2, cfg.f2), activation(act, cfg, cfg.n2),

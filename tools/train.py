@@ -26,8 +26,8 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from tools.config import DEFAULT, ROOT, ConfigError, check_name  # noqa: E402
-from tools.run_files import (default_run_dir, new_manifest, now, read_manifest,  # noqa: E402
+from core.config import DEFAULT, ROOT, ConfigError, check_name  # noqa: E402
+from core.run_files import (default_run_dir, new_manifest, now, read_manifest,  # noqa: E402
                              save_manifest, write_run_nets)
 from tools.periodic_test import ImageScorer  # noqa: E402
 

@@ -13,11 +13,11 @@ from pathlib import Path
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-from data_prep.errors import DataError
-from tools.atomic import write_json_atomic, write_text_atomic
-from tools.config import ROOT
-from tools.nets import deploy_net, train_val_net
-from tools.solvers import solver_param
+from core.errors import DataError
+from core.atomic import write_json_atomic, write_text_atomic
+from core.config import ROOT
+from core.nets import deploy_net, train_val_net
+from core.solvers import solver_param
 
 
 def default_run_dir(dataset, act, solver):

@@ -3,7 +3,7 @@ import math
 
 from caffe.proto import caffe_pb2
 
-from tools.config import SOLVERS
+from core.config import SOLVERS
 
 
 def solver_param(cfg, dataset, act, solver, test_patches, net=None, snapshot_prefix=None):
