@@ -3,18 +3,20 @@ SHELL := /bin/bash
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 PY := $(ROOT)/.venv/bin/python
 
-# Training: `make train DATASET=prostate ACT=rrelu SOLVER=nesterov [ITERS=N] [SET="key=value ..."]`
-DATASETS := brain prostate breast
-GRID_ACTS := relu rrelu
-SOLVERS := sgd nesterov
+# Training: `make train DATASET=prostate ACT=rrelu SOLVER=nesterov [ITERS=N] [SEED=K] [SET="key=value ..."]`
+# The lists come from Python (core/names.py), never repeated here.
+NAMES = $(shell $(PY) -m core.names $(1) 2>/dev/null)
+DATASETS ?= $(call NAMES,datasets)
+GRID ?= paper
+SEEDS ?= 1
 PROFILE ?= short
-# PROFILE=paper: the paper's 4e6 iterations (tests and snapshots every 1e5); short: core/config.py
-PROFILE_paper := max_iter=4000000 test_interval=100000 snapshot=100000
+# PROFILE=paper: the paper's 4e6 iterations and Fig. 3's test points (core/paper_fig5.json)
+PROFILE_paper = $(shell $(PY) -m core.paper profile 2>/dev/null)
+PROFILE_paper-dense = $(shell $(PY) -m core.paper profile dense 2>/dev/null)
 PROFILE_short :=
 TRAIN_ARGS = $(PROFILE_$(PROFILE)) $(if $(ITERS),max_iter=$(ITERS)) $(SET)
 # $(call require,VARS): stop with one line naming the first unset variable (recipes only).
 require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
-GRID_RUNS := $(foreach d,$(DATASETS),$(foreach a,$(GRID_ACTS),$(foreach s,$(SOLVERS),grid-$(d)-$(a)-$(s))))
 
 .PHONY: help setup test check-venv nets data train grid curves eval figures reproduce bench upscale
 
@@ -34,17 +36,21 @@ nets: check-venv  ## regenerate models/ and solvers/ from core/config.py
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.generate
 
 data: check-venv  ## build the default data sets (brain, prostate, breast) into data/
-	@cd $(ROOT) && $(PY) -m data_prep $(if $(DATASET),--dataset $(DATASET))
+	@cd $(ROOT) && $(PY) -m data_prep $(foreach d,$(or $(DATASET),$(DATASETS)),--dataset $(d))
 
 train: check-venv  ## one run: DATASET= ACT= SOLVER= [ITERS=] [PROFILE=paper] [SET="k=v ..."]
-	$(call require,DATASET ACT SOLVER)@cd $(ROOT) && $(PY) -m tools.train --dataset $(DATASET) --act $(ACT) --solver $(SOLVER) $(TRAIN_ARGS)
+	$(call require,DATASET ACT SOLVER)@cd $(ROOT) && $(PY) -m tools.train --dataset $(DATASET) --act $(ACT) --solver $(SOLVER) $(if $(SEED),--seed $(SEED)) $(TRAIN_ARGS)
 
-grid: $(GRID_RUNS)  ## the 12 runs (3 data sets x relu,rrelu x sgd,nesterov); -j safe; resumes
+grid: check-venv  ## GRID=paper (rrelu_nesterov, relu_sgd) or full (2x2) x DATASETS x SEEDS; -j safe; resumes
+	@runs=$$($(PY) -m core.names grid $(GRID) $(SEEDS) "$(DATASETS)") && \
+	  $(MAKE) --no-print-directory $$(printf 'grid-%s ' $$runs)
 
-# One independent run per target: its own run directory; finished runs are left alone.
+# One independent run per target (dataset-act-solver-seed): its own run directory; finished runs
+# are left alone.
 grid-%: data
 	@cd $(ROOT) && $(PY) -m tools.train --resume --dataset $(word 1,$(subst -, ,$*)) \
-	  --act $(word 2,$(subst -, ,$*)) --solver $(word 3,$(subst -, ,$*)) $(TRAIN_ARGS)
+	  --act $(word 2,$(subst -, ,$*)) --solver $(word 3,$(subst -, ,$*)) \
+	  --seed $(word 4,$(subst -, ,$*)) $(TRAIN_ARGS)
 
 curves: check-venv  ## Figs. 3-4 (PSNR vs iterations) per data set into figures/
 	@cd $(ROOT) && $(PY) -m tools.curves

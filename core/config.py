@@ -10,9 +10,11 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.datasets import DEFAULTS
+
 ROOT = Path(__file__).resolve().parent.parent  # the repository root: every path resolves from it
 
-DATASETS = ("brain", "prostate", "breast")  # the paper's three data sets (breast: see README)
+DATASETS = tuple(DEFAULTS)  # the paper's three data sets, declared in core/datasets.py
 ACTIVATIONS = ("relu", "rrelu", "leaky", "prelu")  # relu/rrelu are the paper's; leaky/prelu compare
 SOLVERS = {"sgd": "SGD", "nesterov": "Nesterov"}  # our name -> Caffe's solver type
 
@@ -66,6 +68,7 @@ class Config:
     max_iter: int = 3000  # short default that fits a 2-core CPU; the paper runs 4e6 (PROFILE=paper)
     snapshot: int = 1000  # snapshot interval (iterations)
     test_interval: int = 500  # test interval (iterations): Caffe's patch loss and our image PSNR
+    test_first: int = 0  # first periodic test (0: at test_interval); the paper's curves start at 1e6
     display: int = 100  # Caffe's log interval
     random_seed: int = 1701  # Caffe's RNG: weight init, RReLU draws (reseeded per iteration)
     solver_mode: str = "CPU"  # CPU or GPU
@@ -74,6 +77,13 @@ class Config:
     def rrelu_test_slope(self) -> float:
         """1 / mean(a): the deterministic slope RReLU uses at test time (2/11 by default)."""
         return 2.0 / (self.rrelu_lower + self.rrelu_upper)
+
+    def is_test_point(self, iteration) -> bool:
+        """True where the trainer scores the test images: test_first, then every test_interval
+        (every test_interval from 0 when test_first is 0), and always at max_iter."""
+        since = iteration - self.test_first
+        return iteration == self.max_iter or (iteration > 0 and since >= 0 and
+                                              since % self.test_interval == 0)
 
     @property
     def receptive_field(self) -> int:
@@ -106,6 +116,8 @@ class Config:
             raise ConfigError(f"rrelu_draw must be element or channel, not {self.rrelu_draw!r}")
         if self.solver_mode not in ("CPU", "GPU"):
             raise ConfigError(f"solver_mode must be CPU or GPU, not {self.solver_mode!r}")
+        if self.test_first < 0:
+            raise ConfigError(f"test_first must be >= 0, got {self.test_first}")
         positive = ("scale", "patch", "stride_train", "stride_test", "n1", "n2", "batch_train",
                     "batch_test", "max_iter", "snapshot", "test_interval")
         for key in positive:

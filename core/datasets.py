@@ -16,8 +16,8 @@ class DefaultDataset:
 
 
 DEFAULTS = {
-    "prostate": DefaultDataset("prostate", 7, (384, 384)),  # native ProstateX T2 slices
     "brain": DefaultDataset("brain", 6, (369, 300)),  # axial Colin27 slices, modcrop(3)
+    "prostate": DefaultDataset("prostate", 7, (384, 384)),  # native ProstateX T2 slices
     "breast": DefaultDataset("breast", 4, (384, 384)),  # tissue crops of downscaled mammograms
 }
 

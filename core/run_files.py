@@ -20,18 +20,27 @@ from core.nets import deploy_net, train_val_net
 from core.solvers import solver_param
 
 
-def default_run_dir(dataset, act, solver):
-    return ROOT / "runs" / dataset / f"{act}_{solver}"
+def default_run_dir(dataset, act, solver, seed=0):
+    """runs/<dataset>/<act>_<solver>/seed<k>: one directory per variant and seed."""
+    return ROOT / "runs" / dataset / f"{act}_{solver}" / f"seed{seed}"
 
 
-def write_run_nets(run_dir, cfg, dataset, act, solver, data_dir):
+def run_label(manifest):
+    """How tables and plots name a run: ``<act>_<solver>/seed<k>`` (seed 0 for older manifests)."""
+    return f"{manifest['act']}_{manifest['solver']}/seed{manifest.get('seed', 0)}"
+
+
+def write_run_nets(run_dir, cfg, dataset, act, solver, data_dir, train_list=None):
     """Generate the run's train_val, deploy and solver files (absolute data paths, snapshots in the
-    run directory, no Caffe-side testing or snapshotting: the trainer does both itself)."""
+    run directory, no Caffe-side testing or snapshotting: the trainer does both itself).
+    ``train_list`` replaces the data set's own train.txt (another seed's patch order)."""
     net = train_val_net(cfg, act, dataset)
+    lists = {"train": train_list or Path(data_dir).resolve() / "train.txt",
+             "test": Path(data_dir).resolve() / "test.txt"}
     for layer in net.layer:
         if layer.type == "HDF5Data":
             phase = "train" if layer.include[0].phase == caffe_pb2.TRAIN else "test"
-            layer.hdf5_data_param.source = str(Path(data_dir).resolve() / f"{phase}.txt")
+            layer.hdf5_data_param.source = str(lists[phase])
     files = {"train_val": run_dir / "train_val.prototxt", "deploy": run_dir / "deploy.prototxt",
              "solver": run_dir / "solver.prototxt"}
     write_text_atomic(files["train_val"], text_format.MessageToString(net))
@@ -67,8 +76,8 @@ def now():
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def new_manifest(cfg, dataset, act, solver, files, data_dir):
-    return {"dataset": dataset, "act": act, "solver": solver, "status": "running",
+def new_manifest(cfg, dataset, act, solver, files, data_dir, seed=0):
+    return {"dataset": dataset, "act": act, "solver": solver, "seed": seed, "status": "running",
             "config": cfg.as_dict(), "data": str(Path(data_dir).resolve()),
             "files": {k: str(v) for k, v in files.items()}, "git_commit": git_commit(),
             "caffe": caffe_version(), "started": now(), "iterations_done": 0,

@@ -68,3 +68,21 @@ def ssim(reference, estimate, border=3):
     return float(structural_similarity(
         a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
         data_range=255, K1=0.01, K2=0.03))
+
+
+class Metric:
+    """One image metric as every table, CSV, curve and the trainer's periodic test show it."""
+
+    def __init__(self, title, unit, decimals, score):
+        self.title, self.unit, self.decimals, self.score = title, unit, decimals, score
+
+    def format(self, value):
+        """The value as the tables print it (PSNR to 0.01 dB, SSIM to 1e-4, as the paper)."""
+        return f"{value:.{self.decimals}f}"
+
+
+# The one list of metrics: name -> Metric. Scoring computes each, in this order, for every image.
+METRICS = {
+    "psnr": Metric("PSNR", "dB", 2, psnr),
+    "ssim": Metric("SSIM", "", 4, ssim),
+}

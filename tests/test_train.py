@@ -100,11 +100,31 @@ def test_bad_names_give_one_clear_line(data_root, tmp_path, capsys, bad):
     assert not (tmp_path / "run").exists()
 
 
-def test_make_grid_lists_twelve_independent_runs():
-    out = subprocess.run(["make", "-n", "grid"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
-    runs = re.findall(r"tools\.train --resume --dataset (\w+)\s*\\?\s*--act (\w+) --solver (\w+)", out)
-    assert len(runs) == 12 and len(set(runs)) == 12
-    assert {r[1] for r in runs} == {"relu", "rrelu"} and {r[2] for r in runs} == {"sgd", "nesterov"}
+def make_grid_runs(*variables):
+    """(dataset, act, solver, seed) of every run `make -n grid VARIABLES` would start."""
+    out = subprocess.run(["make", "-n", "grid", *variables], cwd=ROOT, capture_output=True, text=True,
+                         check=True).stdout
+    return re.findall(r"tools\.train --resume --dataset (\w+)\s*\\?\s*--act (\w+) --solver (\w+)"
+                      r"\s*\\?\s*--seed (\d+)", out)
+
+
+def test_make_grid_lists_independent_runs():
+    full = make_grid_runs("GRID=full")
+    assert len(full) == 12 and len(set(full)) == 12
+    assert {r[1] for r in full} == {"relu", "rrelu"} and {r[2] for r in full} == {"sgd", "nesterov"}
+    paper = make_grid_runs()  # the default: the paper's net and its ReLU + SGD baseline
+    assert sorted({r[1:3] for r in paper}) == [("relu", "sgd"), ("rrelu", "nesterov")]
+    assert {r[0] for r in paper} == {"brain", "prostate", "breast"} and len(paper) == 6
+    seeds = make_grid_runs("SEEDS=3", "DATASETS=prostate")
+    assert sorted(seeds) == sorted((("prostate",) + v + (str(k),)) for v in
+                                   (("rrelu", "nesterov"), ("relu", "sgd")) for k in range(3))
+
+
+def test_make_grid_refuses_an_unknown_data_set_before_running_anything():
+    proc = subprocess.run(["make", "-n", "grid", "DATASETS=prostate liver"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert proc.returncode != 0 and "unknown data set 'liver'" in proc.stderr
+    assert "tools.train" not in proc.stdout
 
 
 def fixture_manifest(act, solver, offset):

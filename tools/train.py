@@ -27,6 +27,8 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from core.config import DEFAULT, ROOT, ConfigError, check_name  # noqa: E402
+from core.errors import DataError  # noqa: E402
+from data_prep.shuffle import train_list  # noqa: E402
 from core.run_files import (default_run_dir, new_manifest, now, read_manifest,  # noqa: E402
                              save_manifest, write_run_nets)
 from tools.periodic_test import ImageScorer  # noqa: E402
@@ -95,7 +97,7 @@ def train_loop(solver, cfg, run_dir, manifest, scorer, stop):
         it = solver.iter
         manifest["iterations_done"] = it
         manifest["wall_time_s"] = wall0 + time.time() - start_wall
-        if it % cfg.test_interval == 0 or it == cfg.max_iter:
+        if cfg.is_test_point(it):
             result = scorer.score(solver.net)
             manifest["tests"].append({"iter": it, "loss": float(np.mean(losses)), **result,
                                       "wall_time_s": round(manifest["wall_time_s"], 1)})
@@ -103,7 +105,7 @@ def train_loop(solver, cfg, run_dir, manifest, scorer, stop):
             bar.set_postfix(loss=f"{manifest['tests'][-1]['loss']:.3g}", psnr=f"{result['psnr']:.2f}")
         if it % cfg.snapshot == 0 or it == cfg.max_iter:
             snapshot(solver, run_dir, manifest)
-        if it % cfg.test_interval == 0 or it % cfg.snapshot == 0:
+        if cfg.is_test_point(it) or it % cfg.snapshot == 0:
             save_manifest(run_dir, manifest)
         bar.update(1)
     bar.close()
@@ -116,6 +118,8 @@ def parse_args(argv):
     p.add_argument("--act", required=True, help="relu, rrelu, leaky or prelu")
     p.add_argument("--solver", required=True, help="sgd or nesterov")
     p.add_argument("--iters", type=int, help="iterations (overrides max_iter)")
+    p.add_argument("--seed", type=int, default=0, help="repeat K: adds K to random_seed (weights, "
+                   "RReLU draws) and data_seed (training patch order); default 0")
     p.add_argument("--run-dir", type=Path, help="default runs/<dataset>/<act>_<solver>")
     p.add_argument("--data-root", type=Path, default=ROOT / "data", help="where data sets are")
     p.add_argument("--resume", action="store_true", help="continue from the latest snapshot "
@@ -136,7 +140,11 @@ def resolve(args):
                          f"{', '.join(known) or 'none'}; run `make data`)")
     overrides = list(args.overrides) + ([f"max_iter={args.iters}"] if args.iters else [])
     cfg = DEFAULT.with_overrides(overrides)
-    run_dir = args.run_dir or default_run_dir(args.dataset, args.act, args.solver)
+    if args.seed < 0:
+        raise TrainError(f"--seed must be >= 0, got {args.seed}")
+    cfg = cfg.with_overrides([f"random_seed={cfg.random_seed + args.seed}",
+                              f"data_seed={cfg.data_seed + args.seed}"])
+    run_dir = args.run_dir or default_run_dir(args.dataset, args.act, args.solver, args.seed)
     return cfg, data_dir, Path(run_dir).resolve()
 
 
@@ -165,8 +173,9 @@ def prepare_run(args, cfg, data_dir, run_dir):
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.solver, data_dir)
-    return new_manifest(cfg, args.dataset, args.act, args.solver, files, data_dir), None
+    files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.solver, data_dir,
+                           train_list(data_dir, cfg.data_seed))
+    return new_manifest(cfg, args.dataset, args.act, args.solver, files, data_dir, args.seed), None
 
 
 def make_solver(manifest, cfg, data_dir, restore):
@@ -212,7 +221,7 @@ def main(argv=None):
     args = parse_args(argv)
     try:
         return run(args)
-    except (TrainError, ConfigError) as e:
+    except (TrainError, ConfigError, DataError) as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,0 +1,51 @@
+"""`python -m core.names LIST`: the project's lists, printed for the Makefile (one source each).
+
+    python -m core.names datasets        brain prostate breast
+    python -m core.names grid paper      dataset-act-solver-seed run names of a grid (paper, full)
+"""
+import sys
+
+from core.config import ACTIVATIONS, DATASETS, SOLVERS, ConfigError
+
+# The grids `make grid` / `make reproduce` train, as (activation, solver) pairs. "paper": the paper's
+# net (RReLU + Nesterov) and its baseline (ReLU + SGD); "full": Figs. 3-4's 2 x 2 comparison.
+GRIDS = {
+    "paper": (("rrelu", "nesterov"), ("relu", "sgd")),
+    "full": tuple((act, solver) for act in ("relu", "rrelu") for solver in SOLVERS),
+}
+LISTS = {"datasets": DATASETS, "activations": ACTIVATIONS, "solvers": tuple(SOLVERS),
+         "grids": tuple(GRIDS)}
+
+
+def grid_runs(grid, datasets=DATASETS, seeds=1):
+    """``dataset-act-solver-seed`` names of every run of ``grid`` (ConfigError for a bad name)."""
+    if grid not in GRIDS:
+        raise ConfigError(f"unknown grid {grid!r}; choose from {', '.join(GRIDS)}")
+    for name in datasets:
+        if name not in DATASETS:
+            raise ConfigError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
+    if seeds < 1:
+        raise ConfigError(f"SEEDS must be at least 1, got {seeds}")
+    return [f"{d}-{a}-{s}-{k}" for d in datasets for a, s in GRIDS[grid] for k in range(seeds)]
+
+
+def main(argv=None):
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        if args[:1] == ["grid"] and len(args) in (2, 3, 4):
+            seeds = int(args[2]) if len(args) > 2 else 1
+            datasets = args[3].split() if len(args) > 3 else DATASETS
+            print(" ".join(grid_runs(args[1], datasets, seeds)))
+        elif len(args) == 1 and args[0] in LISTS:
+            print(" ".join(LISTS[args[0]]))
+        else:
+            raise ConfigError(f"usage: python -m core.names {{{','.join(LISTS)}}} | "
+                              "grid GRID [SEEDS] [DATASETS]")
+    except (ConfigError, ValueError) as e:
+        print(f"names: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
