@@ -34,6 +34,10 @@ class Config:
     stride_train: int = 14  # training patch stride
     stride_test: int = 21  # test patch stride (generate_test.m)
     data_seed: int = 0  # seed of the permutation that shuffles training patches
+    # Brain intensity rule. The Colin27 volume is 8-bit but uses only 0..~125: "none" keeps that
+    # (network inputs reach 0.5 only, learning is ~4x slower: README, differences); "mr" stretches
+    # its 0.5-99.5 percentile window to 0..255 like the prostate series.
+    brain_rule: str = "mr"
 
     # --- net: conv f1 n1 -> act -> conv f2 n2 -> act -> conv f3 c ---
     n1: int = 64  # conv1 filters
@@ -114,6 +118,8 @@ class Config:
             raise ConfigError("need 1 <= rrelu_lower <= rrelu_upper (slopes 1/a of at most 1)")
         if self.rrelu_draw not in ("element", "channel"):
             raise ConfigError(f"rrelu_draw must be element or channel, not {self.rrelu_draw!r}")
+        if self.brain_rule not in ("mr", "none"):
+            raise ConfigError(f"brain_rule must be mr or none, not {self.brain_rule!r}")
         if self.solver_mode not in ("CPU", "GPU"):
             raise ConfigError(f"solver_mode must be CPU or GPU, not {self.solver_mode!r}")
         if self.test_first < 0:

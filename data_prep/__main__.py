@@ -47,7 +47,7 @@ def build_default(name, cfg, out, force):
     if not force and up_to_date(dest, cfg):
         print(f"data_prep: {name}: up to date ({dest})")
         return
-    train, test, manifest = LOADERS[name]()
+    train, test, manifest = LOADERS[name](cfg)
     check_default_geometry(name, test)
     manifest = build_dataset(dest, train, test, cfg, manifest)
     print(f"data_prep: {name}: {manifest['patches']['train']} training and "

@@ -25,7 +25,7 @@ from .hdf5 import CAFFE_MAX_BLOB, write_list_file, write_patch_files
 from .patches import extract_patches
 
 FORMAT_VERSION = 1  # bump when the layout or the patch recipe changes: old data sets are rebuilt
-DATA_KEYS = ("scale", "patch", "label", "stride_train", "stride_test", "data_seed")  # in manifests
+DATA_KEYS = ("scale", "patch", "label", "stride_train", "stride_test", "data_seed", "brain_rule")  # in manifests
 
 
 def check_slice(s, cfg):

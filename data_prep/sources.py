@@ -65,7 +65,7 @@ def split_central(slices, test_count, gap):
     return train, slices[start:stop], {"test": [start, stop - 1], "gap_slices": gap}
 
 
-def prostate():
+def prostate(cfg):
     slices, info = read_volume(PROSTATE_DIR, rule="mr")
     train, test, split = split_central(slices, DEFAULTS["prostate"].test_count, gap=1)
     split["gap"] = "1 unused slice (3 mm) between the test block and each training block"
@@ -92,9 +92,9 @@ def fetch_brain():
     return checked(target, BRAIN_SHA256, "ch2better.nii.gz")
 
 
-def brain():
+def brain(cfg):
     path = fetch_brain()
-    slices, info = read_volume(path, axis=2, rule="auto")
+    slices, info = read_volume(path, axis=2, rule=cfg.brain_rule)
     z = BRAIN_AXIAL
     chosen = [s for s in slices if z["first"] <= s.index <= z["last"] and
               (s.index - z["first"]) % z["step"] == 0]
@@ -151,7 +151,7 @@ def mammogram_slice(path, case, index, test):
     return Slice(f"{case}_{path.stem}", np.ascontiguousarray(image), str(path), index)
 
 
-def breast():
+def breast(cfg):
     cases = fetch_breast()
     train, test = [], []
     for i, path in enumerate(sorted(cases.glob("*/*.dcm"))):
