@@ -10,12 +10,13 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.activations import ACTIVATIONS as ACTIVATION_REGISTRY
 from core.datasets import DEFAULTS
 
 ROOT = Path(__file__).resolve().parent.parent  # the repository root: every path resolves from it
 
 DATASETS = tuple(DEFAULTS)  # the paper's three data sets, declared in core/datasets.py
-ACTIVATIONS = ("relu", "rrelu", "leaky", "prelu")  # relu/rrelu are the paper's; leaky/prelu compare
+ACTIVATIONS = tuple(ACTIVATION_REGISTRY)  # relu/rrelu are the paper's; leaky/prelu compare
 SOLVERS = {"sgd": "SGD", "nesterov": "Nesterov"}  # our name -> Caffe's solver type
 
 

@@ -1,7 +1,8 @@
 """SRCNN 9-1-5 nets on caffe.NetSpec: a train_val net per data set and activation, a deploy net per
 activation.
 
-Caffe has no RReLU layer, so the paper's RReLU is assembled from stock layers (see ``rrelu_train``).
+Caffe has no RReLU layer, so the paper's RReLU is assembled from stock layers (see
+``core.activations.rrelu_train``).
 Phase-specific layers are found by building the TRAIN and the TEST net separately and merging them
 (``merge_phases``): layers the two phases share appear once, the others get an ``include`` rule.
 """
@@ -9,8 +10,9 @@ import difflib
 
 import caffe
 from caffe import layers as L
-from caffe import params as P
 from caffe.proto import caffe_pb2
+
+from core.activations import ACTIVATIONS
 
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 
@@ -24,44 +26,11 @@ def conv(bottom, cfg, index, num_output, kernel):
         param=[dict(lr_mult=cfg.lr_mult_weights[index]), dict(lr_mult=cfg.lr_mult_biases[index])])
 
 
-def rrelu_train(n, name, bottom, cfg, shape):
-    """RReLU at training time, exact in distribution: y = x for x > 0 and x/a for x < 0, with
-    a ~ U(lower, upper) drawn on every forward pass (DummyData refills non-constant fillers each
-    forward), per element or, with rrelu_draw=channel, per sample and channel.
-
-    Since a > 1, y = max(x, x/a): one product and one Eltwise MAX. MAX sends the gradient to the
-    larger input, so dy/dx is 1 for x > 0 and 1/a for x < 0, with the forward pass's a."""
-    def add(suffix, layer):
-        setattr(n, name + suffix, layer)
-        return layer
-
-    draws = list(shape) if cfg.rrelu_draw == "element" else list(shape[:2])
-    a = add("_a", L.DummyData(shape=dict(dim=draws), data_filler=dict(
-        type="uniform", min=cfg.rrelu_lower, max=cfg.rrelu_upper)))
-    inv_a = add("_inv_a", L.Power(a, power=-1))
-    # No gradient flows into the random slopes: they are not parameters.
-    if cfg.rrelu_draw == "element":
-        scaled = add("_scaled", L.Eltwise(bottom, inv_a, operation=P.Eltwise.PROD,
-                                          propagate_down=[True, False]))
-    else:  # Scale broadcasts the (N, C) slopes over H x W
-        scaled = add("_scaled", L.Scale(bottom, inv_a, axis=0, propagate_down=[True, False]))
-    add("", L.Eltwise(bottom, scaled, operation=P.Eltwise.MAX))
-
-
 def activation(n, name, bottom, act, phase, cfg, train_shape):
-    """Set ``n.<name>`` to the activation ``act`` of ``bottom``."""
-    slope = cfg.rrelu_test_slope
-    if act == "relu":
-        setattr(n, name, L.ReLU(bottom))
-    elif act == "leaky" or (act == "rrelu" and phase != TRAIN):
-        setattr(n, name, L.ReLU(bottom, negative_slope=slope))
-    elif act == "prelu":
-        setattr(n, name, L.PReLU(bottom, filler=dict(type="constant", value=slope),
-                                 channel_shared=cfg.prelu_channel_shared))
-    elif act == "rrelu":
-        rrelu_train(n, name, bottom, cfg, train_shape)
-    else:
+    """Set ``n.<name>`` to the activation ``act`` of ``bottom`` (core/activations.py)."""
+    if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}")
+    ACTIVATIONS[act].caffe(n, name, bottom, phase == TRAIN, cfg, train_shape)
 
 
 def srcnn_body(n, data, act, phase, cfg):

@@ -8,21 +8,14 @@ per-layer learning rates (lr_mult x base_lr) under momentum SGD or Nesterov. Onl
 import torch
 from torch import nn
 
+from core.activations import ACTIVATIONS
+
 
 def activation(act, cfg, channels):
     """The torch module for one of the config's activations (training-time behaviour)."""
-    if act == "relu":
-        return nn.ReLU()
-    if act == "rrelu":
-        # Slope drawn per element in [1/upper, 1/lower] = [1/8, 1/3]. Caffe's net draws 1/a with
-        # a ~ U(3, 8); torch draws the slope itself uniformly: the same range and the same cost per
-        # element, not exactly the same distribution (irrelevant for timing).
-        return nn.RReLU(1.0 / cfg.rrelu_upper, 1.0 / cfg.rrelu_lower)
-    if act == "leaky":
-        return nn.LeakyReLU(cfg.rrelu_test_slope)
-    if act == "prelu":
-        return nn.PReLU(1 if cfg.prelu_channel_shared else channels, init=cfg.rrelu_test_slope)
-    raise ValueError(f"unknown activation {act!r}")
+    if act not in ACTIVATIONS:
+        raise ValueError(f"unknown activation {act!r}")
+    return ACTIVATIONS[act].torch(cfg, channels)
 
 
 def conv(cfg, c_in, c_out, kernel):
