@@ -18,7 +18,7 @@ from core.datasets import DEFAULTS
 from core.errors import DataError
 from .intensity import RULES
 from .readers import read_volume
-from .sources import LOADERS, split_central
+from .sources import loader, split_central
 
 DATA_ROOT = ROOT / "data"
 
@@ -47,7 +47,7 @@ def build_default(name, cfg, out, force):
     if not force and up_to_date(dest, cfg):
         print(f"data_prep: {name}: up to date ({dest})")
         return
-    train, test, manifest = LOADERS[name](cfg)
+    train, test, manifest = loader(name)(cfg)
     check_default_geometry(name, test)
     manifest = build_dataset(dest, train, test, cfg, manifest)
     print(f"data_prep: {name}: {manifest['patches']['train']} training and "
