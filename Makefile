@@ -18,7 +18,7 @@ TRAIN_ARGS = $(PROFILE_$(PROFILE)) $(if $(ITERS),max_iter=$(ITERS)) $(SET)
 # $(call require,VARS): stop with one line naming the first unset variable (recipes only).
 require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
 
-.PHONY: help setup test check-venv nets data train grid curves eval figures reproduce bench upscale
+.PHONY: help setup test test-fast check-venv nets data train grid curves eval figures reproduce bench upscale
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -31,6 +31,9 @@ check-venv:
 
 test: check-venv  ## the pytest suite (CPU, minutes)
 	@cd $(ROOT) && $(PY) -m pytest
+
+test-fast: check-venv  ## the pytest suite without the tests marked slow
+	@cd $(ROOT) && $(PY) -m pytest -m "not slow"
 
 nets: check-venv  ## regenerate models/ and solvers/ from core/config.py
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.generate

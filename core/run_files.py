@@ -30,29 +30,44 @@ def run_label(manifest):
     return f"{manifest['act']}_{manifest['solver']}/seed{manifest.get('seed', 0)}"
 
 
-def write_run_nets(run_dir, cfg, dataset, act, solver, data_dir, train_list=None):
-    """Generate the run's train_val, deploy and solver files (absolute data paths, snapshots in the
-    run directory, no Caffe-side testing or snapshotting: the trainer does both itself).
-    ``train_list`` replaces the data set's own train.txt (another seed's patch order)."""
+def trainable_net_files(directory, cfg, act, solver, train_list, test_list=None, dataset="custom"):
+    """A trainable net for given HDF5 files, written into ``directory``: the generated train_val
+    net of ``act`` with its HDF5Data sources pointed at the list files ``train_list`` (TRAIN) and
+    ``test_list`` (TEST; default: ``train_list``), the deploy net, and a ``solver`` solver over the
+    train_val. Returns their paths: {"train_val", "deploy", "solver"} (train_val.prototxt,
+    deploy.prototxt, solver.prototxt). ``dataset`` only names the net (SRCNN_<act>_<dataset>).
+
+    The solver has no Caffe-side test net, snapshots or log lines (test_iter and test_interval
+    cleared, snapshot and display 0): whoever steps it tests and snapshots itself, as the trainer
+    does on full test images. A snapshot it is asked for goes to ``directory``/snapshots/srcnn."""
+    directory = Path(directory)
     net = train_val_net(cfg, act, dataset)
-    lists = {"train": train_list or Path(data_dir).resolve() / "train.txt",
-             "test": Path(data_dir).resolve() / "test.txt"}
+    lists = {"train": train_list, "test": train_list if test_list is None else test_list}
     for layer in net.layer:
         if layer.type == "HDF5Data":
             phase = "train" if layer.include[0].phase == caffe_pb2.TRAIN else "test"
             layer.hdf5_data_param.source = str(lists[phase])
-    files = {"train_val": run_dir / "train_val.prototxt", "deploy": run_dir / "deploy.prototxt",
-             "solver": run_dir / "solver.prototxt"}
+    files = {"train_val": directory / "train_val.prototxt", "deploy": directory / "deploy.prototxt",
+             "solver": directory / "solver.prototxt"}
     write_text_atomic(files["train_val"], text_format.MessageToString(net))
     write_text_atomic(files["deploy"], text_format.MessageToString(deploy_net(cfg, act)))
     param = solver_param(cfg, dataset, act, solver, 0, net=str(files["train_val"]),
-                         snapshot_prefix=str(run_dir / "snapshots" / "srcnn"))
-    del param.test_iter[:]  # no test net: the trainer scores full test images instead
+                         snapshot_prefix=str(directory / "snapshots" / "srcnn"))
+    del param.test_iter[:]  # no test net
     param.ClearField("test_interval")
     param.snapshot, param.display = 0, 0
     write_text_atomic(files["solver"], text_format.MessageToString(param))
-    (run_dir / "snapshots").mkdir(exist_ok=True)
+    (directory / "snapshots").mkdir(exist_ok=True)
     return files
+
+
+def write_run_nets(run_dir, cfg, dataset, act, solver, data_dir, train_list=None):
+    """Generate the run's train_val, deploy and solver files (absolute data paths, snapshots in the
+    run directory, no Caffe-side testing or snapshotting: the trainer does both itself).
+    ``train_list`` replaces the data set's own train.txt (another seed's patch order)."""
+    data_dir = Path(data_dir).resolve()
+    return trainable_net_files(run_dir, cfg, act, solver, train_list or data_dir / "train.txt",
+                               data_dir / "test.txt", dataset=dataset)
 
 
 def git_commit():

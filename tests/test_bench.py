@@ -4,7 +4,10 @@ Only test_tiny_run_writes_the_json needs PyTorch (skipped without it)."""
 import argparse
 import importlib.util
 import json
+import statistics
 
+import caffe
+import numpy as np
 import pytest
 
 from tools import bench_train
@@ -14,42 +17,88 @@ KEYS = ("caffe_ms", "torch_ms", "ratio", "caffe_ms_all", "torch_ms_all", "gflop_
         "torch_gflops", "threads", "per_layer_ms", "act", "solver", "batch", "torch_version", "blas", "cpu",
         "date", "flop_rule")
 
+# One training iteration of the paper's net at batch 128 (bench/train_step.json's gflop_per_iter).
+PAPER_GFLOP = 2.9128704
+SMALL = DEFAULT.with_overrides(["batch_train=16", "n1=8", "n2=4", "f1=7", "f2=3", "f3=5"])
 
-def test_flop_count_matches_a_hand_count():
-    # Batch 128; conv1 1->64 k9 on 33x33 -> 25x25; conv2 64->32 k1 -> 25x25; conv3 32->1 k5 -> 21x21.
-    conv1 = 2 * 128 * 64 * 25 * 25 * 1 * 9 * 9  # 829,440,000
-    conv2 = 2 * 128 * 32 * 25 * 25 * 64 * 1 * 1  # 327,680,000
-    conv3 = 2 * 128 * 1 * 21 * 21 * 32 * 5 * 5  # 90,316,800
-    assert (conv1, conv2, conv3) == (829_440_000, 327_680_000, 90_316_800)
-    flops = bench_train.train_flops(DEFAULT)
-    assert flops["conv1"] == {"forward": 829_440_000, "backward": 829_440_000}  # weight grad only
-    assert flops["conv2"] == {"forward": 327_680_000, "backward": 655_360_000}  # weight + input grad
-    assert flops["conv3"] == {"forward": 90_316_800, "backward": 180_633_600}
-    assert flops["forward"] == 1_247_436_800
-    assert flops["backward"] == 1_665_433_600
-    assert flops["total"] == 2_912_870_400
+
+def engine(cfg, act, solver, directory, warmup=0):
+    directory.mkdir(parents=True, exist_ok=True)
+    _, listing = bench_train.write_patches(directory, cfg)
+    return bench_train.CaffeEngine(cfg, act, solver, directory, listing, warmup=warmup)
+
+
+def conv_flops_of_the_net(net):
+    """{conv: {"forward", "backward"}} FLOPs of one training pass of a Caffe net, counted from the
+    net itself: 2 per multiply-add; forward = the top's elements times the weights per output
+    channel; backward = the weight gradient (as many MACs) plus, where Caffe computes one, the
+    input gradient (as many again). Which convolutions compute an input gradient is seen, not
+    assumed: their bottoms' diffs are filled with NaN and backward must overwrite them."""
+    convs = [(name, net.bottom_names[name][0], net.top_names[name][0])
+             for name, layer in zip(net._layer_names, net.layers) if layer.type == "Convolution"]
+    for _, bottom, _ in convs:
+        net.blobs[bottom].diff[...] = np.nan
+    net.forward()
+    net.backward()
+    out = {}
+    for name, bottom, top in convs:
+        weights = net.params[name][0].data
+        macs = net.blobs[top].data.size * (weights.size // weights.shape[0])
+        diff = net.blobs[bottom].diff
+        assert np.isnan(diff).all() or np.isfinite(diff).all(), name  # all of the input or none
+        input_gradient = bool(np.isfinite(diff).all())
+        out[name] = {"forward": 2 * macs, "backward": 2 * macs * (1 + input_gradient)}
+    return out
+
+
+@pytest.mark.parametrize("cfg", [DEFAULT, SMALL], ids=["paper", "small"])
+def test_flop_count_matches_the_nets_own_shapes(cfg, tmp_path):
+    counted = conv_flops_of_the_net(engine(cfg, "relu", "sgd", tmp_path).net)
+    flops = bench_train.train_flops(cfg)
+    assert list(counted) == ["conv1", "conv2", "conv3"]
+    for name, want in counted.items():
+        assert flops[name] == want, name
+    assert counted["conv1"]["backward"] == counted["conv1"]["forward"]  # the data needs no gradient
+    assert flops["forward"] == sum(c["forward"] for c in counted.values())
+    assert flops["backward"] == sum(c["backward"] for c in counted.values())
+    assert flops["total"] == flops["forward"] + flops["backward"]
+    if cfg is DEFAULT:
+        assert flops["total"] / 1e9 == pytest.approx(PAPER_GFLOP)
+    assert bench_train.train_flops(cfg, batch=1)["total"] * cfg.batch_train == flops["total"]
 
 
 @pytest.mark.parametrize("act,solver", [("relu", "sgd"), ("rrelu", "nesterov")])
 def test_caffe_engine_times_steps_and_every_layer(act, solver, tmp_path):
-    h5, listing = bench_train.write_patches(tmp_path, DEFAULT)
-    engine = bench_train.CaffeEngine(DEFAULT, act, solver, tmp_path, listing, warmup=0)
-    assert type(engine.solver).__name__ == {"sgd": "SGDSolver", "nesterov": "NesterovSolver"}[solver]
-    times = engine.block(1)
-    assert len(times) == 1 and times[0] > 0
-    layers = engine.layers(1)
+    timed = engine(DEFAULT, act, solver, tmp_path / "timed")
+    assert type(timed.solver).__name__ == {"sgd": "SGDSolver", "nesterov": "NesterovSolver"}[solver]
+    caffe.set_random_seed(11)
+    times = timed.block(1)
+    assert len(times) == 1 and times[0] > 0 and timed.solver.iter == 1
+    # The layer-by-layer timing is one whole training iteration: after it the weights are those
+    # of one more solver.step on an engine in the same state (same init, data and slope draws).
+    stepped = engine(DEFAULT, act, solver, tmp_path / "stepped")
+    for seed in (11, 12):
+        caffe.set_random_seed(seed)
+        stepped.solver.step(1)
+    timed_before = [b.data.copy() for p in timed.net.params.values() for b in p]
+    caffe.set_random_seed(12)
+    layers = timed.layers(1)
+    after = [b.data.copy() for p in timed.net.params.values() for b in p]
+    want = [b.data for p in stepped.net.params.values() for b in p]
+    assert all(not np.array_equal(a, b) for a, b in zip(after, timed_before))
+    for got, expected in zip(after, want):
+        np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-12)
     per_layer = layers["per_layer_ms"]
     assert list(per_layer)[:2] == ["data", "conv1"] and "conv3" in per_layer and "loss" in per_layer
+    assert list(per_layer) == list(timed.net._layer_names)
     assert all(per_layer[c]["type"] == "Convolution" and per_layer[c]["forward"] > 0 and per_layer[c]["backward"] > 0
                for c in ("conv1", "conv2", "conv3"))
     if act == "rrelu":
         assert "act1_a" in per_layer  # the random slopes, drawn every forward pass
-    parts = layers["parts_ms"]
-    assert parts["sum"] == pytest.approx(parts["clear_param_diffs"] + parts["forward"] + parts["backward"]
-                                         + parts["apply_update"])
-    info = engine.info()
+    assert all(v > 0 for v in layers["parts_ms"].values())
+    info = timed.info()
     assert "OPENBLAS_NUM_THREADS" in info and isinstance(info["libraries"], list)
-    peak = engine.peak(size=64, repeats=2)
+    peak = timed.peak(size=64, repeats=2)
     assert peak["gflops"] > 0 and peak["size"] == 64
 
 
@@ -63,14 +112,19 @@ def test_summary_has_the_keys_and_the_ratio_of_the_medians():
                                    {"OPENBLAS_NUM_THREADS": "2"}, {"set_num_threads": 2}, (0, 0, 0), (0, 0, 0),
                                    {"gflops": 100.0, "size": 2048, "repeats": 5})
     assert set(KEYS) <= set(result)
-    assert result["peak"]["caffe_fraction"] == pytest.approx(result["caffe_gflops"] / 100.0)
-    assert result["peak"]["torch_fraction"] == pytest.approx(result["torch_gflops"] / 100.0)
-    assert "machine peak" in bench_train.summary_table(result)
+    # Medians over all six steps of each engine (255 = (250 + 260) / 2), and per repeat.
     assert result["caffe_ms"] == 255.0 and result["torch_ms"] == 100.0
-    assert result["ratio"] == result["caffe_ms"] / result["torch_ms"]
-    assert result["caffe_gflops"] == pytest.approx(2.9128704 / 0.255)
+    assert (result["caffe_ms_min"], result["torch_ms_min"]) == (100.0, 90.0)
+    assert result["ratio"] == pytest.approx(2.55)
+    assert result["ratio_per_repeat"] == pytest.approx([2.0, 2.6])
+    assert result["gflop_per_iter"] == pytest.approx(PAPER_GFLOP)
+    assert result["caffe_gflops"] == pytest.approx(PAPER_GFLOP / 0.255)
+    assert result["torch_gflops"] == pytest.approx(PAPER_GFLOP / 0.100)
+    assert result["peak"]["caffe_fraction"] == pytest.approx(PAPER_GFLOP / 0.255 / 100.0)
+    assert result["peak"]["torch_fraction"] == pytest.approx(PAPER_GFLOP / 0.100 / 100.0)
     assert result["per_layer_ms"]["conv1"]["forward_gflops"] == pytest.approx(0.82944 / 0.010)
-    assert "conv1 bwd 12.0 ms" in bench_train.summary_table(result)
+    table = bench_train.summary_table(result)
+    assert "machine peak" in table and "conv1 bwd 12.0 ms" in table and "ratio caffe/torch (medians): 2.55" in table
 
 
 def test_missing_torch_is_one_clear_line(monkeypatch, capsys, tmp_path):
@@ -81,6 +135,7 @@ def test_missing_torch_is_one_clear_line(monkeypatch, capsys, tmp_path):
     assert not (tmp_path / "x.json").exists()
 
 
+@pytest.mark.slow  # two worker processes, a full-size net each
 def test_tiny_run_writes_the_json(tmp_path, capsys):
     pytest.importorskip("torch")
     out = tmp_path / "train_step.json"
@@ -88,12 +143,14 @@ def test_tiny_run_writes_the_json(tmp_path, capsys):
                              "--out", str(out)]) == 0
     result = json.loads(out.read_text())
     assert set(KEYS) <= set(result)
-    assert result["ratio"] == result["caffe_ms"] / result["torch_ms"]
+    medians = statistics.median(result["caffe_ms_all"]), statistics.median(result["torch_ms_all"])
+    assert (result["caffe_ms"], result["torch_ms"]) == medians
+    assert result["ratio"] == pytest.approx(medians[0] / medians[1])
     assert len(result["caffe_ms_all"]) == len(result["torch_ms_all"]) == 2
     assert result["batch"] == 128 and result["act"] == "relu" and result["solver"] == "sgd"
     assert result["threads"]["caffe"]["OPENBLAS_NUM_THREADS"] == "1"
     assert result["threads"]["torch"]["set_num_threads"] == 1
     assert {"conv1", "conv2", "conv3"} <= set(result["per_layer_ms"])
-    assert result["gflop_per_iter"] == pytest.approx(2.9128704)
+    assert result["gflop_per_iter"] == pytest.approx(PAPER_GFLOP)
     assert result["peak"]["gflops"] > 0
     assert "ratio caffe/torch" in capsys.readouterr().out

@@ -6,6 +6,9 @@ import numpy as np
 from caffe import layers as L
 from caffe.proto import caffe_pb2
 
+from core.config import ACTIVATIONS, DEFAULT
+from core.nets import deploy_net, train_val_net
+
 
 def srcnn_on_dummy_data(batch=2, size=33):
     """SRCNN 9-1-5 (64, 32, 1 filters) on DummyData, built with NetSpec."""
@@ -21,7 +24,22 @@ def srcnn_on_dummy_data(batch=2, size=33):
 
 def test_pycaffe_imports_with_hdf5_and_python_layer():
     assert hasattr(caffe, "Net") and hasattr(caffe, "NesterovSolver")
-    assert hasattr(L, "HDF5Data") and hasattr(L, "Python")
+    # caffe.layers makes up any attribute name (L.Anything is a layer factory), so ask Caffe's
+    # layer registry instead: HDF5Data needs the HDF5 build, Python WITH_PYTHON_LAYER.
+    registered = set(caffe.layer_type_list())
+    assert {"HDF5Data", "Python"} <= registered
+    assert "NoSuchLayer" not in registered
+
+
+def test_every_layer_type_of_the_generated_nets_is_registered():
+    cfg = DEFAULT.with_overrides(["rrelu_draw=channel"])  # its RReLU uses Scale, not Eltwise PROD
+    used = set()
+    for act in ACTIVATIONS:
+        for config in (DEFAULT, cfg):
+            used |= {layer.type for layer in train_val_net(config, act, "any").layer}
+            used |= {layer.type for layer in deploy_net(config, act).layer}
+    assert {"HDF5Data", "Convolution", "EuclideanLoss", "Input"} <= used
+    assert used <= set(caffe.layer_type_list()), used - set(caffe.layer_type_list())
 
 
 def test_srcnn_netspec_maps_33_to_21(tmp_path):

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 from caffe import layers as L
 
-from tests.caffe_helpers import tiny_solver
-from core.config import DEFAULT, ROOT
+from core.config import ROOT
+from tests.helpers import tiny_training
 
 
 def libcaffe():
@@ -166,17 +166,6 @@ def test_parallel_convolution_matches_caffe_gemm_path(shape, outputs, kernel, bi
     np.testing.assert_array_equal(got[1], want[1])
     if shape[0] > 8:  # gradients summed in chunks of images, so some bits differ
         assert any(not np.array_equal(g, w) for g, w in zip(got, want)), "both runs took one path"
-
-
-def tiny_training(tmp_path, steps=3):
-    """Every parameter after ``steps`` seeded steps of a small rrelu/nesterov SRCNN solver."""
-    cfg = DEFAULT.with_overrides(["batch_train=16", "base_lr=0.01"])
-    caffe.set_random_seed(5)
-    solver = tiny_solver(cfg, "rrelu", "nesterov", tmp_path)
-    for _ in range(steps):
-        caffe.set_random_seed(solver.iter)
-        solver.step(1)
-    return [b.data.copy() for p in solver.net.params.values() for b in p]
 
 
 @pytest.mark.parametrize("switch", [direct_conv, parallel_conv])
@@ -358,11 +347,12 @@ def test_unpadded_im2col_convolution_matches_numpy():
     assert_close(weight_diff, want_dw)
 
 
+@pytest.mark.slow
 def test_training_does_not_depend_on_the_thread_count(tmp_path):
     """0002 and 0006 sum gradients per fixed chunk of images and 0007's loops work element by
     element, so a run gives the same bits on 1, 2 or 3 threads (OpenMP and OpenBLAS alike)."""
     script = ("import sys, numpy as np; from pathlib import Path; "
-              "from tests.test_caffe_patches import tiny_training; "
+              "from tests.helpers import tiny_training; "
               "np.savez(sys.argv[1], *tiny_training(Path(sys.argv[2])))")
     results = []
     for threads in ("1", "2", "3"):

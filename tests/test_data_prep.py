@@ -15,17 +15,11 @@ from data_prep.build import build_dataset
 from core.datasets import DEFAULTS, patches_per_image, count_test_patches
 from data_prep.degrade import degrade
 from data_prep.patches import extract_patches
-from data_prep.readers import Slice
 from data_prep.sources import split_central
 from core.config import DEFAULT
+from tests.helpers import random_slices
 
 CFG = DEFAULT
-
-
-def random_slices(count, shape=(70, 64), seed=0):
-    rng = np.random.RandomState(seed)
-    return [Slice(f"s{i:02d}", rng.randint(0, 256, shape).astype(np.uint8), f"synthetic{i}", i)
-            for i in range(count)]
 
 
 def test_degrade_is_the_srcnn_recipe():

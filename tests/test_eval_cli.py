@@ -8,12 +8,12 @@ import pytest
 from eval.__main__ import main as eval_main
 from eval.figures import figure_for
 from eval.report import report
-from tests.test_train import FAST, data_root  # noqa: F401  (fixture)
+from tests.helpers import FAST
 from tools.train import main as train_main
 
 
 @pytest.fixture(scope="module")
-def trained(data_root, tmp_path_factory):  # noqa: F811
+def trained(data_root, tmp_path_factory):
     root = tmp_path_factory.mktemp("project")
     run = root / "runs" / "toy" / "rrelu_nesterov"
     args = ["--dataset", "toy", "--act", "rrelu", "--solver", "nesterov", "--iters", "20",
@@ -22,9 +22,9 @@ def trained(data_root, tmp_path_factory):  # noqa: F811
     return root, run, data_root / "toy" / "test_images"
 
 
-def run_eval(trained, *extra):
+def run_eval(trained, *extra, out="results"):
     root, run, hr = trained
-    out = root / "results"
+    out = root / out
     code = eval_main(["--hr", str(hr), "--runs", str(run), "--json", str(out / "toy.json"),
                       "--csv", str(out / "toy.csv"), "--md", str(out / "toy.md"), *extra])
     return code, out
@@ -45,10 +45,13 @@ def test_eval_writes_json_csv_and_fig5_table(trained):
 
 
 def test_opencv_engine_scores_like_pycaffe(trained):
-    run_eval(trained)
-    caffe_result = json.loads((trained[0] / "results" / "toy.json").read_text())
-    run_eval(trained, "--engine", "opencv")
-    cv_result = json.loads((trained[0] / "results" / "toy.json").read_text())
+    # Each engine writes its own files: a run that fails (and writes nothing) cannot be
+    # compared with the other engine's results, or with an earlier test's.
+    code_caffe, out_caffe = run_eval(trained, out="results_caffe")
+    code_cv, out_cv = run_eval(trained, "--engine", "opencv", out="results_opencv")
+    assert code_caffe == code_cv == 0
+    caffe_result = json.loads((out_caffe / "toy.json").read_text())
+    cv_result = json.loads((out_cv / "toy.json").read_text())
     a, b = caffe_result["methods"]["rrelu_nesterov"], cv_result["methods"]["rrelu_nesterov"]
     assert abs(a["mean"]["psnr"] - b["mean"]["psnr"]) < 0.01
 
@@ -69,7 +72,7 @@ def test_corrupt_caffemodel_is_one_clear_line(trained, tmp_path, capsys):
 
 def test_fig6_grid_and_report(trained):
     root, run, hr = trained
-    run_eval(trained)
+    assert run_eval(trained)[0] == 0
     path = figure_for("toy", run, root / "figures", hr_dir=hr)
     img = cv2.imread(str(path))
     assert img is not None and img.shape[1] > 600 and img.std() > 10

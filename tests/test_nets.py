@@ -9,8 +9,8 @@ from google.protobuf import text_format
 from scipy import stats
 
 from caffe.proto import caffe_pb2
-from tests.caffe_helpers import tiny_solver, tiny_train_val
 from core.config import ACTIVATIONS, DATASETS, DEFAULT, ROOT, SOLVERS
+from tests.helpers import tiny_solver, tiny_train_val
 from tools.generate import stale_files
 
 SLOPE = np.float32(2.0 / 11.0)

@@ -11,21 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from data_prep.build import build_dataset
-from tests.test_data_prep import random_slices
-from core.config import DEFAULT, ROOT
+from core.config import ROOT
+from tests.helpers import FAST
 from tools.curves import main as curves_main
 from tools.train import main as train_main
-
-# A small, fast variant of the net: the mechanics are the same as at full size.
-FAST = ["batch_train=16", "n1=8", "n2=4", "test_interval=10", "snapshot=10"]
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    build_dataset(root / "toy", random_slices(3), random_slices(2, seed=7), DEFAULT, {"sources": []})
-    return root
 
 
 def train_args(data_root, run_dir, iters, *extra):
@@ -57,6 +46,7 @@ def wait_for(path, timeout=120):
         time.sleep(0.01)
 
 
+@pytest.mark.slow
 def test_sigint_then_resume_is_byte_identical_to_an_uninterrupted_run(data_root, tmp_path):
     iters = 300
     straight = run_cli(train_args(data_root, tmp_path / "run_a", iters))

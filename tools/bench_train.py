@@ -130,36 +130,21 @@ def milliseconds(start):
 
 
 class CaffeEngine:
-    """The harness's Caffe training step: the generated train_val net (HDF5 source redirected) under
-    a pycaffe solver of the generated solver parameters."""
+    """The harness's Caffe training step: the trainer's generated train_val net and solver
+    (core.run_files.trainable_net_files) over the bench's HDF5 patches, under a pycaffe solver."""
 
     name = "caffe"
 
     def __init__(self, cfg, act, solver, workdir, listing, warmup=3):
         import caffe
-        from google.protobuf import text_format
 
-        from core.nets import train_val_net
-        from core.solvers import solver_param
+        from core.run_files import trainable_net_files
 
         caffe.set_mode_cpu()
-        workdir = Path(workdir)
-        net = train_val_net(cfg, act, "bench")
-        for layer in net.layer:
-            if layer.type == "HDF5Data":
-                layer.hdf5_data_param.source = listing  # TRAIN and TEST: the same patches
-        net_path = workdir / f"{act}_train_val.prototxt"
-        net_path.write_text(text_format.MessageToString(net))
-        param = solver_param(cfg, "bench", act, solver, cfg.batch_test, net=str(net_path),
-                             snapshot_prefix=str(workdir / "snap"))
-        # Timing only: never test, snapshot or log inside the timed steps.
-        param.test_interval = 2 ** 30
-        param.snapshot = 0
-        param.display = 0
-        param.max_iter = 2 ** 30
-        solver_path = workdir / f"{act}_{solver}_solver.prototxt"
-        solver_path.write_text(text_format.MessageToString(param))
-        self.solver = caffe.get_solver(str(solver_path))
+        # TRAIN and TEST read the same patches; as the trainer's, the solver never tests,
+        # snapshots or logs inside the timed steps.
+        files = trainable_net_files(workdir, cfg, act, solver, listing, dataset="bench")
+        self.solver = caffe.get_solver(str(files["solver"]))
         self.net = self.solver.net
         for _ in range(warmup):
             self.solver.step(1)
