@@ -6,15 +6,13 @@ published bicubic means for Set5 x3, 30.39 dB PSNR / 0.8682 SSIM.
 """
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from data_prep.degrade import degrade
 from core.errors import DataError
-from data_prep.matlab import modcrop, rgb2ycbcr
+from data_prep.io import IMAGE_EXTS, images, list_files, sniff, stem
+from data_prep.matlab import modcrop
 from eval.metrics import SSIM_WINDOW, psnr, ssim, to_uint8
-
-IMAGE_EXTS = (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg")
 
 
 def score_method(hr_images, method, scale=3, border=None):
@@ -61,7 +59,8 @@ def _check_size(name, image, scale, border):
 
 
 def load_hr_folder(path):
-    """The images of a folder (png, tif, bmp, jpg; sorted by file name) as ``(stem, uint8 HxW)``.
+    """The 2-D pictures of a folder (``data_prep.io.IMAGE_EXTS``: png, tif, bmp, jpg; natural
+    name order, as data preparation lists folders) as ``(stem, uint8 HxW)``.
 
     Colour images become MATLAB's ``rgb2ycbcr`` luma Y, as the release's demo does (so an RGB
     file with equal channels is mapped to 16..235, as in MATLAB); alpha is dropped. Only 8-bit
@@ -70,23 +69,15 @@ def load_hr_folder(path):
     folder = Path(path)
     if not folder.is_dir():
         raise DataError(f"{folder}: not a folder")
-    files = sorted((p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")
-                    and p.suffix.lower() in IMAGE_EXTS), key=lambda p: p.name)
+    files = [p for p in list_files(folder) if sniff(p) == "image"]
     if not files:
         raise DataError(f"{folder}: no images ({', '.join(IMAGE_EXTS)})")
-    return [(p.stem, _read_grey(p)) for p in files]
+    return [(stem(p, IMAGE_EXTS), _read_grey(p)) for p in files]
 
 
 def _read_grey(path):
-    """One 8-bit image file as uint8 grey (Y of colour)."""
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise DataError(f"{path}: cannot read image")
+    """One 8-bit picture as uint8 grey (Y of colour)."""
+    image = images.read(path)
     if image.dtype != np.uint8:
         raise DataError(f"{path}: {image.dtype} image, only 8-bit images are supported")
-    if image.ndim == 3 and image.shape[2] == 1:
-        image = image[:, :, 0]
-    if image.ndim == 3:
-        # OpenCV gives BGR(A); rgb2ycbcr wants RGB.
-        image = rgb2ycbcr(np.ascontiguousarray(image[:, :, 2::-1]))
-    return image
+    return images.to_grey(image, path)

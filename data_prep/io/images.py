@@ -1,0 +1,73 @@
+"""2-D pictures (PNG, TIFF, BMP, JPEG): read as OpenCV decodes them, reduce to grey, write.
+
+Reading goes through ``cv2.imdecode`` on the file's bytes (not ``cv2.imread``) so that paths
+that are not ASCII work; a multi-page TIFF gives its first page.
+"""
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from core.errors import DataError
+from .files import to_stored, write_bytes
+
+__all__ = ["read", "to_grey", "check_colour", "read_grey", "write"]
+
+
+def read(path):
+    """The picture as stored: grey (H, W), or colour (H, W, 3|4) in OpenCV's BGR(A) order;
+    uint8, uint16 or float. A single-channel array comes back 2-D. DataError if it cannot
+    be read or decoded."""
+    try:
+        buf = np.fromfile(str(path), dtype=np.uint8)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc.strerror or exc})")
+    img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED) if buf.size else None
+    if img is None:
+        raise DataError(f"{path}: cannot read as an image (not a valid PNG/TIFF/BMP/JPEG file)")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[..., 0]
+    return img
+
+
+def to_grey(img, path):
+    """Grey stays; grey + alpha -> grey; 8-bit BGR(A) -> MATLAB ``rgb2ycbcr`` luma Y (as the
+    SRCNN release); other colour is refused (:func:`check_colour`)."""
+    if img.ndim == 3 and img.shape[2] in (1, 2):
+        img = img[..., 0]
+    if img.ndim == 2:
+        return img
+    check_colour(img, path)
+    if img.ndim != 3:
+        raise DataError(f"{path}: unexpected image shape {img.shape}")
+    from data_prep.matlab import rgb2ycbcr
+    # cv2 gives BGR(A): reverse the first three channels, drop alpha.
+    return rgb2ycbcr(np.ascontiguousarray(img[..., 2::-1]))
+
+
+def check_colour(img, path) -> None:
+    """DataError for colour other than 8-bit BGR or BGRA: MATLAB's luma, which both the training
+    data and the upscaler's colour path use, is defined on 8 bits."""
+    if img.ndim == 3 and (img.dtype != np.uint8 or img.shape[2] not in (3, 4)):
+        raise DataError(f"{path}: {img.dtype} images with {img.shape[2]} channels are not "
+                        "supported (need grey, or 8-bit colour)")
+
+
+def read_grey(path):
+    """The picture as a 2-D grey array (:func:`read`, then :func:`to_grey`)."""
+    return to_grey(read(path), path)
+
+
+def write(path, values, dtype) -> None:
+    """Write ``values`` (grey H x W, or B, G, R[, A] in the last axis) as ``dtype`` in the
+    format that ``path``'s suffix names, atomically; integers are rounded half away from zero
+    and clipped to the dtype's range. DataError if the format cannot hold that dtype."""
+    path = Path(path)
+    out = to_stored(values, dtype)
+    try:
+        ok, buf = cv2.imencode(path.suffix.lower(), out)
+    except cv2.error:  # some encoders assert on the depth instead of returning False
+        ok = False
+    if not ok:
+        raise DataError(f"{path}: cannot encode a {out.dtype} image in {path.suffix} format")
+    write_bytes(path, buf.tobytes())
