@@ -1,10 +1,16 @@
 """`make eval` / `python -m eval`: PSNR/SSIM of bicubic and trained runs, per image and mean.
 
     python -m eval --dataset prostate                 data/prostate/test_images, every run of it
-    python -m eval --hr DIR --runs runs/x/rrelu_nesterov [--scale 3] [--json out.json]
+                                                      (runs/prostate/*/seed*/, and models/reference/
+                                                      prostate/ as "long_schedule" when present)
+    python -m eval --hr DIR --runs RUN [RUN ...] [--runs RUN] [--scale 3] [--json out.json]
 
-Writes JSON ({"scale", "methods": {name: {"images": [...], "mean": {...}}}}), CSV (one row per image
-and method) and a Markdown table shaped like the paper's Fig. 5 (default: results/<name>.*).
+Methods are named <act>_<solver>/seed<k>; two runs that share a name get their directory added.
+The scale (and the scoring border, scale px per side) is the runs' own (config.scale); runs of
+different scales, or a --scale that contradicts them, are refused with one line.
+Writes JSON ({"scale", "methods": {name: {"variant", "seed", "iterations", "run", "images",
+"mean"}}}), CSV (one row per image and method) and a Markdown table shaped like the paper's Fig. 5
+(default: results/<name>.*).
 """
 import argparse
 import os
@@ -13,11 +19,13 @@ from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-from core.errors import DataError  # noqa: E402
-from eval.results import csv_text, dataset_runs, evaluate, markdown_table  # noqa: E402
-from eval.score import load_hr_folder  # noqa: E402
 from core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from core.config import ROOT  # noqa: E402
+from core.errors import DataError  # noqa: E402
+from eval.metrics import METRICS  # noqa: E402
+from eval.results import (common_scale, csv_text, dataset_methods, evaluate,  # noqa: E402
+                          markdown_table, name_runs)
+from eval.score import load_hr_folder  # noqa: E402
 
 
 def parse_args(argv):
@@ -25,8 +33,11 @@ def parse_args(argv):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="score data/<dataset>/test_images and runs/<dataset>/*")
     src.add_argument("--hr", type=Path, help="any folder of HR images (grey, or RGB -> MATLAB Y)")
-    p.add_argument("--runs", nargs="*", type=Path, help="run directories (default with --dataset: all)")
-    p.add_argument("--scale", type=int, default=3)
+    p.add_argument("--runs", nargs="*", type=Path, action="extend",
+                   help="run directories, repeatable (default with --dataset: all, and the long "
+                        "schedule)")
+    p.add_argument("--scale", type=int, default=None,
+                   help="default: the runs' config.scale (they must agree); x3 with no run")
     p.add_argument("--engine", choices=("caffe", "opencv"), default="caffe")
     p.add_argument("--border", choices=("replicate", "bicubic"), default="replicate",
                    help="how the 6-px frame the valid convolutions lose is filled (README)")
@@ -36,13 +47,23 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def mean_line(name, method, r):
+    values = ", ".join(f"{m.title} {m.format(r['mean'][k])}{' ' + m.unit if m.unit else ''}"
+                       for k, m in METRICS.items())
+    return f"eval: {name} {method}: {values}"
+
+
 def main(argv=None):
     args = parse_args(argv)
     name = args.dataset or args.hr.name
     hr_dir = ROOT / "data" / args.dataset / "test_images" if args.dataset else args.hr
     try:
-        runs = args.runs if args.runs is not None else (dataset_runs(args.dataset) if args.dataset else [])
-        result = evaluate(load_hr_folder(hr_dir), runs, args.scale, args.engine, args.border)
+        if args.runs is not None:
+            runs = name_runs(args.runs)
+        else:
+            runs = dataset_methods(args.dataset) if args.dataset else {}
+        scale = common_scale(runs, args.scale)  # refuse a mix of scales before loading anything
+        result = evaluate(load_hr_folder(hr_dir), runs, scale, args.engine, args.border)
     except DataError as e:
         print(f"eval: error: {e}", file=sys.stderr)
         return 2
@@ -51,7 +72,7 @@ def main(argv=None):
     write_text_atomic(args.csv or out / f"{name}.csv", csv_text(result))
     write_text_atomic(args.md or out / f"{name}.md", markdown_table(result, name))
     for method, r in result["methods"].items():
-        print(f"eval: {name} {method}: PSNR {r['mean']['psnr']:.2f} dB, SSIM {r['mean']['ssim']:.4f}")
+        print(mean_line(name, method, r))
     return 0
 
 

@@ -1,5 +1,7 @@
 """`make figures` / `python -m eval.figures`: the paper's Fig. 6 per data set:
 LR (nearest-neighbour enlarged) | bicubic | network | original, each with a magnified detail.
+The network: the long-schedule reference weights (models/reference/<dataset>/) when present, else
+RReLU + Nesterov of seed 0, else another seed of it, else the first run; at the run's scale.
 """
 import argparse
 import os
@@ -17,12 +19,13 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from data_prep.degrade import degrade, low_resolution  # noqa: E402
 from core.errors import DataError  # noqa: E402
-from eval.results import dataset_runs, run_model  # noqa: E402
+from eval.results import dataset_runs, reference_dir, run_info  # noqa: E402
 from eval.infer import SRNet  # noqa: E402
 from eval.metrics import psnr, to_uint8  # noqa: E402
 from eval.score import load_hr_folder  # noqa: E402
 from core.atomic import atomic_path  # noqa: E402
 from core.config import ROOT  # noqa: E402
+from core.run_files import read_manifest  # noqa: E402
 
 
 def detail_box(hr, size):
@@ -68,18 +71,35 @@ def draw(name, label, images, path, detail=None):
     plt.close(fig)
 
 
-def figure_for(dataset, run_dir, out_dir, scale=3, hr_dir=None):
-    """Fig. 6 of one data set from its first test image and one run; returns the PNG path."""
-    label, deploy, model = run_model(run_dir)
+def figure_for(dataset, run_dir, out_dir, scale=None, hr_dir=None, label=None):
+    """Fig. 6 of one data set from its first test image and one run, at the run's scale (a
+    ``scale`` given must agree); returns the PNG path."""
+    info = run_info(run_dir)
+    if scale is not None and scale != info["scale"]:
+        raise DataError(f"scale {scale} contradicts {run_dir}, trained for x{info['scale']}")
     name, image = load_hr_folder(hr_dir or ROOT / "data" / dataset / "test_images")[0]
     path = Path(out_dir) / f"{dataset}_fig6.png"
-    draw(f"{dataset} {name}", label, panels(image, SRNet(deploy, model), scale), path)
+    net = SRNet(info["deploy"], info["caffemodel"])
+    draw(f"{dataset} {name}", f"{label or info['label']}, {info['iterations']} iterations",
+         panels(image, net, info["scale"]), path)
     return path
 
 
-def preferred_run(runs):
-    """The paper's method (RReLU + Nesterov) when trained, else the first run."""
-    return next((r for r in runs if r.name == "rrelu_nesterov"), runs[0])
+def preferred_run(runs, reference=None):
+    """(run directory, label) of Fig. 6: the long-schedule reference weights when present, else
+    the paper's method (RReLU + Nesterov) of seed 0, else any of its seeds, else the first run."""
+    if reference is not None:
+        return reference, "long schedule"
+    manifests = [(read_manifest(r) or {}, r) for r in runs]
+
+    def pick(test):
+        return next((r for m, r in manifests if test(m)), None)
+
+    paper_net = pick(lambda m: (m.get("act"), m.get("solver"), m.get("seed", 0)) ==
+                     ("rrelu", "nesterov", 0))
+    paper_net = paper_net or pick(lambda m: (m.get("act"), m.get("solver")) ==
+                                  ("rrelu", "nesterov"))
+    return paper_net or runs[0], None
 
 
 def main(argv=None):
@@ -87,13 +107,15 @@ def main(argv=None):
     p.add_argument("--dataset", action="append", help="default: every data set with runs")
     p.add_argument("--out", type=Path, default=ROOT / "figures")
     args = p.parse_args(argv)
-    datasets = args.dataset or sorted(d.name for d in (ROOT / "runs").glob("*") if d.is_dir())
+    datasets = args.dataset or sorted({d.name for base in ("runs", "models/reference")
+                                       for d in (ROOT / base).glob("*") if d.is_dir()})
     written = 0
     try:
         for dataset in datasets:
-            runs = dataset_runs(dataset)
-            if runs:
-                print(f"figures: wrote {figure_for(dataset, preferred_run(runs), args.out)}")
+            runs, reference = dataset_runs(dataset), reference_dir(dataset)
+            if runs or reference:
+                run_dir, label = preferred_run(runs, reference)
+                print(f"figures: wrote {figure_for(dataset, run_dir, args.out, label=label)}")
                 written += 1
     except DataError as e:
         print(f"figures: error: {e}", file=sys.stderr)

@@ -1,20 +1,28 @@
 """`python -m eval.report` (last step of `make reproduce`): REPORT.md from what was run: the
-results/*.json tables, the run manifests, and the figures. It reports only files that exist."""
+results/*.json tables, the run manifests, the figures, and the paper's numbers (core.paper). It
+reports only files that exist."""
 import argparse
 import json
 import platform
 import sys
 from pathlib import Path
 
-from eval.results import markdown_table
+from core import paper
 from core.atomic import write_text_atomic
 from core.config import DATASETS, ROOT
-from core.run_files import git_commit, read_manifest
+from core.run_files import git_commit, read_manifest, run_label
+from eval.claims import RULE, claim_lines
+from eval.metrics import METRICS
+from eval.report_tables import (dataset_title, fig5_table, paper_images_table, sci, seeds_table,
+                                signed, split, summary_table)
+from eval.results import LONG_SCHEDULE, find_run_dirs, reference_dir
 
-COMMANDS = """```sh
-make setup        # once: Debian packages, Caffe, .venv
-make reproduce    # = make data grid eval curves figures, then this report
-```"""
+DEFAULT_COMMAND = "make reproduce"
+FIGURES = (("fig3", "Fig. 3: ReLU vs RReLU (test PSNR against iterations; faint: each seed, bold: "
+                    "their mean)"),
+           ("fig4", "Fig. 4: SGD vs Nesterov (NAG)"),
+           ("long", "The long-schedule reference run's curve"),
+           ("fig6", "Fig. 6: LR | bicubic | network | original"))
 
 
 def cpu_model():
@@ -25,54 +33,117 @@ def cpu_model():
 
 
 def budget_table(root, datasets):
-    """One row per run: iterations done (against the paper's 4e6), wall time, final test PSNR."""
-    lines = ["| data set | run | iterations | of the paper's 4x10^6 | wall time | final test PSNR | bicubic |",
-             "|---|---|---|---|---|---|---|"]
+    """One row per run and seed (and the long schedule): iterations done against the paper's
+    max_iter, wall time, last periodic test and bicubic."""
+    max_iter = paper.schedule()["max_iter"]
+    head = ["data set", "run", "seed", "iterations", f"of the paper's {sci(max_iter)}", "wall time"]
+    head += [f"final test {m.title}" for m in METRICS.values()]
+    head += [f"bicubic {m.title}" for m in METRICS.values()]
+    lines = [f"| {' | '.join(head)} |", "|---" * len(head) + "|"]
     for dataset in datasets:
-        for path in sorted((root / "runs" / dataset).glob("*/manifest.json")):
-            m = read_manifest(path.parent)
+        dirs = [(d, None) for d in find_run_dirs(dataset, root)]
+        ref = reference_dir(dataset, root)
+        dirs += [(ref, LONG_SCHEDULE)] if ref is not None else []
+        for run_dir, name in dirs:
+            m = read_manifest(run_dir)
             if not m or not m.get("tests"):
                 continue
-            it, last = m["iterations_done"], m["tests"][-1]
-            lines.append(f"| {dataset} | {m['act']}_{m['solver']} | {it} | {it / 4e6:.2%} | "
-                         f"{m['wall_time_s'] / 60:.1f} min | {last['psnr']:.2f} dB | "
-                         f"{m['bicubic']['psnr']:.2f} dB |")
-    return "\n".join(lines)
+            it, last, bicubic = m.get("iterations_done", 0), m["tests"][-1], m.get("bicubic") or {}
+            variant, _, _ = run_label(m).partition("/")
+            cells = [dataset, f"{name} ({variant})" if name else variant, str(m.get("seed", 0)),
+                     str(it), f"{it / max_iter:.2%}", f"{m.get('wall_time_s', 0) / 60:.1f} min"]
+            cells += [unit(metric, last.get(k)) for k, metric in METRICS.items()]
+            cells += [unit(metric, bicubic.get(k)) for k, metric in METRICS.items()]
+            lines.append(f"| {' | '.join(cells)} |")
+    return "\n".join(lines) if len(lines) > 2 else "No run has a test point yet (make grid)."
 
 
-def dataset_section(root, dataset):
-    parts = [f"## {dataset}", ""]
-    result = root / "results" / f"{dataset}.json"
-    if result.is_file():
-        parts.append(markdown_table(json.loads(result.read_text()), f"Fig. 5: {dataset}, per test image"))
-    for fig, caption in (("fig3", "Fig. 3: ReLU vs RReLU"), ("fig4", "Fig. 4: SGD vs Nesterov"),
-                         ("fig6", "Fig. 6: LR | bicubic | network | original")):
+def unit(metric, value):
+    if value is None:
+        return "–"
+    return metric.format(value) + (f" {metric.unit}" if metric.unit else "")
+
+
+def figures_part(root, dataset):
+    parts = []
+    for fig, caption in FIGURES:
         if (root / "figures" / f"{dataset}_{fig}.png").is_file():
-            parts.append(f"{caption}\n\n![{caption}](figures/{dataset}_{fig}.png)\n")
-    return "\n".join(parts)
+            parts += [f"{caption}", "", f"![{caption}](figures/{dataset}_{fig}.png)", ""]
+    return parts
 
 
-def report(root=ROOT, datasets=DATASETS):
+def dataset_section(root, dataset, result):
+    bicubic, variants, long_entry = split(result)
+    parts = [f"## {dataset_title(dataset)}", "",
+             f"Test images: {len(bicubic['images'])}, x{result['scale']}."]
+    entry = paper.dataset(dataset)
+    if entry and entry.get("test_images") not in (None, len(bicubic["images"])):
+        parts[-1] += f" The paper used {entry['test_images']}."
+    parts.append("")
+    for key, metric in METRICS.items():
+        unit_text = f" ({metric.unit})" if metric.unit else ""
+        parts += [f"### Fig. 5: {dataset}, {metric.title}{unit_text} per test image", "",
+                  fig5_table(dataset, result, key), ""]
+    images = paper_images_table(dataset)
+    if images:
+        parts += ["The paper's per-image values where its Fig. 5 is legible (its order; our test "
+                  "slices need not be the paper's):", "", images, ""]
+    parts += ["### Each seed", "", seeds_table(result), "", "### The paper's claims", ""]
+    parts += claim_lines(variants, bicubic["mean"]) + [""]
+    if long_entry:
+        gains = ", ".join(f"{m.title} {signed(m, long_entry['mean'][k] - bicubic['mean'][k])}"
+                          for k, m in METRICS.items())
+        parts += [f"The long schedule ({long_entry.get('iterations')} iterations, one run: not a "
+                  f"claim) over bicubic: {gains}.", ""]
+    return "\n".join(parts + figures_part(root, dataset))
+
+
+def load_results(root, datasets):
+    """{dataset: results JSON} of the data sets that have results/<dataset>.json."""
+    out = {}
+    for dataset in datasets:
+        path = root / "results" / f"{dataset}.json"
+        if path.is_file():
+            out[dataset] = json.loads(path.read_text())
+    return out
+
+
+def report(root=ROOT, datasets=DATASETS, command=DEFAULT_COMMAND):
+    root = Path(root)
+    results = load_results(root, datasets)
+    max_iter = paper.schedule()["max_iter"]
     head = [
         "# REPORT: medsr-caffe reproduction", "",
         f"Generated by `python -m eval.report` from the runs, results and figures in this checkout "
-        f"(git {git_commit()}), on {cpu_model()}.", "", "## Commands", "", COMMANDS, "",
-        "## Iteration budget", "",
-        "The paper trains each network for 4x10^6 iterations. These runs used the budget below, "
-        "set by the default profile (`core/config.py`, `max_iter`) or `ITERS=`/`PROFILE=paper`: "
-        "numbers from so few iterations are not the paper's converged results.", "",
-        budget_table(root, datasets), "",
-        "The paper's own per-image numbers (its Fig. 5) are not reproduced beside ours: the paper "
-        "was not available to this project offline.", ""]
-    body = [dataset_section(root, d) for d in datasets if (root / "results" / f"{d}.json").is_file()]
+        f"(git {git_commit()}), on {cpu_model()}.", "", "## Commands", "",
+        "```sh", "make setup        # once: Debian packages, Caffe, .venv",
+        f"{command:<17} # data, grid, eval, curves, figures, then this report", "```", ""]
+    if results:
+        head += ["## Summary: the paper's Fig. 5 means beside ours", "",
+                 "Paper: its Fig. 5 means (core/paper_fig5.json) of bicubic and its net, RReLU + "
+                 "Nesterov. Ours: bicubic, and the same net as the mean ± sample sd over seeds; "
+                 "gain = net - bicubic.", ""]
+        for key, metric in METRICS.items():
+            unit_text = f" ({metric.unit})" if metric.unit else ""
+            head += [f"### {metric.title}{unit_text}", "", summary_table(results, key), ""]
+    head += ["## How the claims are judged", "", RULE, "",
+             "## Iteration budget", "",
+             f"The paper trains each network for {sci(max_iter)} iterations. These runs used the "
+             "budget below, set by the default profile (`core/config.py`, `max_iter`) or "
+             "`ITERS=`/`PROFILE=paper`: numbers from far fewer iterations are not the paper's "
+             "converged results.", "", budget_table(root, datasets), ""]
+    body = [dataset_section(root, d, r) for d, r in results.items()]
     return "\n".join(head + body) + "\n"
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "REPORT.md")
+    p.add_argument("--command", default=DEFAULT_COMMAND,
+                   help=f"the command that produced the runs, printed in the report "
+                        f"(default {DEFAULT_COMMAND!r}; e.g. 'make reproduce GRID=full SEEDS=3')")
     args = p.parse_args(argv)
-    write_text_atomic(args.out, report())
+    write_text_atomic(args.out, report(command=args.command))
     print(f"report: wrote {args.out}")
     return 0
 

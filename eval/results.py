@@ -1,58 +1,196 @@
-"""Scoring runs against bicubic, and the tables that show it (JSON, CSV, Fig. 5-style Markdown)."""
+"""Scoring runs against bicubic, and the tables that show it (JSON, CSV, Fig. 5-style Markdown).
+
+Methods are named by :func:`core.run_files.run_label` (``rrelu_nesterov/seed0``); the long-schedule
+reference weights (``models/reference/<dataset>/``) are ``long_schedule``. Two runs that would get
+the same name are told apart by their directory: no run is ever dropped. Every method entry carries
+``variant``, ``act``, ``solver``, ``seed``, ``iterations`` and ``run`` (None for bicubic).
+"""
 import csv
 import io
+from pathlib import Path
 
-from core.config import ROOT
-from core.run_files import final_snapshot, read_manifest
-from eval.infer import SRNet
+from core.config import DEFAULT, ROOT
+from core.errors import DataError
+from core.run_files import final_snapshot, read_manifest, run_label
+from eval.metrics import METRICS
 from eval.score import score_method
+
+LONG_SCHEDULE = "long_schedule"  # the method name of models/reference/<dataset>/
+BICUBIC = "bicubic"
+
+
+def display_path(path, root=ROOT):
+    """``path`` relative to the repository root when inside it, else as given."""
+    path = Path(path)
+    try:
+        return str(path.resolve().relative_to(Path(root).resolve()))
+    except ValueError:
+        return str(path)
 
 
 def run_model(run_dir):
-    """(label, deploy prototxt, final caffemodel) of a run directory."""
+    """(variant ``<act>_<solver>``, deploy prototxt, final caffemodel) of a run directory."""
     manifest, deploy, caffemodel = final_snapshot(run_dir)
     return f"{manifest['act']}_{manifest['solver']}", str(deploy), str(caffemodel)
 
 
-def dataset_runs(dataset):
-    """Run directories of a data set that have a final snapshot, sorted by name."""
-    return [p.parent for p in sorted((ROOT / "runs" / dataset).glob("*/manifest.json"))
-            if (read_manifest(p.parent) or {}).get("snapshots")]
+def run_scale(run_dir, manifest):
+    """The factor a run was trained for: its ``config.scale`` (the default without a config)."""
+    config = manifest.get("config")
+    scale = config.get("scale", DEFAULT.scale) if isinstance(config, dict) else DEFAULT.scale
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise DataError(f"{run_dir}: manifest.json config scale {scale!r} is not a positive "
+                        "integer")
+    return scale
 
 
-def evaluate(hr_images, runs, scale, engine, border):
-    """{"scale", "methods"}: bicubic first, then each run's final weights."""
-    methods = {"bicubic": score_method(hr_images, lambda up: up, scale=scale)}
-    for run_dir in runs:
-        label, deploy, model = run_model(run_dir)
-        net = SRNet(deploy, model, engine=engine, border=border)
-        methods[label] = score_method(hr_images, net, scale=scale) | {"run": str(run_dir),
-                                                                      "caffemodel": model}
-    return {"scale": scale, "methods": methods}
+def run_info(run_dir):
+    """What a table needs of a trained run: its label, variant, seed, iterations, files, scale."""
+    manifest, deploy, caffemodel = final_snapshot(run_dir)
+    last = manifest["snapshots"][-1]
+    return {"label": run_label(manifest), "variant": f"{manifest['act']}_{manifest['solver']}",
+            "act": manifest["act"], "solver": manifest["solver"],
+            "seed": int(manifest.get("seed", 0)),
+            "iterations": last.get("iter", manifest.get("iterations_done")),
+            "run": display_path(run_dir), "deploy": str(deploy), "caffemodel": str(caffemodel),
+            "scale": run_scale(run_dir, manifest), "dir": Path(run_dir)}
+
+
+def find_run_dirs(dataset, root=ROOT):
+    """Every run directory of a data set that has a manifest: ``runs/<dataset>/<variant>/seed<k>/``
+    and the older ``runs/<dataset>/<variant>/``; sorted by variant, seed, then path."""
+    return run_dirs_under(Path(root) / "runs" / dataset)
+
+
+def run_dirs_under(base):
+    """:func:`find_run_dirs` of one data set's folder of runs, ``base``."""
+    base = Path(base)
+    found = []
+    for pattern in ("*/seed*/manifest.json", "*/manifest.json"):
+        for path in base.glob(pattern):
+            manifest = read_manifest(path.parent)
+            if manifest and "act" in manifest and "solver" in manifest:
+                found.append(((f"{manifest['act']}_{manifest['solver']}",
+                               int(manifest.get("seed", 0)), str(path.parent)), path.parent))
+    return [d for _, d in sorted(found)]
+
+
+def dataset_runs(dataset, root=ROOT):
+    """Run directories of a data set that have a final snapshot (:func:`find_run_dirs` order)."""
+    return [d for d in find_run_dirs(dataset, root) if (read_manifest(d) or {}).get("snapshots")]
+
+
+def reference_dir(dataset, root=ROOT):
+    """``models/reference/<dataset>`` when it holds trained long-schedule weights, else None."""
+    ref = Path(root) / "models" / "reference" / dataset
+    return ref if (read_manifest(ref) or {}).get("snapshots") else None
+
+
+def is_reference(run_dir, root=ROOT):
+    return Path(run_dir).resolve().parent == (Path(root) / "models" / "reference").resolve()
+
+
+def name_runs(run_dirs, root=ROOT):
+    """{method name: run info} for run directories, in their order: ``run_label`` (or
+    ``long_schedule`` for reference weights); names two runs share get the run's directory added,
+    ``rrelu_nesterov/seed0 (runs/x/...)``. The same directory given twice is scored once."""
+    infos, seen = [], set()
+    for run_dir in run_dirs:
+        key = Path(run_dir).resolve()
+        if key not in seen:
+            seen.add(key)
+            info = run_info(run_dir)
+            if is_reference(run_dir, root):
+                info["label"] = LONG_SCHEDULE
+            infos.append(info)
+    counts = {}
+    for info in infos:
+        counts[info["label"]] = counts.get(info["label"], 0) + 1
+    return {(i["label"] if counts[i["label"]] == 1 else f"{i['label']} ({i['run']})"): i
+            for i in infos}
+
+
+def dataset_methods(dataset, root=ROOT):
+    """{name: run info} of every trained run of a data set, then the long schedule if present."""
+    dirs = dataset_runs(dataset, root)
+    ref = reference_dir(dataset, root)
+    named = name_runs(dirs, root)
+    if ref is not None:
+        named[LONG_SCHEDULE] = run_info(ref)
+        named[LONG_SCHEDULE]["label"] = LONG_SCHEDULE
+    return named
+
+
+def common_scale(infos, requested=None):
+    """The one scale of the runs (``requested``, else the default, when there are none).
+    DataError, one line, for runs of different scales or a ``requested`` scale they contradict."""
+    scales = {}
+    for name, info in infos.items():
+        scales.setdefault(info["scale"], []).append(name)
+    if len(scales) > 1:
+        listed = "; ".join(f"x{s}: {', '.join(names)}" for s, names in sorted(scales.items()))
+        raise DataError(f"the runs were trained for different scales ({listed}): "
+                        "evaluate each scale separately")
+    if scales:
+        (scale,) = scales
+        if requested is not None and requested != scale:
+            raise DataError(f"--scale {requested} contradicts the runs, trained for x{scale} "
+                            f"({', '.join(scales[scale])}): leave --scale out")
+        return scale
+    return DEFAULT.scale if requested is None else requested
+
+
+def entry(info):
+    """The identifying fields of a method entry."""
+    keys = ("variant", "act", "solver", "seed", "iterations", "run")
+    return {k: (info[k] if info else None) for k in keys}
+
+
+def evaluate(hr_images, runs, scale=None, engine="caffe", border="replicate"):
+    """{"scale", "border", "frame", "methods"}: bicubic first, then each run's final weights.
+
+    ``runs``: run directories (named by :func:`name_runs`) or {name: run info}. ``scale`` and the
+    scoring border (``scale`` px shaved per side, as the trainer's test) come from the runs'
+    manifests; a ``scale`` given must agree (DataError otherwise, before anything is scored).
+    ``border`` is the net's 6-px frame fill (eval.infer.SRNet)."""
+    named = runs if isinstance(runs, dict) else name_runs(runs)
+    scale = common_scale(named, scale)
+    from eval.infer import SRNet  # imports Caffe: only once the runs are known good
+
+    methods = {BICUBIC: entry(None) | score_method(hr_images, lambda up: up, scale=scale)}
+    for name, info in named.items():
+        net = SRNet(info["deploy"], info["caffemodel"], engine=engine, border=border)
+        methods[name] = entry(info) | score_method(hr_images, net, scale=scale) | {
+            "caffemodel": display_path(info["caffemodel"])}
+    return {"scale": scale, "border": scale, "frame": border, "methods": methods}
 
 
 def csv_text(result):
+    """One row per method and image (and its mean), a column per metric (eval.metrics.METRICS)."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["method", "image", "psnr", "ssim"])
+    writer.writerow(["method", "variant", "seed", "image", *METRICS])
     for method, r in result["methods"].items():
+        seed = "" if r.get("seed") is None else r["seed"]
         for row in r["images"] + [dict(r["mean"], name="mean")]:
-            writer.writerow([method, row["name"], f"{row['psnr']:.4f}", f"{row['ssim']:.4f}"])
+            values = [f"{row[k]:.{m.decimals + 2}f}" for k, m in METRICS.items()]
+            writer.writerow([method, r.get("variant") or method, seed, row["name"], *values])
     return out.getvalue()
 
 
 def markdown_table(result, title):
-    """Fig. 5 layout: one row per test image (and the mean), PSNR/SSIM per method."""
+    """Fig. 5 layout: one row per test image (and the mean), each metric per method."""
     methods = list(result["methods"])
-    head = "| image | " + " | ".join(f"{m} PSNR | {m} SSIM" for m in methods) + " |"
-    rule = "|---" * (1 + 2 * len(methods)) + "|"
-    names = [row["name"] for row in result["methods"]["bicubic"]["images"]]
+    head = "| image | " + " | ".join(f"{name} {m.title}" for name in methods
+                                     for m in METRICS.values()) + " |"
+    rule = "|---" * (1 + len(METRICS) * len(methods)) + "|"
+    names = [row["name"] for row in result["methods"][BICUBIC]["images"]]
     lines = [f"### {title} (x{result['scale']})", "", head, rule]
     for i, name in enumerate(names + ["**mean**"]):
         cells = []
-        for m in methods:
-            r = result["methods"][m]
+        for method in methods:
+            r = result["methods"][method]
             row = r["mean"] if i == len(names) else r["images"][i]
-            cells += [f"{row['psnr']:.2f}", f"{row['ssim']:.4f}"]
+            cells += [m.format(row[k]) for k, m in METRICS.items()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -34,14 +34,14 @@ def test_eval_writes_json_csv_and_fig5_table(trained):
     code, out = run_eval(trained)
     assert code == 0
     result = json.loads((out / "toy.json").read_text())
-    assert result["scale"] == 3 and list(result["methods"]) == ["bicubic", "rrelu_nesterov"]
+    assert result["scale"] == 3 and list(result["methods"]) == ["bicubic", "rrelu_nesterov/seed0"]
     for method in result["methods"].values():
         assert [set(i) for i in method["images"]] == [{"name", "psnr", "ssim"}] * 2
         assert set(method["mean"]) == {"psnr", "ssim"}
     rows = list(csv.DictReader((out / "toy.csv").open()))
-    assert len(rows) == 2 * 3 and {r["method"] for r in rows} == {"bicubic", "rrelu_nesterov"}
+    assert len(rows) == 2 * 3 and {r["method"] for r in rows} == {"bicubic", "rrelu_nesterov/seed0"}
     table = (out / "toy.md").read_text()
-    assert table.count("\n| ") == 1 + 2 + 1 and "rrelu_nesterov PSNR" in table
+    assert table.count("\n| ") == 1 + 2 + 1 and "rrelu_nesterov/seed0 PSNR" in table
 
 
 def test_opencv_engine_scores_like_pycaffe(trained):
@@ -52,7 +52,8 @@ def test_opencv_engine_scores_like_pycaffe(trained):
     assert code_caffe == code_cv == 0
     caffe_result = json.loads((out_caffe / "toy.json").read_text())
     cv_result = json.loads((out_cv / "toy.json").read_text())
-    a, b = caffe_result["methods"]["rrelu_nesterov"], cv_result["methods"]["rrelu_nesterov"]
+    name = "rrelu_nesterov/seed0"
+    a, b = caffe_result["methods"][name], cv_result["methods"][name]
     assert abs(a["mean"]["psnr"] - b["mean"]["psnr"]) < 0.01
 
 
@@ -77,5 +78,5 @@ def test_fig6_grid_and_report(trained):
     img = cv2.imread(str(path))
     assert img is not None and img.shape[1] > 600 and img.std() > 10
     text = report(root=root, datasets=["toy"])
-    assert "| toy | rrelu_nesterov | 20 |" in text
+    assert "| toy | rrelu_nesterov | 0 | 20 |" in text
     assert "figures/toy_fig6.png" in text and "Fig. 5: toy" in text
