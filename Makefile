@@ -69,11 +69,11 @@ reproduce: check-venv  ## the main job: data, grid (short profile), eval, curves
 	@$(MAKE) --no-print-directory data
 	@$(MAKE) --no-print-directory grid
 	@$(MAKE) --no-print-directory eval curves figures
-	@cd $(ROOT) && $(PY) -m eval.report
+	@cd $(ROOT) && $(PY) -m eval.report --command "make reproduce GRID=$(GRID) SEEDS=$(SEEDS) PROFILE=$(PROFILE)$(if $(ITERS), ITERS=$(ITERS))"
 
 bench: check-venv  ## Caffe training step vs PyTorch CPU, side by side: bench/train_step.json
 	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.bench_train $(BENCH_ARGS)
 
-upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>
+upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k>
 	$(call require,IN OUT RUN)@cd $(ROOT) && $(PY) -m eval.upscale --in "$(IN)" --out "$(OUT)" --run "$(RUN)" $(if $(FORCE),--force)

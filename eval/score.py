@@ -12,7 +12,7 @@ from data_prep.degrade import degrade
 from core.errors import DataError
 from data_prep.io import IMAGE_EXTS, images, list_files, sniff, stem
 from data_prep.matlab import modcrop
-from eval.metrics import SSIM_WINDOW, psnr, ssim, to_uint8
+from eval.metrics import METRICS, SSIM_WINDOW, to_uint8
 
 
 def score_method(hr_images, method, scale=3, border=None):
@@ -27,7 +27,8 @@ def score_method(hr_images, method, scale=3, border=None):
         border: pixels shaved per side before scoring; ``scale`` by default, as the release.
 
     Returns:
-        ``{"images": [{"name", "psnr", "ssim"}, ...], "mean": {"psnr", "ssim"}}``.
+        ``{"images": [{"name", <metric>...}, ...], "mean": {<metric>...}}`` for every metric of
+        ``eval.metrics.METRICS`` (PSNR and SSIM).
     """
     border = scale if border is None else border
     rows = []
@@ -39,11 +40,11 @@ def score_method(hr_images, method, scale=3, border=None):
             raise ValueError(f"{name}: method returned shape {estimate.shape}, "
                              f"expected {upscaled.shape}")
         reference, estimate = to_uint8(hr), to_uint8(estimate)
-        rows.append({"name": name, "psnr": psnr(reference, estimate, border),
-                     "ssim": ssim(reference, estimate, border)})
+        rows.append({"name": name, **{key: metric.score(reference, estimate, border)
+                                      for key, metric in METRICS.items()}})
     if not rows:
         raise ValueError("score_method: no images to score")
-    mean = {key: float(np.mean([row[key] for row in rows])) for key in ("psnr", "ssim")}
+    mean = {key: float(np.mean([row[key] for row in rows])) for key in METRICS}
     return {"images": rows, "mean": mean}
 
 

@@ -15,6 +15,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a server
 import matplotlib.pyplot as plt  # noqa: E402
 
+from core.activations import ACTIVATIONS  # noqa: E402
 from core import paper  # noqa: E402
 from core.atomic import atomic_path  # noqa: E402
 from core.config import ROOT  # noqa: E402
@@ -79,7 +80,8 @@ def plot_panel(ax, runs, compare, title, key="psnr"):
         iters, mean = mean_curve(group, key)
         seeds = (f"mean of {len(group)} seeds" if len(group) > 1
                  else f"seed {group[0].get('seed', 0)}")
-        ax.plot(iters, mean, color=colour, lw=2, marker="o", markersize=3,
+        style = ACTIVATIONS[value].style if value in ACTIVATIONS else "-"  # solvers: solid
+        ax.plot(iters, mean, style, color=colour, lw=2, marker="o", markersize=3,
                 label=f"{value} ({seeds})")
     bicubic = (runs[0].get("bicubic") or {}).get(key) if runs else None
     if bicubic is not None:

@@ -18,8 +18,7 @@ class ImageScorer:
 
     @staticmethod
     def summary(result):
-        return {"psnr": result["mean"]["psnr"], "ssim": result["mean"]["ssim"],
-                "images": result["images"]}
+        return {**result["mean"], "images": result["images"]}
 
     def score(self, train_net):
         """Mean PSNR/SSIM (and per image) of ``train_net``'s current weights."""
