@@ -166,3 +166,18 @@ def check_name(kind, name):
 
 
 DEFAULT = Config()
+
+# Settings of one default data set's runs, applied over DEFAULT and under the user's KEY=VALUE
+# overrides. Each is a flag the README's "Differences from the paper" explains, chosen from the
+# curves in its "Schedule" section.
+DATASET_SETTINGS = {
+    "brain": (),
+    "prostate": (),
+    "breast": (),
+}
+
+
+def dataset_config(dataset, overrides=(), base=DEFAULT):
+    """The config of ``dataset``'s runs: ``base``, its DATASET_SETTINGS (none for a user's own
+    data set), then ``overrides``; ConfigError on a bad override."""
+    return base.with_overrides([*DATASET_SETTINGS.get(dataset, ()), *overrides])

@@ -14,7 +14,7 @@ from google.protobuf import text_format
 
 from core.datasets import count_test_patches
 from core.atomic import write_text_atomic
-from core.config import ACTIVATIONS, DATASETS, DEFAULT, ROOT, SOLVERS, ConfigError
+from core.config import ACTIVATIONS, DATASETS, DEFAULT, ROOT, SOLVERS, ConfigError, dataset_config
 from core.nets import deploy_net, train_val_net
 from core.solvers import solver_param
 
@@ -32,26 +32,29 @@ def prototxt(message, what):
     return HEADER.format(what=what) + text
 
 
-def generated_files(cfg):
-    """{path relative to the repo root: text} for every generated net and solver."""
+def generated_files(overrides=()):
+    """{path relative to the repo root: text} for every generated net and solver (each data set's
+    from its own config: core.config.dataset_config)."""
+    cfg = DEFAULT.with_overrides(overrides)
     files = {}
     for act in ACTIVATIONS:
         files[f"models/srcnn_{act}_deploy.prototxt"] = prototxt(
             deploy_net(cfg, act), f"Deploy net ({act}): reshape `data` to 1x1xHxW; output is 12 px smaller.")
         for dataset in DATASETS:
+            dcfg = dataset_config(dataset, overrides)
             files[f"models/{dataset}/srcnn_{act}_train_val.prototxt"] = prototxt(
-                train_val_net(cfg, act, dataset), f"Train/test net: {dataset}, {act}.")
+                train_val_net(dcfg, act, dataset), f"Train/test net: {dataset}, {act}.")
             for solver in SOLVERS:
-                param = solver_param(cfg, dataset, act, solver, count_test_patches(dataset, cfg))
+                param = solver_param(dcfg, dataset, act, solver, count_test_patches(dataset, dcfg))
                 files[f"solvers/{dataset}/srcnn_{act}_{solver}.prototxt"] = prototxt(
                     param, f"Solver: {dataset}, {act}, {solver}. Run from the repo root.")
     return files
 
 
-def stale_files(root=ROOT, cfg=DEFAULT):
+def stale_files(root=ROOT):
     """Paths whose committed text differs from a fresh generation (or is missing)."""
     stale = []
-    for rel, text in generated_files(cfg).items():
+    for rel, text in generated_files().items():
         path = Path(root) / rel
         if not path.is_file() or path.read_text() != text:
             stale.append(rel)
@@ -65,7 +68,7 @@ def main(argv=None):
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")
     args = parser.parse_args(argv)
     try:
-        cfg = DEFAULT.with_overrides(args.overrides)
+        DEFAULT.with_overrides(args.overrides)  # refuse a bad override before writing anything
     except ConfigError as e:
         parser.exit(2, f"generate: {e}\n")
     if args.overrides and not args.out:
@@ -76,7 +79,7 @@ def main(argv=None):
             print(f"stale: {rel}")
         return 1 if stale else 0
     out = args.out or ROOT
-    files = generated_files(cfg)
+    files = generated_files(args.overrides)
     for rel, text in files.items():
         write_text_atomic(Path(out) / rel, text)
     print(f"generate: wrote {len(files)} files under {out}")

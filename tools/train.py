@@ -26,7 +26,7 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from core.config import DEFAULT, ROOT, ConfigError, check_name  # noqa: E402
+from core.config import ROOT, ConfigError, check_name, dataset_config  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from data_prep.shuffle import train_list  # noqa: E402
 from core.run_files import (default_run_dir, new_manifest, now, read_manifest,  # noqa: E402
@@ -139,7 +139,7 @@ def resolve(args):
         raise TrainError(f"no data set {args.dataset!r} in {args.data_root} (built: "
                          f"{', '.join(known) or 'none'}; run `make data`)")
     overrides = list(args.overrides) + ([f"max_iter={args.iters}"] if args.iters else [])
-    cfg = DEFAULT.with_overrides(overrides)
+    cfg = dataset_config(args.dataset, overrides)
     if args.seed < 0:
         raise TrainError(f"--seed must be >= 0, got {args.seed}")
     cfg = cfg.with_overrides([f"random_seed={cfg.random_seed + args.seed}",
