@@ -9,6 +9,11 @@ NAMES = $(shell $(PY) -m core.names $(1) 2>/dev/null)
 DATASETS ?= $(call NAMES,datasets)
 GRID ?= paper
 SEEDS ?= 1
+# make reproduce trains JOBS runs side by side with RUN_THREADS threads each: on 2 cores two
+# one-thread runs do more iterations per second than one two-thread run (README, "Schedule"), with the same bits
+# (training does not depend on the thread count: tests/test_caffe_patches.py).
+JOBS ?= $(shell nproc)
+RUN_THREADS ?= 1
 PROFILE ?= short
 # PROFILE=paper: the paper's 4e6 iterations and Fig. 3's test points (core/paper_fig5.json)
 PROFILE_paper = $(shell $(PY) -m core.paper profile 2>/dev/null)
@@ -55,6 +60,9 @@ grid-%: data
 	  --act $(word 2,$(subst -, ,$*)) --solver $(word 3,$(subst -, ,$*)) \
 	  --seed $(word 4,$(subst -, ,$*)) $(TRAIN_ARGS)
 
+reference: check-venv  ## long-schedule weights: DATASET= [ITERS=] -> models/reference/<dataset>/ (resumes)
+	$(call require,DATASET)@cd $(ROOT) && $(PY) -m tools.reference --dataset $(DATASET) $(if $(ITERS),--iters $(ITERS))
+
 curves: check-venv  ## Figs. 3-4 (PSNR vs iterations) per data set into figures/
 	@cd $(ROOT) && $(PY) -m tools.curves
 
@@ -65,9 +73,10 @@ eval: check-venv  ## PSNR/SSIM of bicubic and every run, per data set: results/<
 figures: check-venv  ## Fig. 6 grids (LR | bicubic | network | original) into figures/
 	@cd $(ROOT) && $(PY) -m eval.figures
 
-reproduce: check-venv  ## the main job: data, grid (short profile), eval, curves, figures, REPORT.md
+reproduce: check-venv  ## the main job: data, grid (GRID=paper, SEEDS=1), eval, curves, figures, REPORT.md
 	@$(MAKE) --no-print-directory data
-	@$(MAKE) --no-print-directory grid
+	@OMP_NUM_THREADS=$(RUN_THREADS) OPENBLAS_NUM_THREADS=$(RUN_THREADS) \
+	  $(MAKE) --no-print-directory -j$(JOBS) grid
 	@$(MAKE) --no-print-directory eval curves figures
 	@cd $(ROOT) && $(PY) -m eval.report --command "make reproduce GRID=$(GRID) SEEDS=$(SEEDS) PROFILE=$(PROFILE)$(if $(ITERS), ITERS=$(ITERS))"
 
