@@ -47,6 +47,9 @@ class Config:
     f2: int = 1  # conv2 kernel
     f3: int = 5  # conv3 kernel
     init_std: float = 0.001  # Gaussian weight init std (paper and release); biases start at 0
+    # Convolution biases (the paper's and the release's). Without them the net is positively
+    # homogeneous and maps black exactly to black (README, differences: black backgrounds).
+    conv_bias: bool = True
     rrelu_lower: float = 3.0  # RReLU: a ~ U(lower, upper) per element at training time
     rrelu_upper: float = 8.0
     # RReLU at test time: y = x/a with a = (lower+upper)/2 = 5.5, i.e. slope 2/11; also the slope of

@@ -18,7 +18,12 @@ TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 
 
 def conv(bottom, cfg, index, num_output, kernel):
-    """A valid (unpadded) convolution with the paper's init and the config's lr_mults."""
+    """A valid (unpadded) convolution with the paper's init and the config's lr_mults; without a
+    bias term when cfg.conv_bias is off."""
+    if not cfg.conv_bias:
+        return L.Convolution(bottom, num_output=num_output, kernel_size=kernel, stride=1, pad=0,
+                             weight_filler=dict(type="gaussian", std=cfg.init_std), bias_term=False,
+                             param=[dict(lr_mult=cfg.lr_mult_weights[index])])
     return L.Convolution(
         bottom, num_output=num_output, kernel_size=kernel, stride=1, pad=0,
         weight_filler=dict(type="gaussian", std=cfg.init_std),

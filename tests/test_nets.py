@@ -189,3 +189,30 @@ def test_rrelu_channel_draws_share_one_slope_per_sample_and_channel(tmp_path):
     np.testing.assert_allclose(means[has_negatives],
                                1 / net.blobs["act1_a"].data[has_negatives], rtol=1e-5)
     assert len(np.unique(np.round(1 / net.blobs["act1_a"].data, 6))) > 1000  # ... drawn independently
+
+
+@pytest.mark.parametrize("act", ["relu", "rrelu"])
+def test_bias_free_net_keeps_black_black_and_scales_with_the_input(tmp_path, act):
+    """conv_bias=false: no bias blobs; f(0) = 0 exactly and f(2x) = 2 f(x) (positively
+    homogeneous), whatever the weights; with biases f(0) is the biases' image."""
+    from core.nets import deploy_net
+
+    def forward(cfg, image, seed=3):
+        path = tmp_path / f"deploy_{cfg.conv_bias}.prototxt"
+        path.write_text(text_format.MessageToString(deploy_net(cfg, act)))
+        net = caffe.Net(str(path), caffe.TEST)
+        rng = np.random.RandomState(seed)
+        for blobs in net.params.values():
+            for blob in blobs:
+                blob.data[...] = rng.normal(0, 0.3, blob.data.shape)
+        net.blobs["data"].reshape(1, 1, *image.shape)
+        net.blobs["data"].data[0, 0] = image
+        net.forward()
+        return {k: len(v) for k, v in net.params.items()}, net.blobs["conv3"].data[0, 0].copy()
+
+    x = np.random.RandomState(0).uniform(0, 1, (30, 31)).astype(np.float32)
+    free = DEFAULT.with_overrides(["conv_bias=false"])
+    blobs, zero = forward(free, np.zeros_like(x))
+    assert set(blobs.values()) == {1} and not zero.any()
+    assert np.array_equal(forward(free, 2 * x)[1], 2 * forward(free, x)[1])
+    assert forward(DEFAULT, np.zeros_like(x))[1].any()  # the default net has biases

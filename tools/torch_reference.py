@@ -20,9 +20,10 @@ def activation(act, cfg, channels):
 
 def conv(cfg, c_in, c_out, kernel):
     """A valid convolution with the paper's init: N(0, init_std) weights, zero biases."""
-    layer = nn.Conv2d(c_in, c_out, kernel, stride=1, padding=0, bias=True)
+    layer = nn.Conv2d(c_in, c_out, kernel, stride=1, padding=0, bias=cfg.conv_bias)
     nn.init.normal_(layer.weight, 0.0, cfg.init_std)
-    nn.init.zeros_(layer.bias)
+    if cfg.conv_bias:
+        nn.init.zeros_(layer.bias)
     return layer
 
 
@@ -46,7 +47,8 @@ def optimizer(model, cfg, solver):
     groups = []
     for i, layer in enumerate(convs):
         groups.append({"params": [layer.weight], "lr": cfg.base_lr * cfg.lr_mult_weights[i]})
-        groups.append({"params": [layer.bias], "lr": cfg.base_lr * cfg.lr_mult_biases[i]})
+        if cfg.conv_bias:
+            groups.append({"params": [layer.bias], "lr": cfg.base_lr * cfg.lr_mult_biases[i]})
     slopes = [p for m in model if isinstance(m, nn.PReLU) for p in m.parameters()]
     if slopes:
         groups.append({"params": slopes, "lr": cfg.base_lr})
