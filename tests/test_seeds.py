@@ -1,0 +1,76 @@
+"""Seeds: --seed K shifts Caffe's random_seed and the patch order; the same seed gives the same bits."""
+import json
+import shutil
+
+import caffe
+import h5py
+import numpy as np
+import pytest
+
+from data_prep.shuffle import reorder, train_list
+from tests.helpers import FAST
+from tools.reference import pack
+from tools.train import main as train_main
+
+
+def weights(run_dir):
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    net = caffe.Net(manifest["files"]["deploy"], manifest["snapshots"][-1]["caffemodel"], caffe.TEST)
+    return manifest, [b.data.copy() for blobs in net.params.values() for b in blobs]
+
+
+@pytest.fixture
+def data_copy(data_root, tmp_path):
+    """A copy of the shared toy data set: another seed's order is written into it."""
+    shutil.copytree(data_root / "toy", tmp_path / "data" / "toy")
+    return tmp_path / "data"
+
+
+def train(data_root, run_dir, seed):
+    args = ["--dataset", "toy", "--act", "rrelu", "--solver", "nesterov", "--iters", "10",
+            "--seed", str(seed), "--data-root", str(data_root), "--run-dir", str(run_dir), *FAST]
+    assert train_main(args) == 0
+    return weights(run_dir)
+
+
+def rows(list_file):
+    out = []
+    for name in list_file.read_text().split():
+        with h5py.File(name) as f:
+            out.append(f["label"][:])
+    return np.concatenate(out)
+
+
+@pytest.mark.slow
+def test_two_seeds_differ_and_one_seed_repeats(data_copy, tmp_path):
+    m0, w0 = train(data_copy, tmp_path / "s0", 0)
+    m1, w1 = train(data_copy, tmp_path / "s1", 1)
+    _, w1_again = train(data_copy, tmp_path / "s1b", 1)
+    assert all(np.array_equal(a, b) for a, b in zip(w1, w1_again))
+    assert not any(np.array_equal(a, b) for a, b in zip(w0, w1))
+    assert m1["seed"] == 1 and m1["config"]["random_seed"] == m0["config"]["random_seed"] + 1
+    assert m1["config"]["data_seed"] == m0["config"]["data_seed"] + 1
+    # seed 1 reads its own order of the patches (data_prep.shuffle), seed 0 the data set's
+    assert "shuffles/data_seed1/train.txt" in (tmp_path / "s1" / "train_val.prototxt").read_text()
+    assert "toy/train.txt" in (tmp_path / "s0" / "train_val.prototxt").read_text()
+
+
+def test_another_seeds_patch_order_is_the_same_patches_permuted(data_copy):
+    toy = data_copy / "toy"
+    assert train_list(toy, 0) == toy / "train.txt"  # the data set's own seed: its own files
+    base, other = rows(toy / "train.txt"), rows(train_list(toy, 3))
+    assert base.shape == other.shape and not np.array_equal(base, other)
+    assert np.array_equal(base[reorder(len(base), 0, 3)], other)
+    slice_order = base[np.argsort(np.random.RandomState(0).permutation(len(base)))]
+    assert np.array_equal(slice_order[np.random.RandomState(3).permutation(len(base))], other)
+
+
+@pytest.mark.slow
+def test_reference_pack_is_a_scorable_run_of_three_files(data_root, tmp_path):
+    from core.run_files import final_snapshot
+    train(data_root, tmp_path / "run", 0)
+    dest = pack(tmp_path / "run", tmp_path / "models" / "reference" / "toy")
+    assert sorted(p.name for p in dest.iterdir()) == ["deploy.prototxt", "manifest.json",
+                                                      "srcnn_iter_10.caffemodel"]
+    manifest, deploy, caffemodel = final_snapshot(dest)
+    assert manifest["reference"] and caffemodel.parent == dest and deploy.parent == dest
