@@ -70,7 +70,9 @@ class Config:
     lr_mult_biases: typing.Tuple[float, float, float] = (0.1, 0.1, 0.1)
     momentum: float = 0.9  # both solvers
     weight_decay: float = 0.0  # SRCNN release: none
-    lr_policy: str = "fixed"  # paper: fixed learning rates
+    lr_policy: str = "fixed"  # paper: fixed learning rates; "step": x gamma every stepsize iterations
+    stepsize: int = 0  # lr_policy=step: iterations between drops
+    gamma: float = 0.1  # lr_policy=step: factor per drop
     batch_train: int = 128  # SRCNN release train batch
     batch_test: int = 2  # SRCNN release test batch
     max_iter: int = 3000  # short default that fits a 2-core CPU; the paper runs 4e6 (PROFILE=paper)
@@ -124,6 +126,10 @@ class Config:
             raise ConfigError(f"rrelu_draw must be element or channel, not {self.rrelu_draw!r}")
         if self.brain_rule not in ("mr", "none"):
             raise ConfigError(f"brain_rule must be mr or none, not {self.brain_rule!r}")
+        if self.lr_policy not in ("fixed", "step"):
+            raise ConfigError(f"lr_policy must be fixed or step, not {self.lr_policy!r}")
+        if self.lr_policy == "step" and self.stepsize <= 0:
+            raise ConfigError("lr_policy=step needs stepsize > 0")
         if self.solver_mode not in ("CPU", "GPU"):
             raise ConfigError(f"solver_mode must be CPU or GPU, not {self.solver_mode!r}")
         if self.test_first < 0:

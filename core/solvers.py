@@ -16,6 +16,8 @@ def solver_param(cfg, dataset, act, solver, test_patches, net=None, snapshot_pre
     s.momentum = cfg.momentum
     s.weight_decay = cfg.weight_decay
     s.lr_policy = cfg.lr_policy
+    if cfg.lr_policy == "step":  # a fixed-rate solver file names neither (files stay the same)
+        s.stepsize, s.gamma = cfg.stepsize, cfg.gamma
     s.max_iter = cfg.max_iter
     s.test_iter.append(math.ceil(test_patches / cfg.batch_test))
     s.test_interval = cfg.test_interval
