@@ -9,7 +9,7 @@ from google.protobuf import text_format
 from scipy import stats
 
 from caffe.proto import caffe_pb2
-from core.config import ACTIVATIONS, DATASETS, DEFAULT, ROOT, SOLVERS
+from core.config import ACTIVATIONS, DATASETS, DEFAULT, ROOT, SOLVERS, dataset_config
 from tests.helpers import tiny_solver, tiny_train_val
 from tools.generate import stale_files
 
@@ -128,15 +128,16 @@ def test_prelu_starts_at_two_elevenths_per_channel():
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_solver_files_hold_the_config(solver):
     for dataset in DATASETS:
+        cfg = dataset_config(dataset)  # DEFAULT with the data set's own settings
         text = (ROOT / f"solvers/{dataset}/srcnn_rrelu_{solver}.prototxt").read_text()
         s = text_format.Parse(text, caffe_pb2.SolverParameter())
         assert s.type == SOLVERS[solver]
         assert s.net == f"models/{dataset}/srcnn_rrelu_train_val.prototxt"
-        assert s.lr_policy == DEFAULT.lr_policy and s.random_seed == DEFAULT.random_seed
+        assert s.lr_policy == cfg.lr_policy and s.random_seed == cfg.random_seed
         for key in ("base_lr", "momentum", "weight_decay"):
-            assert getattr(s, key) == np.float32(getattr(DEFAULT, key)), key
-        assert (s.max_iter, s.snapshot, s.test_interval) == (DEFAULT.max_iter, DEFAULT.snapshot,
-                                                            DEFAULT.test_interval)
+            assert getattr(s, key) == np.float32(getattr(cfg, key)), key
+        assert (s.max_iter, s.snapshot, s.test_interval) == (cfg.max_iter, cfg.snapshot,
+                                                            cfg.test_interval)
         assert s.solver_mode == caffe_pb2.SolverParameter.CPU
 
 
@@ -216,3 +217,11 @@ def test_bias_free_net_keeps_black_black_and_scales_with_the_input(tmp_path, act
     assert set(blobs.values()) == {1} and not zero.any()
     assert np.array_equal(forward(free, 2 * x)[1], 2 * forward(free, x)[1])
     assert forward(DEFAULT, np.zeros_like(x))[1].any()  # the default net has biases
+
+
+def test_a_data_sets_settings_sit_between_the_default_and_the_users_overrides(monkeypatch):
+    from core import config
+    monkeypatch.setitem(config.DATASET_SETTINGS, "prostate", ("max_iter=123", "base_lr=0.5"))
+    cfg = dataset_config("prostate", ["base_lr=0.25"])
+    assert (cfg.max_iter, cfg.base_lr) == (123, 0.25)
+    assert dataset_config("my_scans").max_iter == DEFAULT.max_iter  # a user's own data set
