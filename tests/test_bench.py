@@ -10,7 +10,7 @@ import caffe
 import numpy as np
 import pytest
 
-from tools import bench_train
+from tools import bench_engines, bench_train
 from core.config import DEFAULT
 
 KEYS = ("caffe_ms", "torch_ms", "ratio", "caffe_ms_all", "torch_ms_all", "gflop_per_iter", "caffe_gflops",
@@ -24,8 +24,8 @@ SMALL = DEFAULT.with_overrides(["batch_train=16", "n1=8", "n2=4", "f1=7", "f2=3"
 
 def engine(cfg, act, solver, directory, warmup=0):
     directory.mkdir(parents=True, exist_ok=True)
-    _, listing = bench_train.write_patches(directory, cfg)
-    return bench_train.CaffeEngine(cfg, act, solver, directory, listing, warmup=warmup)
+    _, listing = bench_engines.write_patches(directory, cfg)
+    return bench_engines.CaffeEngine(cfg, act, solver, directory, listing, warmup=warmup)
 
 
 def conv_flops_of_the_net(net):

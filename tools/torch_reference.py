@@ -3,7 +3,7 @@
 Same geometry as the generated Caffe net (valid convolutions f1 n1 -> act -> f2 n2 -> act -> f3 1),
 the same Gaussian init, Caffe's EuclideanLoss scaling (sum / 2N, times loss_weight) and the same
 per-layer learning rates (lr_mult x base_lr) under momentum SGD or Nesterov. Only
-``tools.bench_train``'s torch worker imports this module: the rest of the project does not need torch.
+the torch engine of ``tools.bench_engines`` imports this module: the rest of the project does not need torch.
 """
 import torch
 from torch import nn
