@@ -32,7 +32,7 @@ from core.atomic import write_json_atomic
 from core.config import ACTIVATIONS, DEFAULT, ROOT, SOLVERS
 from tools.bench_engines import CaffeEngine, TorchEngine, cpu_model, write_patches
 
-TORCH_MISSING = "bench: PyTorch is not installed: run `make bench` (it installs torch==2.13.0 into .venv)"
+TORCH_MISSING = "bench: PyTorch is not installed: run `make bench` (it installs tools/setup/requirements-bench.txt into .venv)"
 
 PEAK_RULE = ("best of 5 numpy float32 2048x2048 matrix products in the Caffe worker (numpy's BLAS is "
              "the OpenBLAS Caffe loads), same thread count: the dense fp32 rate this machine attains")
