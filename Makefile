@@ -20,10 +20,22 @@ PROFILE_paper = $(shell $(PY) -m core.paper profile 2>/dev/null)
 PROFILE_paper-dense = $(shell $(PY) -m core.paper profile dense 2>/dev/null)
 PROFILE_short :=
 TRAIN_ARGS = $(PROFILE_$(PROFILE)) $(if $(ITERS),max_iter=$(ITERS)) $(SET)
+# make grid SCHEDULER=slurm: one Slurm job array (tools/slurm/grid.sbatch) and an evaluation job;
+# SBATCH_ARGS: site options for both (partition, account, time limit); DRY_RUN=1 prints the sbatch
+# commands. The local one-node cluster (make slurm-up) lives in SLURM_DIR on ports SLURM_PORT, +1.
+SCHEDULER ?= local
+SBATCH_ARGS ?=
+export SBATCH_ARGS
+SLURM_LOGS ?= $(ROOT)/logs/slurm
+SLURM_DIR ?= $(ROOT)/.slurm
+SLURM_PORT ?= 16817
+# Without SLURM_CONF, a running local cluster (make slurm-up) is the one used; else the system's.
+SLURM_ENV = $(if $(SLURM_CONF),,$(if $(wildcard $(SLURM_DIR)/run/slurmctld.pid),SLURM_CONF=$(SLURM_DIR)/etc/slurm.conf))
 # $(call require,VARS): stop with one line naming the first unset variable (recipes only).
 require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
 
 .PHONY: help setup test test-fast check-venv nets data train grid curves eval figures reproduce bench upscale
+.PHONY: grid-status slurm-up slurm-down
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -37,8 +49,8 @@ check-venv:
 test: check-venv  ## the pytest suite (CPU, minutes)
 	@cd $(ROOT) && $(PY) -m pytest
 
-test-fast: check-venv  ## the pytest suite without the tests marked slow
-	@cd $(ROOT) && $(PY) -m pytest -m "not slow"
+test-fast: check-venv  ## the pytest suite without the tests marked slow or slurm
+	@cd $(ROOT) && $(PY) -m pytest -m "not slow and not slurm"
 
 nets: check-venv  ## regenerate models/ and solvers/ from core/config.py
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.generate
@@ -49,9 +61,28 @@ data: check-venv  ## build the default data sets (brain, prostate, breast) into 
 train: check-venv  ## one run: DATASET= ACT= SOLVER= [ITERS=] [PROFILE=paper] [SET="k=v ..."]
 	$(call require,DATASET ACT SOLVER)@cd $(ROOT) && $(PY) -m tools.train --dataset $(DATASET) --act $(ACT) --solver $(SOLVER) $(if $(SEED),--seed $(SEED)) $(TRAIN_ARGS)
 
-grid: check-venv  ## GRID=paper (rrelu_nesterov, relu_sgd) or full (2x2) x DATASETS x SEEDS; -j safe; resumes
+grid: check-venv  ## GRID=paper (rrelu_nesterov, relu_sgd) or full (2x2) x DATASETS x SEEDS; -j safe; resumes; SCHEDULER=slurm
+ifeq ($(SCHEDULER),slurm)
+	@$(PY) -m core.names grid $(GRID) $(SEEDS) "$(DATASETS)" >/dev/null
+	@$(if $(DRY_RUN),,$(MAKE) --no-print-directory data)
+	@cd $(ROOT) && $(SLURM_ENV) $(PY) -m tools.slurm.submit --grid $(GRID) --seeds $(SEEDS) \
+	  --datasets "$(DATASETS)" --profile $(PROFILE) --iters "$(ITERS)" --set "$(SET)" \
+	  --logs $(SLURM_LOGS) $(if $(DRY_RUN),--dry-run) -- $(TRAIN_ARGS)
+else ifeq ($(SCHEDULER),local)
 	@runs=$$($(PY) -m core.names grid $(GRID) $(SEEDS) "$(DATASETS)") && \
 	  $(MAKE) --no-print-directory $$(printf 'grid-%s ' $$runs)
+else
+	$(error make grid: SCHEDULER=$(SCHEDULER): choose local (the default) or slurm)
+endif
+
+grid-status: check-venv  ## the last `make grid SCHEDULER=slurm`: each run pending, running, finished or failed [JOB=array id]
+	@cd $(ROOT) && $(SLURM_ENV) $(PY) -m tools.slurm.status --logs $(SLURM_LOGS) $(if $(JOB),--job $(JOB))
+
+slurm-up:  ## a one-node Slurm cluster in SLURM_DIR (.slurm/): installs the Debian packages if missing; prints export SLURM_CONF=...
+	@bash $(ROOT)/tools/slurm/local_cluster.sh up --dir $(SLURM_DIR) --port $(SLURM_PORT)
+
+slurm-down:  ## stop the daemons slurm-up started (their jobs are cancelled first)
+	@bash $(ROOT)/tools/slurm/local_cluster.sh down --dir $(SLURM_DIR)
 
 # One independent run per target (dataset-act-solver-seed): its own run directory; finished runs
 # are left alone.
@@ -81,7 +112,7 @@ reproduce: check-venv  ## the main job: data, grid (GRID=paper, SEEDS=1), eval, 
 	@cd $(ROOT) && $(PY) -m eval.report --command "make reproduce GRID=$(GRID) SEEDS=$(SEEDS) PROFILE=$(PROFILE)$(if $(ITERS), ITERS=$(ITERS))"
 
 bench: check-venv  ## Caffe training step vs PyTorch CPU, side by side: bench/train_step.json
-	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet torch==2.13.0
+	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet -r tools/setup/requirements-bench.txt
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.bench_train $(BENCH_ARGS)
 
 upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k>
