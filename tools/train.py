@@ -88,7 +88,10 @@ def train_loop(solver, cfg, run_dir, manifest, scorer, stop):
     """Step to cfg.max_iter, testing and snapshotting at their intervals; returns how it ended."""
     start_wall, wall0 = time.time(), manifest["wall_time_s"]
     losses = []
+    # On a terminal the bar redraws 10 times a second; into a log file (Slurm, nohup) once a minute,
+    # or a days-long run's log grows by ~1 KB/s.
     bar = tqdm(total=cfg.max_iter, initial=solver.iter, unit="it", dynamic_ncols=True,
+               mininterval=0.1 if sys.stderr.isatty() else 60,
                desc=f"{manifest['dataset']} {manifest['act']} {manifest['solver']}")
     while solver.iter < cfg.max_iter and stop.signum is None:
         caffe.set_random_seed(iteration_seed(cfg.random_seed, solver.iter))
