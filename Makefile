@@ -115,5 +115,5 @@ bench: check-venv  ## Caffe training step vs PyTorch CPU, side by side: bench/tr
 	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet -r tools/setup/requirements-bench.txt
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.bench_train $(BENCH_ARGS)
 
-upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k>
-	$(call require,IN OUT RUN)@cd $(ROOT) && $(PY) -m eval.upscale --in "$(IN)" --out "$(OUT)" --run "$(RUN)" $(if $(FORCE),--force)
+upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k> [MEM=MB]
+	$(call require,IN OUT RUN)@cd $(ROOT) && $(PY) -m eval.upscale --in "$(IN)" --out "$(OUT)" --run "$(RUN)" $(if $(FORCE),--force) $(if $(MEM),--memory-budget $(MEM))

@@ -3,7 +3,7 @@
     python -m data_prep                       the three default data sets (skips up-to-date ones)
     python -m data_prep --dataset brain       one of them
     python -m data_prep --input PATH --name NAME [--test-count 7] [--axis 2] [--rule mr]
-                                              your own DICOM/NIfTI/PNG file or folder
+                                              your own DICOM/NIfTI/NRRD/MetaImage/PNG file or folder
 """
 import argparse
 import json
@@ -74,7 +74,7 @@ def build_user(args, cfg):
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", action="append", choices=DATASETS, help="default data set(s) to build")
-    p.add_argument("--input", type=Path, help="your DICOM file/series folder, NIfTI file or image folder")
+    p.add_argument("--input", type=Path, help="your DICOM file/series folder, NIfTI, NRRD or MetaImage file, or image folder")
     p.add_argument("--name", help="name of the data set built from --input (data/<name>/)")
     p.add_argument("--test-count", type=int, default=5, help="test slices for --input (default 5)")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2, help="NIfTI slice axis (2: axial)")

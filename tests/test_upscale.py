@@ -429,5 +429,71 @@ def test_cli_error_from_the_command_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"upscale: error: {tmp_path / 'notes.txt'}: unsupported file format "
-        "(supported: DICOM, NIfTI (.nii, .nii.gz), PNG/TIFF/BMP)"]
+        "(supported: DICOM, NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), "
+        "PNG/TIFF/BMP)"]
     assert not (tmp_path / "out.png").exists()
+
+
+# ------------------------------------------------- large images: tiles, JPEG 2000, limits
+
+def test_jpeg2000_mammogram_tiled_equals_whole_and_keeps_its_tags(model, tmp_path):
+    """A 12-bit JPEG 2000 MG file (ImagerPixelSpacing, no PixelSpacing) through the CLI in many
+    tiles: uncompressed 12-bit output x3, spacing / 3, the same pixels as in one pass."""
+    from tests.mammogram import SPACING, write_mammogram
+    stored = write_mammogram(tmp_path / "mg.dcm", (130, 101))
+    ins = pydicom.dcmread(str(tmp_path / "mg.dcm"))
+    assert ins.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"  # JPEG 2000 lossless
+    np.testing.assert_array_equal(ins.pixel_array, stored)  # 12-bit codestream decoded
+    outs = {}
+    for budget in ("120", "100000"):
+        out = tmp_path / f"x3_{budget}.dcm"
+        code = upscale.main(["--in", str(tmp_path / "mg.dcm"), "--out", str(out),
+                             "--model", str(model[1]), "--deploy", str(model[0]),
+                             "--memory-budget", budget])
+        assert code == 0
+        outs[budget] = pydicom.dcmread(str(out))
+    assert len(SRNet(*model, budget_mb=120).tile_plan((390, 303))) >= 4
+    new = outs["120"]
+    np.testing.assert_array_equal(new.pixel_array, outs["100000"].pixel_array)
+    assert (new.Rows, new.Columns) == (390, 303) and new.pixel_array.dtype == np.uint16
+    assert (new.BitsStored, new.Modality) == (12, "MG") and "PixelSpacing" not in new
+    assert new.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    np.testing.assert_allclose([float(v) for v in new.ImagerPixelSpacing], [SPACING / 3] * 2)
+    assert_rounds_to(new.pixel_array, bicubic(stored), lo=0, hi=4095)
+
+
+def test_float_values_beyond_what_the_window_can_map_are_one_line(net, tmp_path):
+    """A float64 TIFF spanning -1e308..1e308: its window's width overflows to inf, which would
+    send NaN through the net; refused in one line."""
+    image = np.tile(np.array([-1e308, -1.0, 0.0, 1.0, 1e308]), (6, 1))
+    ok, buf = cv2.imencode(".tiff", image)
+    assert ok
+    (tmp_path / "in.tiff").write_bytes(buf.tobytes())
+    with pytest.raises(upscale.DataError, match="cannot be mapped to the net's 0..1 range"):
+        upscale.upscale_path(tmp_path / "in.tiff", tmp_path / "out.tiff", net)
+    assert not (tmp_path / "out.tiff").exists()
+
+
+def test_an_output_larger_than_memory_is_one_line_before_any_work(net, tmp_path, monkeypatch):
+    cv2.imwrite(str(tmp_path / "in.png"), rng_image((40, 30), 256, np.uint8))
+    monkeypatch.setattr(upscale, "_available_memory", lambda: 50_000)
+    with pytest.raises(upscale.DataError, match=r"the 1x120x90 output needs 86 kB .* 50 kB is av"):
+        upscale.upscale_path(tmp_path / "in.png", tmp_path / "out.png", net)
+    assert not (tmp_path / "out.png").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--memory-budget", "1"], "memory budget 1 MB is too small for this net"),
+    (["--memory-budget", "0"], "--memory-budget must be a positive number of MB"),
+])
+def test_cli_memory_budget_errors_are_one_line(model, tmp_path, capfd, args, message):
+    cv2.imwrite(str(tmp_path / "in.png"), rng_image((300, 200), 256, np.uint8))
+    capfd.readouterr()
+    try:
+        code = upscale.main(["--in", str(tmp_path / "in.png"), "--out", str(tmp_path / "o.png"),
+                             "--model", str(model[1]), "--deploy", str(model[0])] + args)
+    except SystemExit as exc:  # argparse
+        code = exc.code
+    lines = capfd.readouterr().err.strip().splitlines()
+    assert code == 2 and message in lines[-1]
+    assert not (tmp_path / "o.png").exists()

@@ -14,7 +14,6 @@ Endian, uncompressed; SmallestImagePixelValue/LargestImagePixelValue dropped;
 DerivationDescription set. MONOCHROME1 stays MONOCHROME1.
 """
 import copy
-import io
 import warnings
 
 import numpy as np
@@ -27,7 +26,7 @@ from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVR
 from pydicom.valuerep import DSfloat
 
 from core.errors import DataError
-from .files import to_stored, write_bytes
+from .files import to_stored, write_with
 
 __all__ = ["read", "pixel_frames", "modality_values", "is_monochrome1", "invert_monochrome1",
            "bits_stored", "int_or_none", "linear_values", "rescale", "stored_dtype",
@@ -186,8 +185,8 @@ def write(path, like, values, scale, *, series_uid, description) -> None:
     source = getattr(like, "filename", None) or path
     out = copy.deepcopy(like)
     slope, intercept = rescale(like, source)
-    stored = to_stored((np.asarray(values) - intercept) / slope, stored_dtype(like, source),
-                       *_stored_range(like, source))
+    stored = to_stored(values, stored_dtype(like, source), *_stored_range(like, source),
+                       scaling=(slope, intercept))
     out.Rows, out.Columns = stored.shape[1:]
     _set_pixel_data(out, stored)
     _scale_geometry(out, scale)
@@ -196,14 +195,13 @@ def write(path, like, values, scale, *, series_uid, description) -> None:
             delattr(out, keyword)
     out.DerivationDescription = description[:1024]  # an ST value holds 1024 characters at most
     _set_uids(out, series_uid)
-    buf = io.BytesIO()
-    out.save_as(buf, write_like_original=False)
-    write_bytes(path, buf.getvalue())
+    # Straight to the file: no in-memory copy of a (possibly 250 MB) dataset.
+    write_with(path, lambda tmp: out.save_as(str(tmp), write_like_original=False))
 
 
 def _set_pixel_data(ds, stored):
     """Native little-endian PixelData (a fresh element: the old one may be encapsulated)."""
-    data = stored.astype(stored.dtype.newbyteorder("<")).tobytes()
+    data = np.ascontiguousarray(stored, dtype=stored.dtype.newbyteorder("<")).tobytes()
     data += b"\0" * (len(data) % 2)  # DICOM values have even length
     del ds.PixelData
     ds.add_new(0x7FE00010, "OW" if stored.dtype.itemsize > 1 else "OB", data)

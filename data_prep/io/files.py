@@ -9,7 +9,8 @@ from core.atomic import atomic_path
 from core.errors import DataError
 from data_prep.matlab import round_half_away
 
-__all__ = ["head", "natural_key", "list_files", "stem", "to_stored", "write_bytes"]
+__all__ = ["head", "natural_key", "list_files", "stem", "to_stored", "chunks", "write_bytes",
+           "write_with"]
 
 
 def head(path, n) -> bytes:
@@ -53,17 +54,48 @@ def stem(path, extensions) -> str:
     return name
 
 
-def to_stored(values, dtype, lo=None, hi=None):
+def to_stored(values, dtype, lo=None, hi=None, scaling=None):
     """``values`` as ``dtype`` for a file: integers rounded half away from zero (MATLAB's
     rounding, as the training data) and clipped to [lo, hi] (default: the dtype's range);
-    float dtypes are only cast."""
+    float dtypes are only cast. ``scaling`` (slope, inter) first maps values to stored values,
+    ``(values - inter) / slope``, as DICOM's RescaleSlope/Intercept and NIfTI's scl_slope/inter.
+
+    Worked in pieces of about :data:`CHUNK` elements, so that a large image (a x3 mammogram is
+    about 130 million pixels) needs no full-size temporaries besides the result."""
     dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return np.asarray(values).astype(dtype)
-    info = np.iinfo(dtype)
-    lo = info.min if lo is None else lo
-    hi = info.max if hi is None else hi
-    return np.clip(round_half_away(values), lo, hi).astype(dtype)
+    values = np.asarray(values)
+    out = np.empty(values.shape, dtype)
+    if dtype.kind != "f":
+        info = np.iinfo(dtype)
+        lo = info.min if lo is None else lo
+        hi = info.max if hi is None else hi
+    for piece in chunks(values.shape):
+        part = values[piece]
+        if scaling is not None:
+            slope, inter = scaling
+            part = (part - inter) / slope
+        out[piece] = part if dtype.kind == "f" else np.clip(round_half_away(part), lo, hi)
+    return out
+
+
+CHUNK = 1 << 22  # elements per piece (32 MB of float64)
+
+
+def chunks(shape, limit=CHUNK):
+    """Index tuples that cover an array of ``shape`` in pieces of at most ``limit`` elements
+    (at least one element of the last axis each): whole trailing axes, a range of the next."""
+    shape = tuple(int(n) for n in shape)
+    inner, k = 1, len(shape)
+    while k > 0 and inner * shape[k - 1] <= limit:
+        inner *= shape[k - 1]
+        k -= 1
+    if k == 0:
+        yield ()
+        return
+    step = max(1, limit // inner)
+    for lead in np.ndindex(*shape[:k - 1]):
+        for start in range(0, shape[k - 1], step):
+            yield lead + (slice(start, start + step),)
 
 
 def write_bytes(path, data) -> None:
@@ -71,3 +103,10 @@ def write_bytes(path, data) -> None:
     that a failure leaves no partial file."""
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def write_with(path, writer) -> None:
+    """``writer(temporary path)`` writes the file, which is then renamed onto ``path`` (removed
+    if ``writer`` raises): :func:`write_bytes` for writers that stream to a file themselves."""
+    with atomic_path(path) as tmp:
+        writer(tmp)

@@ -1,10 +1,10 @@
 """The format registry: one table, :data:`FORMATS`, naming every file format and its reader/writer.
 
-Adding a format (NRRD, MetaImage ...) is one module with ``read`` and ``write`` plus one
-``Format`` row below; data preparation (``data_prep.readers``), scoring and upscaling find it
-here. What ``read`` returns and how ``write`` is called depends on the row's ``kind``:
+Adding a format is one module with ``read`` and ``write`` plus one ``Format`` row below;
+data preparation (``data_prep.readers``), scoring and upscaling find it here. What ``read``
+returns and how ``write`` is called depends on the row's ``kind``:
 
-``"volume"``  a 3-D array with a voxel-to-world affine.
+``"volume"``  a 3-D array with a voxel-to-world affine (NIfTI, NRRD, MetaImage).
     ``read(path) -> data_prep.io.volume.Volume``;
     ``write(path, like, values, planes, scale)``: ``values`` in ``like``'s voxel order,
     upscaled by ``scale`` along voxel axes ``planes``; the writer moves the geometry.
@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.errors import DataError
-from . import dicom, images, nifti
+from . import dicom, images, metaimage, nifti, nrrd
 from .files import head
 
 __all__ = ["Format", "FORMATS", "SUPPORTED", "IMAGE_EXTS", "by_name", "sniff", "format_of"]
@@ -43,6 +43,8 @@ class Format:
     magic: ((offset, bytes), ...) signatures at the start of the file.
     read, write: the format module's functions.
     bare_names: names without an extension (or with a numeric one) are this format.
+    data_files: ``data_files(path)`` lists the files besides ``path`` that writing ``path``
+        creates (a detached header's voxel data), for the writer's caller to check; None: none.
     """
     name: str
     kind: str
@@ -53,6 +55,7 @@ class Format:
     read: Callable
     write: Callable
     bare_names: bool = False
+    data_files: Callable = None
 
 
 FORMATS = (
@@ -60,6 +63,10 @@ FORMATS = (
            ((128, b"DICM"),), dicom.read, dicom.write, bare_names=True),
     Format("nifti", "volume", "NIfTI", "NIfTI (.nii, .nii.gz)", (".nii", ".nii.gz"),
            (), nifti.read, nifti.write),
+    Format("nrrd", "volume", "NRRD", "NRRD (.nrrd, .nhdr)", (".nrrd", ".nhdr"),
+           ((0, b"NRRD"),), nrrd.read, nrrd.write, data_files=nrrd.data_files),
+    Format("metaimage", "volume", "MetaImage", "MetaImage (.mha, .mhd)", (".mha", ".mhd"),
+           (), metaimage.read, metaimage.write, data_files=metaimage.data_files),
     # JPEG is read (benchmark HR sets such as Set14 ship it) but, being lossy, not advertised.
     Format("image", "image", "PNG/TIFF/BMP", "PNG/TIFF/BMP",
            (".png", ".tif", ".tiff", ".bmp", ".jpg", ".jpeg"),

@@ -42,7 +42,7 @@ def write(path, like, values, planes, scale) -> None:
     if raw.kind == "f":
         data, scaling = np.asarray(values).astype(np.float32), None
     else:
-        data, scaling = to_stored((np.asarray(values) - inter) / slope, raw), like.scaling
+        data, scaling = to_stored(values, raw, scaling=(slope, inter)), like.scaling
     payload = _nifti_like(like.native, data, planes, scale, scaling).to_bytes()
     if path.name.lower().endswith(".gz"):
         payload = gzip.compress(payload)

@@ -1,4 +1,4 @@
-"""What every 3-D format with a voxel-to-world affine shares (NIfTI today; NRRD, MetaImage next).
+"""What every 3-D format with a voxel-to-world affine shares (NIfTI, NRRD, MetaImage).
 
 A format module of kind "volume" reads into a :class:`Volume` and writes from one; slicing along
 RAS+ axes, finding the voxel axis closest to a RAS+ axis and moving the affine for an upscaled

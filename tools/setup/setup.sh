@@ -171,6 +171,35 @@ ensure_venv() {
   info "venv: $VENV (pycaffe from $pydir, caffe binary $bin)"
 }
 
+# ---- step 4: PyPI packages (tools/setup/requirements.txt, pinned) -------------------------------
+# Installed into .venv with --no-deps: each package is pinned in the file, nothing else comes along,
+# and Debian's numpy (pycaffe's ABI) stays. Skipped in well under a second when all are there.
+ensure_python_packages() {
+  local req=$HERE/requirements.txt log=$CACHE_ROOT/logs/pip-install.log missing
+  missing=$("$VENV/bin/python" - "$req" <<'PY'
+import re, sys
+from importlib import metadata
+wanted = [line.split("#")[0].strip() for line in open(sys.argv[1])]
+for pin in filter(None, wanted):
+    name, version = re.fullmatch(r"([A-Za-z0-9_.-]+)==([^\s]+)", pin).groups()
+    try:
+        ok = metadata.version(name) == version
+    except metadata.PackageNotFoundError:
+        ok = False
+    if not ok:
+        print(pin)
+PY
+  ) || fail "python-packages" "cannot read $req"
+  if [ -z "$missing" ]; then
+    info "PyPI packages: all pinned in $(basename "$req") present"
+    return
+  fi
+  info "PyPI packages: installing $(echo $missing)"
+  : >"$log"
+  run_logged "python-packages (pip install -r $req)" "$log" "$VENV/bin/python" -m pip install \
+    --no-deps --disable-pip-version-check --no-input -r "$req"
+}
+
 main() {
   install_debian_packages
   [ -x "$SYS_PYTHON" ] || fail "python" "$SYS_PYTHON not found"
@@ -179,6 +208,7 @@ main() {
   caffe=$(ensure_caffe) || exit 1
   read -r pydir bin <<<"$caffe"
   ensure_venv "$pydir" "$bin"
+  ensure_python_packages
   info "done"
 }
 
