@@ -1,5 +1,8 @@
 """Read medical images as 2-D 8-bit grey slices for the SR pipeline.
 
+Over 300 lines: one entry point and a short section per kind of input, read top
+to bottom; it reads better whole.
+
 ``read_volume(path)`` accepts a file or a folder and returns ``(slices, info)``:
 a list of :class:`Slice` (uint8, 2-D) and a dict describing what was done.
 Files are found, read and decoded by :mod:`data_prep.io` (one table of formats);

@@ -6,11 +6,15 @@ import os
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
+import caffe  # noqa: E402
 import pytest  # noqa: E402
 
-from core.config import DEFAULT  # noqa: E402
+from core.config import DEFAULT, ROOT  # noqa: E402
 from data_prep.build import build_dataset  # noqa: E402
-from tests.helpers import random_slices  # noqa: E402
+from eval.infer import SRNet  # noqa: E402
+from tests.helpers import identity_params, random_slices  # noqa: E402
+
+DEPLOY = ROOT / "models" / "srcnn_relu_deploy.prototxt"
 
 
 @pytest.fixture(scope="session")
@@ -19,3 +23,21 @@ def data_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     build_dataset(root / "toy", random_slices(3), random_slices(2, seed=7), DEFAULT, {"sources": []})
     return root
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    """(deploy prototxt, caffemodel) of the identity net (tests.helpers.identity_params)."""
+    net = caffe.Net(str(DEPLOY), caffe.TEST)
+    for name, arrays in identity_params().items():
+        for blob, array in zip(net.params[name], arrays):
+            blob.data[...] = array
+    path = tmp_path_factory.mktemp("model") / "identity.caffemodel"
+    net.save(str(path))
+    return DEPLOY, path
+
+
+@pytest.fixture(scope="module")
+def net(model):
+    """``SRNet`` of the identity net."""
+    return SRNet(*model)

@@ -1,13 +1,24 @@
 """Plain helpers the test modules share (fixtures are in conftest.py): synthetic slices, tiny HDF5
-patch files and trainable nets over them (core.run_files.trainable_net_files, as the trainer's)."""
+patch files and trainable nets over them (core.run_files.trainable_net_files, as the trainer's);
+tiny DICOM / NIfTI / PNG files for the readers; deploy nets with random or identity weights and
+what eval.upscale's output is compared with; ``make`` in a clean environment."""
+import json
+import os
+import subprocess
 from pathlib import Path
 
 import caffe
+import cv2
 import h5py
+import nibabel as nib
 import numpy as np
+import pydicom
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from core.config import DEFAULT
+from core.config import DEFAULT, ROOT
 from core.run_files import trainable_net_files
+from data_prep.matlab import imresize
 from data_prep.readers import Slice
 
 # A small, fast variant of the net for the trainer's tests: the mechanics are the same as at full size.
@@ -63,3 +74,146 @@ def tiny_training(directory, steps=3):
         caffe.set_random_seed(solver.iter)
         solver.step(1)
     return [b.data.copy() for p in solver.net.params.values() for b in p]
+
+
+# ------------------------------------------------------- files for the readers
+
+SERIES_A = "1.2.826.0.1.3680043.8.498.1"
+SERIES_B = "1.2.826.0.1.3680043.8.498.2"
+
+
+def ramp(shape=(40, 40), lo=100, hi=3000):
+    """A non-constant uint16 test pattern."""
+    return np.linspace(lo, hi, int(np.prod(shape))).reshape(shape).astype(np.uint16)
+
+
+def expected_window(x, lo, hi):
+    """Reference for the linear rules: clip, round half away from zero, uint8."""
+    y = (np.asarray(x, np.float64) - lo) / (hi - lo) * 255.0
+    return np.floor(np.clip(y, 0, 255) + 0.5).astype(np.uint8)
+
+
+def write_dicom(path, pixels, *, instance=None, position=None, orientation=(1, 0, 0, 0, 1, 0),
+                series=SERIES_A, modality="MR", photometric="MONOCHROME2",
+                slope=None, intercept=None, bits_stored=16, preamble=True):
+    """Uncompressed Explicit VR Little Endian, 16-bit unsigned; 3-D pixels -> multi-frame."""
+    pixels = np.asarray(pixels, dtype="<u2")
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = MRImageStorage
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.is_little_endian, ds.is_implicit_VR = True, False
+    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
+    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = SERIES_A + ".9", series, modality
+    ds.Rows, ds.Columns = pixels.shape[-2:]
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
+    ds.PixelRepresentation = 0
+    ds.PixelSpacing = [0.5, 0.75]
+    if pixels.ndim == 3:
+        ds.NumberOfFrames = pixels.shape[0]
+    if instance is not None:
+        ds.InstanceNumber = instance
+    if position is not None:
+        ds.ImagePositionPatient = list(position)
+        ds.ImageOrientationPatient = list(orientation)
+    if slope is not None:
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+    ds.PixelData = pixels.tobytes()
+    if preamble:
+        ds.save_as(str(path), write_like_original=False)
+    else:  # bare dataset: no preamble, no "DICM", no file meta
+        ds.preamble, ds.file_meta = None, FileMetaDataset()
+        pydicom.dcmwrite(str(path), ds, write_like_original=True)
+    return path
+
+
+def write_png(path, img):
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+def write_nifti(path, data, affine=None):
+    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
+    return path
+
+
+# ------------------------------------------------------------ deploy nets
+
+def deploy(act):
+    return str(ROOT / f"models/srcnn_{act}_deploy.prototxt")
+
+
+def random_params(prototxt, seed):
+    """{layer: [arrays]} of std 0.1 for a deploy net (biases included, so slopes matter)."""
+    net = caffe.Net(prototxt, caffe.TEST)
+    rng = np.random.RandomState(seed)
+    return {name: [rng.normal(0, 0.1, b.data.shape) for b in blobs]
+            for name, blobs in net.params.items()}
+
+
+def save_caffemodel(prototxt, params, path):
+    net = caffe.Net(prototxt, caffe.TEST)
+    for name, arrays in params.items():
+        for blob, array in zip(net.params[name], arrays):
+            blob.data[...] = array
+    net.save(str(path))
+    return str(path)
+
+
+def identity_params():
+    """Weights that make the 9-1-5 ReLU net the identity for inputs of either sign: conv1 splits
+    x into relu(x) and relu(-x), conv2 passes both, conv3 gives relu(x) - relu(-x) = x."""
+    w1, w2, w3 = np.zeros((64, 1, 9, 9)), np.zeros((32, 64, 1, 1)), np.zeros((1, 32, 5, 5))
+    w1[0, 0, 4, 4], w1[1, 0, 4, 4] = 1, -1
+    w2[0, 0], w2[1, 1] = 1, 1
+    w3[0, 0, 2, 2], w3[0, 1, 2, 2] = 1, -1
+    return {"conv1": [w1, np.zeros(64)], "conv2": [w2, np.zeros(32)],
+            "conv3": [w3, np.zeros(1)]}
+
+
+# ------------------------------------------------------- eval.upscale's output
+
+def bicubic(x):
+    """MATLAB bicubic x3 of ``x`` (2-D or HxWxC) in float64."""
+    return imresize(np.asarray(x, dtype=np.float64), 3)
+
+
+def assert_rounds_to(actual, expected, unit=1.0, lo=None, hi=None):
+    """``actual`` is ``expected`` (clipped to [lo, hi]) rounded to a multiple of ``unit``: within
+    half a unit (plus the float32 arithmetic of the net)."""
+    expected = np.clip(expected, lo, hi) if lo is not None else expected
+    err = np.abs(np.asarray(actual, dtype=np.float64) - expected)
+    assert err.max() <= unit * (0.5 + 1e-4), err.max()
+
+
+def rng_image(shape, high, dtype, seed=0):
+    return np.random.RandomState(seed).randint(0, high, size=shape).astype(dtype)
+
+
+def make_run(tmp_path, model, snapshots=True):
+    """A run directory as tools.train leaves it, with the identity model as its last snapshot."""
+    run = tmp_path / "run"
+    (run / "snapshots").mkdir(parents=True)
+    (run / "deploy.prototxt").write_text(Path(model[0]).read_text())
+    caffemodel = run / "snapshots" / "srcnn_iter_20.caffemodel"
+    caffemodel.write_bytes(Path(model[1]).read_bytes())
+    items = [{"iter": 10, "caffemodel": str(run / "missing.caffemodel"), "solverstate": ""},
+             {"iter": 20, "caffemodel": str(caffemodel), "solverstate": ""}]
+    (run / "manifest.json").write_text(json.dumps({"snapshots": items if snapshots else []}))
+    return run
+
+
+# ------------------------------------------------------------------- make
+
+def clean_env(**extra):
+    """This environment without a calling make's, a Slurm job's or a site's variables, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("SLURM_", "SBATCH_", "SALLOC_", "MAKE")) and k != "MFLAGS"}
+    return dict(env, GLOG_minloglevel="2", **extra)
+
+
+def make(*args, cwd=ROOT, env=None, timeout=120):
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=cwd, env=env or clean_env(),
+                          capture_output=True, text=True, timeout=timeout)

@@ -10,7 +10,7 @@ import caffe
 import numpy as np
 import pytest
 
-from tools import bench_engines, bench_train
+from tools import bench_engines, bench_summary, bench_train
 from core.config import DEFAULT
 
 KEYS = ("caffe_ms", "torch_ms", "ratio", "caffe_ms_all", "torch_ms_all", "gflop_per_iter", "caffe_gflops",
@@ -54,7 +54,7 @@ def conv_flops_of_the_net(net):
 @pytest.mark.parametrize("cfg", [DEFAULT, SMALL], ids=["paper", "small"])
 def test_flop_count_matches_the_nets_own_shapes(cfg, tmp_path):
     counted = conv_flops_of_the_net(engine(cfg, "relu", "sgd", tmp_path).net)
-    flops = bench_train.train_flops(cfg)
+    flops = bench_summary.train_flops(cfg)
     assert list(counted) == ["conv1", "conv2", "conv3"]
     for name, want in counted.items():
         assert flops[name] == want, name
@@ -64,7 +64,7 @@ def test_flop_count_matches_the_nets_own_shapes(cfg, tmp_path):
     assert flops["total"] == flops["forward"] + flops["backward"]
     if cfg is DEFAULT:
         assert flops["total"] / 1e9 == pytest.approx(PAPER_GFLOP)
-    assert bench_train.train_flops(cfg, batch=1)["total"] * cfg.batch_train == flops["total"]
+    assert bench_summary.train_flops(cfg, batch=1)["total"] * cfg.batch_train == flops["total"]
 
 
 @pytest.mark.parametrize("act,solver", [("relu", "sgd"), ("rrelu", "nesterov")])
@@ -107,7 +107,7 @@ def test_summary_has_the_keys_and_the_ratio_of_the_medians():
     layers = {"per_layer_ms": {"conv1": {"type": "Convolution", "forward": 10.0, "backward": 12.0}},
               "parts_ms": {"clear_param_diffs": 0.1, "forward": 10.0, "backward": 12.0, "apply_update": 0.2,
                            "sum": 22.3}}
-    result = bench_train.summarize(args, DEFAULT, [[300.0, 100.0, 200.0], [250.0, 260.0, 270.0]],
+    result = bench_summary.summarize(args, DEFAULT, [[300.0, 100.0, 200.0], [250.0, 260.0, 270.0]],
                                    [[100.0, 90.0, 110.0], [95.0, 105.0, 100.0]], layers,
                                    {"OPENBLAS_NUM_THREADS": "2"}, {"set_num_threads": 2}, (0, 0, 0), (0, 0, 0),
                                    {"gflops": 100.0, "size": 2048, "repeats": 5})
@@ -123,7 +123,7 @@ def test_summary_has_the_keys_and_the_ratio_of_the_medians():
     assert result["peak"]["caffe_fraction"] == pytest.approx(PAPER_GFLOP / 0.255 / 100.0)
     assert result["peak"]["torch_fraction"] == pytest.approx(PAPER_GFLOP / 0.100 / 100.0)
     assert result["per_layer_ms"]["conv1"]["forward_gflops"] == pytest.approx(0.82944 / 0.010)
-    table = bench_train.summary_table(result)
+    table = bench_summary.summary_table(result)
     assert "machine peak" in table and "conv1 bwd 12.0 ms" in table and "ratio caffe/torch (medians): 2.55" in table
 
 

@@ -1,5 +1,8 @@
 """Our performance patches to Caffe keep Caffe's results (tools/setup/patches/).
 
+Over 300 lines: the tests follow the patches in their order, on the switches and small nets
+defined at the top; it reads better whole.
+
 The direct convolution (0002) and the images-in-parallel convolution (0006) are compared with
 Caffe's own im2col + GEMM path in the same process: MEDSR_DIRECT_CONV=0 and MEDSR_PARALLEL_CONV=0
 switch them off at run time. The ReLU backward rewrite (0003) must be bit-identical to upstream's

@@ -17,8 +17,7 @@ from data_prep.io.files import list_files, stem, to_stored
 from data_prep.io.volume import Volume
 from data_prep.readers import read_volume
 from eval import score, upscale
-from tests.test_readers import ramp, write_dicom
-from tests.test_upscale import make_run, model  # noqa: F401  (model: the identity-net fixture)
+from tests.helpers import make_run, ramp, write_dicom
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -155,7 +154,7 @@ def with_config(run, config):
     return run
 
 
-def test_the_factor_comes_from_the_run(tmp_path, model):  # noqa: F811
+def test_the_factor_comes_from_the_run(tmp_path, model):
     run = make_run(tmp_path, model)
     assert upscale.resolve_run(run)[2] == 3  # a manifest without a config: the paper's 3
     assert upscale.resolve_run(with_config(run, {"scale": 2}))[2] == 2
@@ -164,7 +163,7 @@ def test_the_factor_comes_from_the_run(tmp_path, model):  # noqa: F811
         upscale.resolve_run(with_config(run, {"scale": "x"}))
 
 
-def test_cli_upscales_by_the_run_s_factor(tmp_path, model):  # noqa: F811
+def test_cli_upscales_by_the_run_s_factor(tmp_path, model):
     img = np.random.RandomState(3).randint(0, 256, (7, 9)).astype(np.uint8)
     cv2.imwrite(str(tmp_path / "in.png"), img)
     run = with_config(make_run(tmp_path, model), {"scale": 2})

@@ -13,7 +13,7 @@ from data_prep import io
 from data_prep.io import itk
 from data_prep.readers import read_volume
 from eval import upscale
-from tests.test_upscale import assert_rounds_to, bicubic, model, net, rng_image  # noqa: F401
+from tests.helpers import assert_rounds_to, bicubic, rng_image
 
 EXTENSIONS = (".nrrd", ".nhdr", ".mha", ".mhd")
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])

@@ -1,76 +1,13 @@
-"""Readers and intensity rules, on tiny synthetic DICOM / NIfTI / PNG / TIFF files."""
-import cv2
-import nibabel as nib
+"""Readers, on tiny synthetic DICOM / NIfTI / PNG / TIFF files (written by tests/helpers.py; the
+intensity rules alone are in tests/test_intensity.py)."""
 import numpy as np
-import pydicom
 import pytest
-from pydicom.dataset import FileDataset, FileMetaDataset
-from pydicom.uid import ExplicitVRLittleEndian, MRImageStorage, generate_uid
 
-from data_prep import intensity
 from data_prep import matlab  # noqa: F401  the colour path's luma: a broken module fails here
 from core.errors import DataError
 from data_prep.readers import Slice, read_volume
-
-SERIES_A = "1.2.826.0.1.3680043.8.498.1"
-SERIES_B = "1.2.826.0.1.3680043.8.498.2"
-
-
-def ramp(shape=(40, 40), lo=100, hi=3000):
-    """A non-constant uint16 test pattern."""
-    return np.linspace(lo, hi, int(np.prod(shape))).reshape(shape).astype(np.uint16)
-
-
-def expected_window(x, lo, hi):
-    """Reference for the linear rules: clip, round half away from zero, uint8."""
-    y = (np.asarray(x, np.float64) - lo) / (hi - lo) * 255.0
-    return np.floor(np.clip(y, 0, 255) + 0.5).astype(np.uint8)
-
-
-def write_dicom(path, pixels, *, instance=None, position=None, orientation=(1, 0, 0, 0, 1, 0),
-                series=SERIES_A, modality="MR", photometric="MONOCHROME2",
-                slope=None, intercept=None, bits_stored=16, preamble=True):
-    """Uncompressed Explicit VR Little Endian, 16-bit unsigned; 3-D pixels -> multi-frame."""
-    pixels = np.asarray(pixels, dtype="<u2")
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = MRImageStorage
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.is_little_endian, ds.is_implicit_VR = True, False
-    ds.SOPClassUID, ds.SOPInstanceUID = MRImageStorage, meta.MediaStorageSOPInstanceUID
-    ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.Modality = SERIES_A + ".9", series, modality
-    ds.Rows, ds.Columns = pixels.shape[-2:]
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, bits_stored, bits_stored - 1
-    ds.PixelRepresentation = 0
-    ds.PixelSpacing = [0.5, 0.75]
-    if pixels.ndim == 3:
-        ds.NumberOfFrames = pixels.shape[0]
-    if instance is not None:
-        ds.InstanceNumber = instance
-    if position is not None:
-        ds.ImagePositionPatient = list(position)
-        ds.ImageOrientationPatient = list(orientation)
-    if slope is not None:
-        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
-    ds.PixelData = pixels.tobytes()
-    if preamble:
-        ds.save_as(str(path), write_like_original=False)
-    else:  # bare dataset: no preamble, no "DICM", no file meta
-        ds.preamble, ds.file_meta = None, FileMetaDataset()
-        pydicom.dcmwrite(str(path), ds, write_like_original=True)
-    return path
-
-
-def write_png(path, img):
-    assert cv2.imwrite(str(path), img)
-    return path
-
-
-def write_nifti(path, data, affine=None):
-    nib.save(nib.Nifti1Image(data, np.eye(4) if affine is None else affine), str(path))
-    return path
+from tests.helpers import (SERIES_A, SERIES_B, expected_window, ramp, write_dicom, write_nifti,
+                           write_png)
 
 
 # ----------------------------------------------------------------------- DICOM
@@ -263,55 +200,6 @@ def test_image_folder_natural_order_and_per_image_rule(tmp_path):
     assert [s.name for s in slices] == ["img2", "img10"]
     assert info["rule"] == "mixed" and info["shape"] is None
     assert set(info["rule_params"]) == {"img2", "img10"}
-
-
-# ------------------------------------------------------------------- intensity
-
-def test_mr_rule_matches_numpy():
-    vol = np.random.default_rng(4).gamma(2.0, 300.0, (3, 16, 16))
-    out, params = intensity.convert(vol, "mr")
-    lo, hi = np.percentile(vol, [0.5, 99.5])
-    np.testing.assert_array_equal(out, expected_window(vol, lo, hi))
-    assert params["low"] == lo and params["high"] == hi
-    assert out.min() == 0 and out.max() == 255
-
-
-def test_rounding_is_half_away_from_zero():
-    # ct window [0, 510]: y = x / 2 exactly, so odd x land on .5
-    out = intensity.to_uint8(np.array([1.0, 3.0, 5.0, 7.0]), "ct", center=255, width=510)
-    assert out.tolist() == [1, 2, 3, 4]  # not banker's [0, 2, 2, 4]
-
-
-def test_bits_and_none_rules():
-    vol = np.array([0, 2048, 4095], np.uint16)
-    assert intensity.to_uint8(vol, "bits", bits_stored=12).tolist() == [0, 128, 255]
-    assert intensity.to_uint8(np.array([0, 7, 255], np.int16), "none").tolist() == [0, 7, 255]
-    with pytest.raises(DataError, match="outside 0..255"):
-        intensity.to_uint8(np.array([0, 256]), "none", source="v.nii")
-    with pytest.raises(DataError, match="non-integer"):
-        intensity.to_uint8(np.array([0.0, 1.5]), "none")
-
-
-def test_auto_rule_resolution():
-    assert intensity.resolve_rule("auto", np.uint8, "CT") == "none"
-    assert intensity.resolve_rule("auto", np.int16, "CT") == "ct"
-    assert intensity.resolve_rule("auto", np.uint16, "MG") == "bits"
-    assert intensity.resolve_rule("auto", np.float32, None) == "mr"
-    assert intensity.RULES == ("auto", "mr", "ct", "bits", "none")
-    with pytest.raises(DataError, match="unknown intensity rule"):
-        intensity.to_uint8(np.arange(4), "gamma")
-
-
-@pytest.mark.parametrize("rule", ["mr", "none", "bits"])
-def test_constant_image_rejected(rule):
-    with pytest.raises(DataError, match="flat.png: constant image"):
-        intensity.to_uint8(np.full((4, 4), 7, np.uint8), rule, source="flat.png")
-
-
-def test_nan_and_inf_rejected():
-    for bad in (np.nan, np.inf):
-        with pytest.raises(DataError, match="v.nii: .*NaN or infinite"):
-            intensity.to_uint8(np.array([0.0, 1.0, bad]), "mr", source="v.nii")
 
 
 # ------------------------------------------------------------------- bad input

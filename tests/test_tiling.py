@@ -6,9 +6,10 @@ import pytest
 
 from core.errors import DataError
 from data_prep.matlab import imresize
-from eval import upscale
-from eval.infer import BLOB_LIMIT, SRNet
-from tests.test_eval_core import deploy, random_params, save_caffemodel
+from eval import tiles, upscale, upscale_stream
+from eval.infer import SRNet
+from eval.tiles import BLOB_LIMIT
+from tests.helpers import deploy, random_params, save_caffemodel
 
 RNG = np.random.RandomState
 WHOLE = 1e6  # MB: every test image in one tile
@@ -125,7 +126,7 @@ def test_inputs_caffe_would_abort_on_are_refused(models, tmp_path):
 
 def test_bicubic_rows_equal_imresize_of_the_whole_image():
     x = RNG(3).rand(41, 29) * 1.2 - 0.1
-    rows, shape = upscale.bicubic_rows(x, 3)
+    rows, shape = upscale_stream.bicubic_rows(x, 3)
     whole = imresize(x, 3)
     assert shape == whole.shape == (123, 87)
     for a, b in ((0, 123), (0, 1), (5, 40), (100, 123), (61, 62)):
@@ -141,15 +142,14 @@ def test_upscale_slice_by_bands_and_tiles_equals_the_whole_pipeline(models):
         whole = SRNet(deploy("prelu"), models["prelu"], engine=engine, budget_mb=WHOLE)
         assert len(tiled.tile_plan((360, 291))) > 4
         out = np.full((360, 291), np.nan)
-        assert upscale.upscale_slice(tiled, x, 3, out=out) is out
+        assert upscale_stream.upscale_slice(tiled, x, 3, out=out) is out
         np.testing.assert_array_equal(out, whole(imresize(x, 3)))
 
 
 def test_the_default_budget_runs_the_data_sets_test_images_in_one_pass(models):
     """make eval and the trainer's test: 384x384 test images (396x396 padded) are one pass at the
     default budget, as before tiling; eval.upscale's flag has the same default."""
-    from eval import infer
-    assert upscale.DEFAULT_BUDGET_MB == infer.DEFAULT_BUDGET_MB
+    assert upscale.DEFAULT_BUDGET_MB == tiles.DEFAULT_BUDGET_MB
     for engine in ("caffe", "opencv"):
         net = SRNet(deploy("relu"), models["relu"], engine=engine)
         assert len(net.tile_plan((384, 384))) == 1

@@ -1,14 +1,9 @@
-"""eval.upscale: x3 super-resolution of PNG, DICOM and NIfTI files, written back in their format.
+"""eval.upscale: x3 super-resolution of PNG, DICOM and NIfTI files, written back in their format
+(the command line and the limits are in tests/test_upscale_cli.py).
 
 Most tests use an identity net (weights chosen so the net returns its input): the output must then
 be the MATLAB bicubic x3 of the input in its own intensity scale, rounded, whatever the window.
 """
-import json
-import subprocess
-import sys
-from pathlib import Path
-
-import caffe
 import cv2
 import nibabel as nib
 import numpy as np
@@ -16,58 +11,9 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
-from data_prep.matlab import imresize
 from eval import upscale
-from eval.infer import SRNet
-from tests.test_readers import write_dicom as write_mr_dicom
-
-ROOT = Path(__file__).resolve().parents[1]
-DEPLOY = ROOT / "models" / "srcnn_relu_deploy.prototxt"
-
-
-def identity_params():
-    """Weights that make the 9-1-5 ReLU net the identity for inputs of either sign: conv1 splits
-    x into relu(x) and relu(-x), conv2 passes both, conv3 gives relu(x) - relu(-x) = x."""
-    w1, w2, w3 = np.zeros((64, 1, 9, 9)), np.zeros((32, 64, 1, 1)), np.zeros((1, 32, 5, 5))
-    w1[0, 0, 4, 4], w1[1, 0, 4, 4] = 1, -1
-    w2[0, 0], w2[1, 1] = 1, 1
-    w3[0, 0, 2, 2], w3[0, 1, 2, 2] = 1, -1
-    return {"conv1": [w1, np.zeros(64)], "conv2": [w2, np.zeros(32)],
-            "conv3": [w3, np.zeros(1)]}
-
-
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    """(deploy prototxt, caffemodel) of the identity net."""
-    net = caffe.Net(str(DEPLOY), caffe.TEST)
-    for name, arrays in identity_params().items():
-        for blob, array in zip(net.params[name], arrays):
-            blob.data[...] = array
-    path = tmp_path_factory.mktemp("model") / "identity.caffemodel"
-    net.save(str(path))
-    return DEPLOY, path
-
-
-@pytest.fixture(scope="module")
-def net(model):
-    return SRNet(*model)
-
-
-def bicubic(x):
-    """MATLAB bicubic x3 of ``x`` (2-D or HxWxC) in float64."""
-    return imresize(np.asarray(x, dtype=np.float64), 3)
-
-
-def assert_rounds_to(actual, expected, unit=1.0, lo=None, hi=None):
-    """``actual`` is ``expected`` (clipped to [lo, hi]) rounded to a multiple of ``unit``: within
-    half a unit (plus the float32 arithmetic of the net)."""
-    expected = np.clip(expected, lo, hi) if lo is not None else expected
-    err = np.abs(np.asarray(actual, dtype=np.float64) - expected)
-    assert err.max() <= unit * (0.5 + 1e-4), err.max()
-
-
-def rng_image(shape, high, dtype, seed=0):
-    return np.random.RandomState(seed).randint(0, high, size=shape).astype(dtype)
+from tests.helpers import assert_rounds_to, bicubic, rng_image
+from tests.helpers import write_dicom as write_mr_dicom
 
 
 # ---------------------------------------------------------------------------------- core
@@ -206,6 +152,19 @@ def test_dicom_compressed_input_gives_uncompressed_output(net, tmp_path):
     assert_rounds_to(rescaled(out), bicubic(rescaled(ds)), unit=2.0, lo=-100, hi=2 * 4095 - 100)
 
 
+def test_cli_force_replaces_existing_dicom_folder(net, tmp_path):
+    src, dst = tmp_path / "series", tmp_path / "sr"
+    src.mkdir()
+    dst.mkdir()
+    (dst / "stale.dcm").write_bytes(b"x")
+    write_dicom(src / "a.dcm", rng_image((6, 6), 100, np.uint16), generate_uid())
+    with pytest.raises(upscale.DataError, match="already exists"):
+        upscale.upscale_path(src, dst, net)
+    upscale.upscale_path(src, dst, net, force=True)
+    assert sorted(p.name for p in dst.iterdir()) == ["a.dcm"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["series", "sr"]
+
+
 # -------------------------------------------------------------------------------- NIfTI
 
 def oblique_affine():
@@ -312,188 +271,3 @@ def test_nifti_scaled_int16_keeps_its_scaling(net, tmp_path):
     values, got = old.get_fdata(), new.get_fdata()
     for k in range(2):
         assert_rounds_to(got[..., k], bicubic(values[..., k]), unit=0.5)  # stored grid: 0.5
-
-
-# ---------------------------------------------------------------------------------- CLI
-
-def make_run(tmp_path, model, snapshots=True):
-    """A run directory as tools.train leaves it, with the identity model as its last snapshot."""
-    run = tmp_path / "run"
-    (run / "snapshots").mkdir(parents=True)
-    (run / "deploy.prototxt").write_text(Path(model[0]).read_text())
-    caffemodel = run / "snapshots" / "srcnn_iter_20.caffemodel"
-    caffemodel.write_bytes(Path(model[1]).read_bytes())
-    items = [{"iter": 10, "caffemodel": str(run / "missing.caffemodel"), "solverstate": ""},
-             {"iter": 20, "caffemodel": str(caffemodel), "solverstate": ""}]
-    (run / "manifest.json").write_text(json.dumps({"snapshots": items if snapshots else []}))
-    return run
-
-
-def test_cli_run_directory(model, net, tmp_path):
-    img = rng_image((7, 9), 256, np.uint8)
-    cv2.imwrite(str(tmp_path / "in.png"), img)
-    run = make_run(tmp_path, model)
-    result = subprocess.run([sys.executable, "-m", "eval.upscale", "--in", str(tmp_path / "in.png"),
-                             "--out", str(tmp_path / "out.png"), "--run", str(run)],
-                            cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("upscale: 1 slice(s) x3")
-    out = cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED)
-    assert_rounds_to(out, bicubic(img), lo=0, hi=255)
-
-
-def test_cli_force_replaces_existing_output(model, tmp_path):
-    cv2.imwrite(str(tmp_path / "in.png"), rng_image((7, 9), 256, np.uint8))
-    (tmp_path / "out.png").write_bytes(b"old")
-    args = ["--in", str(tmp_path / "in.png"), "--out", str(tmp_path / "out.png"),
-            "--model", str(model[1]), "--deploy", str(model[0])]
-    assert upscale.main(args) == 2 and (tmp_path / "out.png").read_bytes() == b"old"
-    assert upscale.main(args + ["--force"]) == 0
-    assert cv2.imread(str(tmp_path / "out.png")).shape[:2] == (21, 27)
-
-
-def test_cli_force_replaces_existing_dicom_folder(net, tmp_path):
-    src, dst = tmp_path / "series", tmp_path / "sr"
-    src.mkdir()
-    dst.mkdir()
-    (dst / "stale.dcm").write_bytes(b"x")
-    write_dicom(src / "a.dcm", rng_image((6, 6), 100, np.uint16), generate_uid())
-    with pytest.raises(upscale.DataError, match="already exists"):
-        upscale.upscale_path(src, dst, net)
-    upscale.upscale_path(src, dst, net, force=True)
-    assert sorted(p.name for p in dst.iterdir()) == ["a.dcm"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["series", "sr"]
-
-
-BAD_INPUTS = {"missing_model": "caffemodel not found",
-              "corrupt_model": "not a Caffe model",
-              "mismatched_model": "prototxt and caffemodel do not match",
-              "text_file": "unsupported file format",
-              "one_row_png": "slices of 1x8 pixels are 1-D",
-              "one_d_nifti": "has no 2-D slices",
-              "empty_nifti": "image has no pixels",
-              "out_exists": "already exists (add --force",
-              "run_without_snapshots": "the run has no snapshot yet"}
-
-
-@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_bad_input_one_line_exit_2_no_output(case, model, tmp_path, capfd):
-    deploy, caffemodel = model
-    image = tmp_path / "in.png"
-    cv2.imwrite(str(image), rng_image((8, 8), 256, np.uint8))
-    out = tmp_path / "out" / "sr.png"
-    source = ["--model", str(caffemodel), "--deploy", str(deploy)]
-    if case == "missing_model":
-        source[1] = str(tmp_path / "nope.caffemodel")
-    elif case == "corrupt_model":
-        (tmp_path / "bad.caffemodel").write_bytes(b"\x08\x96\x01 definitely not a net" * 7)
-        source[1] = str(tmp_path / "bad.caffemodel")
-    elif case == "mismatched_model":
-        (tmp_path / "other.prototxt").write_text(
-            deploy.read_text().replace("num_output: 64", "num_output: 32"))
-        source[3] = str(tmp_path / "other.prototxt")
-    elif case == "text_file":
-        image = tmp_path / "notes.txt"
-        image.write_text("not an image\n")
-    elif case == "one_row_png":
-        cv2.imwrite(str(image), rng_image((1, 8), 256, np.uint8))
-    elif case in ("one_d_nifti", "empty_nifti"):
-        image, out = tmp_path / "in.nii", tmp_path / "out" / "sr.nii"
-        shape = (5,) if case == "one_d_nifti" else (0, 4, 4)
-        nib.save(nib.Nifti1Image(np.ones(shape, np.float32), np.eye(4)), str(image))
-    elif case == "out_exists":
-        out.parent.mkdir()
-        out.write_bytes(b"keep me")
-    elif case == "run_without_snapshots":
-        source = ["--run", str(make_run(tmp_path, model, snapshots=False))]
-    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
-    capfd.readouterr()
-    code = upscale.main(["--in", str(image), "--out", str(out)] + source)
-    captured = capfd.readouterr()
-    lines = captured.err.strip().splitlines()
-    assert code == 2
-    assert len(lines) == 1 and lines[0].startswith("upscale: error: "), captured.err
-    assert BAD_INPUTS[case] in lines[0]
-    assert captured.out == ""
-    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
-    if case == "out_exists":
-        assert out.read_bytes() == b"keep me"
-
-
-def test_cli_error_from_the_command_line(tmp_path):
-    (tmp_path / "notes.txt").write_text("hello\n")
-    args = ["--in", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "out.png"),
-            "--model", "m", "--deploy", "d"]
-    result = subprocess.run([sys.executable, "-m", "eval.upscale"] + args,
-                            cwd=ROOT, capture_output=True, text=True)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == [
-        f"upscale: error: {tmp_path / 'notes.txt'}: unsupported file format "
-        "(supported: DICOM, NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), "
-        "PNG/TIFF/BMP)"]
-    assert not (tmp_path / "out.png").exists()
-
-
-# ------------------------------------------------- large images: tiles, JPEG 2000, limits
-
-def test_jpeg2000_mammogram_tiled_equals_whole_and_keeps_its_tags(model, tmp_path):
-    """A 12-bit JPEG 2000 MG file (ImagerPixelSpacing, no PixelSpacing) through the CLI in many
-    tiles: uncompressed 12-bit output x3, spacing / 3, the same pixels as in one pass."""
-    from tests.mammogram import SPACING, write_mammogram
-    stored = write_mammogram(tmp_path / "mg.dcm", (130, 101))
-    ins = pydicom.dcmread(str(tmp_path / "mg.dcm"))
-    assert ins.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.90"  # JPEG 2000 lossless
-    np.testing.assert_array_equal(ins.pixel_array, stored)  # 12-bit codestream decoded
-    outs = {}
-    for budget in ("120", "100000"):
-        out = tmp_path / f"x3_{budget}.dcm"
-        code = upscale.main(["--in", str(tmp_path / "mg.dcm"), "--out", str(out),
-                             "--model", str(model[1]), "--deploy", str(model[0]),
-                             "--memory-budget", budget])
-        assert code == 0
-        outs[budget] = pydicom.dcmread(str(out))
-    assert len(SRNet(*model, budget_mb=120).tile_plan((390, 303))) >= 4
-    new = outs["120"]
-    np.testing.assert_array_equal(new.pixel_array, outs["100000"].pixel_array)
-    assert (new.Rows, new.Columns) == (390, 303) and new.pixel_array.dtype == np.uint16
-    assert (new.BitsStored, new.Modality) == (12, "MG") and "PixelSpacing" not in new
-    assert new.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
-    np.testing.assert_allclose([float(v) for v in new.ImagerPixelSpacing], [SPACING / 3] * 2)
-    assert_rounds_to(new.pixel_array, bicubic(stored), lo=0, hi=4095)
-
-
-def test_float_values_beyond_what_the_window_can_map_are_one_line(net, tmp_path):
-    """A float64 TIFF spanning -1e308..1e308: its window's width overflows to inf, which would
-    send NaN through the net; refused in one line."""
-    image = np.tile(np.array([-1e308, -1.0, 0.0, 1.0, 1e308]), (6, 1))
-    ok, buf = cv2.imencode(".tiff", image)
-    assert ok
-    (tmp_path / "in.tiff").write_bytes(buf.tobytes())
-    with pytest.raises(upscale.DataError, match="cannot be mapped to the net's 0..1 range"):
-        upscale.upscale_path(tmp_path / "in.tiff", tmp_path / "out.tiff", net)
-    assert not (tmp_path / "out.tiff").exists()
-
-
-def test_an_output_larger_than_memory_is_one_line_before_any_work(net, tmp_path, monkeypatch):
-    cv2.imwrite(str(tmp_path / "in.png"), rng_image((40, 30), 256, np.uint8))
-    monkeypatch.setattr(upscale, "_available_memory", lambda: 50_000)
-    with pytest.raises(upscale.DataError, match=r"the 1x120x90 output needs 86 kB .* 50 kB is av"):
-        upscale.upscale_path(tmp_path / "in.png", tmp_path / "out.png", net)
-    assert not (tmp_path / "out.png").exists()
-
-
-@pytest.mark.parametrize("args, message", [
-    (["--memory-budget", "1"], "memory budget 1 MB is too small for this net"),
-    (["--memory-budget", "0"], "--memory-budget must be a positive number of MB"),
-])
-def test_cli_memory_budget_errors_are_one_line(model, tmp_path, capfd, args, message):
-    cv2.imwrite(str(tmp_path / "in.png"), rng_image((300, 200), 256, np.uint8))
-    capfd.readouterr()
-    try:
-        code = upscale.main(["--in", str(tmp_path / "in.png"), "--out", str(tmp_path / "o.png"),
-                             "--model", str(model[1]), "--deploy", str(model[0])] + args)
-    except SystemExit as exc:  # argparse
-        code = exc.code
-    lines = capfd.readouterr().err.strip().splitlines()
-    assert code == 2 and message in lines[-1]
-    assert not (tmp_path / "o.png").exists()

@@ -1,0 +1,152 @@
+"""How ``eval.upscale`` upscales each kind of input: a 2-D picture (8-bit colour as Y through the
+net, Cb/Cr bicubic), a DICOM file or series folder, a volume (NIfTI, NRRD, MetaImage); each file,
+series or volume through one intensity window (:func:`_window`). ``HANDLERS`` maps a format's
+kind to its handler, ``handler(src, dst, fmt, net, axis, scale)``.
+"""
+import math
+import shutil
+
+import numpy as np
+from tqdm import tqdm
+
+from core.atomic import replace_dir, temp_dir_beside
+from core.errors import DataError
+from data_prep.intensity import DEFAULT_PERCENTILES, check_numeric, percentile_window
+from data_prep.io import dicom, images
+from data_prep.io.dicom_series import group_series, series_files
+from data_prep.io.volume import voxel_axis
+from data_prep.matlab import imresize
+from eval.upscale_stream import output_array, upscale_stack, upscaled_shape
+
+MIN_SIDE = 2  # a slice thinner than this is 1-D: there is nothing to super-resolve
+_YCBCR = np.array([[65.481, 128.553, 24.966],
+                   [-37.797, -74.203, 112.0],
+                   [112.0, -93.786, -18.214]]) / 255.0  # MATLAB rgb2ycbcr, [0, 1] scale
+_YCBCR_OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
+
+
+# ---------------------------------------------------------------------------- helpers
+
+def _window(values, eight_bit, percentiles=DEFAULT_PERCENTILES):
+    """(lo, hi): 0..255 for 8-bit data, else the percentile window (min..max if it is empty);
+    never empty, so that (x - lo) / (hi - lo) is defined."""
+    if eight_bit:
+        return 0.0, 255.0
+    lo, hi, _ = percentile_window(values, percentiles)
+    lo, hi = (lo, hi) if hi > lo else (lo, lo + 1.0)
+    if not np.isfinite(hi - lo) or not hi - lo > 0:  # +-1e308 data, or 1e20 + 1 == 1e20
+        raise DataError(f"intensity window {lo:g}..{hi:g} cannot be mapped to the net's 0..1 "
+                        "range in floating point")
+    return lo, hi
+
+
+def _check_plane(shape, source):
+    """DataError for an in-plane size that is empty or 1-D."""
+    if min(shape) < MIN_SIDE:
+        raise DataError(f"{source}: slices of {'x'.join(map(str, shape))} pixels are "
+                        f"{'empty' if min(shape) == 0 else '1-D'}; need at least "
+                        f"{MIN_SIDE}x{MIN_SIDE}")
+
+
+# ------------------------------------------------------------------------------- images
+
+def _upscale_image(src, dst, fmt, net, axis, scale):
+    """2-D picture: grey through the net; 8-bit colour as Y (net) + Cb, Cr (bicubic)."""
+    img = fmt.read(src)
+    images.check_colour(img, src)
+    check_numeric(img, src)
+    _check_plane(img.shape[:2], src)
+    if img.ndim == 3:
+        window = (0.0, 255.0)
+        out = _upscale_colour(img, net, scale)
+    else:
+        # 8-bit as the training images; deeper images use their full range (min..max).
+        window = _window(img, img.dtype == np.uint8, percentiles=(0, 100))
+        out = output_array((1,) + upscaled_shape(img.shape, scale), src)
+        out = upscale_stack(net, [img], window, scale=scale, out=out)[0]
+    fmt.write(dst, out, img.dtype)
+    return {"slices": 1, "window": list(window)}
+
+
+def _upscale_colour(bgr, net, scale):
+    """8-bit BGR(A) x scale: Y through the net, Cb/Cr (and alpha) bicubic; BGR(A), 0..255 float."""
+    x = bgr.astype(np.float64) / 255.0
+    ycc = x[..., 2::-1] @ _YCBCR.T + _YCBCR_OFFSET
+    y = upscale_stack(net, [ycc[..., 0]], (0.0, 1.0), scale=scale)[0]
+    rest = imresize(np.concatenate([ycc[..., 1:], x[..., 3:]], axis=2), scale)
+    rgb = (np.dstack([y, rest[..., :2]]) - _YCBCR_OFFSET) @ np.linalg.inv(_YCBCR).T
+    return np.dstack([rgb[..., ::-1], rest[..., 2:]]) * 255.0
+
+
+# -------------------------------------------------------------------------------- DICOM
+
+def _upscale_dicom(src, dst, fmt, net, axis, scale):
+    """A DICOM file (all its frames) into a file, or a series folder into a folder of the same
+    file names (built in a temporary folder, renamed at the end)."""
+    if not src.is_dir():
+        return _upscale_series([(src, fmt.read(src))], fmt, net, scale, lambda path: dst)
+    items = [(f, fmt.read(f)) for f in series_files(src)]
+    tmp = temp_dir_beside(dst)
+    try:
+        info = _upscale_series(items, fmt, net, scale, lambda path: tmp / path.name)
+        replace_dir(tmp, dst)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return info
+
+
+def _upscale_series(items, fmt, net, scale, out_path):
+    """Upscale [(path, dataset)] of one series with one window, and write each file to
+    ``out_path(path)`` in one new series, file by file (one file's estimates in memory)."""
+    series = group_series(items)
+    if len(series) > 1:
+        raise DataError(f"{items[0][0].parent}: holds {len(series)} DICOM series; "
+                        "give a folder with one series")
+    values = [dicom.linear_values(ds, path) for path, ds in items]
+    for (path, _), v in zip(items, values):
+        check_numeric(v, path)
+        _check_plane(v.shape[1:], path)
+    flat = np.concatenate([v.ravel() for v in values])
+    eight_bit = all(dicom.stored_dtype(ds, p) == np.uint8 and dicom.rescale(ds, p) == (1.0, 0.0)
+                    for p, ds in items)
+    window = _window(flat, eight_bit)
+    del flat
+    uid = dicom.new_series_uid()
+    note = f"SRCNN x{scale} super-resolution, window {window[0]:.6g}..{window[1]:.6g}"
+    total = sum(len(v) for v in values)
+    with tqdm(total=total, desc="upscale", unit="slice", disable=None) as bar:
+        for k, ((path, ds), v) in enumerate(zip(items, values)):
+            out = output_array((len(v),) + upscaled_shape(v.shape[1:], scale), path)
+            flip = [dicom.is_monochrome1(ds)] * len(v)
+            upscale_stack(net, v, window, flip, scale=scale, out=out, progress=bar)
+            values[k] = None  # this file's input is no longer needed
+            fmt.write(out_path(path), ds, out, scale, series_uid=uid, description=note)
+            del out
+    return {"slices": total, "window": list(window)}
+
+
+# ------------------------------------------------------------------------------ volumes
+
+def _upscale_volume(src, dst, fmt, net, axis, scale):
+    """Every slice along the voxel axis closest to RAS+ axis ``axis``, x ``scale`` in-plane."""
+    vol = fmt.read(src)
+    values = check_numeric(vol.values, src).astype(np.float64)
+    if values.ndim >= 3:
+        axis = voxel_axis(vol.affine, axis, src)
+    planes = [d for d in range(min(values.ndim, 3)) if d != axis]
+    if values.ndim < 2 or len(planes) != 2:
+        raise DataError(f"{src}: {fmt.title} shape {values.shape} has no 2-D slices along "
+                        f"axis {axis}")
+    _check_plane([values.shape[d] for d in planes], src)
+    window = _window(values, eight_bit=vol.stored == np.uint8 and vol.scaling == (1.0, 0.0))
+    moved = np.moveaxis(values, planes, (-2, -1))
+    frames = moved.reshape((-1,) + moved.shape[-2:])
+    out = output_array(moved.shape[:-2] + upscaled_shape(moved.shape[-2:], scale), src)
+    upscale_stack(net, frames, window, scale=scale, out=out.reshape((-1,) + out.shape[-2:]))
+    del values, moved, frames
+    fmt.write(dst, vol, np.moveaxis(out, (-2, -1), planes), planes, scale)
+    return {"slices": math.prod(out.shape[:-2]), "window": list(window)}
+
+
+HANDLERS = {"image": _upscale_image, "dicom": _upscale_dicom, "volume": _upscale_volume}
