@@ -25,6 +25,15 @@ def default_run_dir(dataset, act, solver, seed=0):
     return ROOT / "runs" / dataset / f"{act}_{solver}" / f"seed{seed}"
 
 
+# runs/<dataset>/long_schedule/: where `make reference` trains; not a run of the default grid, so
+# tables and curves leave it out (its packed copy, models/reference/<dataset>/, is scored instead).
+LONG_RUN = "long_schedule"
+
+
+def long_run_dir(dataset):
+    return ROOT / "runs" / dataset / LONG_RUN
+
+
 def run_label(manifest):
     """How tables and plots name a run: ``<act>_<solver>/seed<k>`` (seed 0 for older manifests)."""
     return f"{manifest['act']}_{manifest['solver']}/seed{manifest.get('seed', 0)}"

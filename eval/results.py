@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core.config import DEFAULT, ROOT
 from core.errors import DataError
-from core.run_files import final_snapshot, read_manifest, run_label
+from core.run_files import LONG_RUN, final_snapshot, read_manifest, run_label
 from eval.metrics import METRICS
 from eval.score import score_method
 
@@ -68,6 +68,8 @@ def run_dirs_under(base):
     found = []
     for pattern in ("*/seed*/manifest.json", "*/manifest.json"):
         for path in base.glob(pattern):
+            if path.relative_to(base).parts[0] == LONG_RUN:  # make reference's own training run
+                continue
             manifest = read_manifest(path.parent)
             if manifest and "act" in manifest and "solver" in manifest:
                 found.append(((f"{manifest['act']}_{manifest['solver']}",

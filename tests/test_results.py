@@ -38,6 +38,7 @@ def test_dataset_runs_finds_seed_directories_and_the_older_layout(tmp_path):
     b = fake_run(runs / "rrelu_nesterov" / "seed0", seed=0)
     c = fake_run(runs / "relu_sgd", "relu", "sgd", seed=None)  # before seeds: seed 0
     fake_run(runs / "relu_nesterov" / "seed0", "relu", "nesterov", snapshots=False)  # untrained
+    fake_run(runs / "long_schedule")  # make reference's training run: not a grid run
     assert dataset_runs("p", tmp_path) == [c, b, a]
     assert list(dataset_methods("p", tmp_path)) == ["relu_sgd/seed0", "rrelu_nesterov/seed0",
                                                     "rrelu_nesterov/seed1"]

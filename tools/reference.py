@@ -3,7 +3,7 @@
     python -m tools.reference --dataset prostate [--iters 100000] [--pack-only]
 
 Trains the paper's net (RReLU + Nesterov, seed 0, the data set's settings) for ``--iters``
-iterations in ``runs/<dataset>/reference/`` (resuming: a run stopped in one sitting continues
+iterations in ``runs/<dataset>/long_schedule/`` (resuming: a run stopped in one sitting continues
 byte-exactly in the next), then packs the finished run into ``models/reference/<dataset>/``: its
 manifest (config, commit, curve), deploy net and final caffemodel, small enough to commit.
 `make reproduce` scores that folder as the "long schedule" column without training it again.
@@ -17,15 +17,11 @@ from pathlib import Path
 from core.atomic import replace_dir, temp_dir_beside, write_json_atomic
 from core.config import ROOT
 from core.errors import DataError
-from core.run_files import final_snapshot
+from core.run_files import final_snapshot, long_run_dir
 from tools.train import main as train_main
 
 REFERENCE_ITERS = 100000  # the "at least 1e5": 25x the short schedule, 2.5% of the paper's
 ACT, SOLVER = "rrelu", "nesterov"  # the paper's net
-
-
-def run_dir(dataset):
-    return ROOT / "runs" / dataset / "reference"
 
 
 def pack(run, dest):
@@ -57,7 +53,7 @@ def main(argv=None):
     p.add_argument("--pack-only", action="store_true", help="pack a finished run, train nothing")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     args = p.parse_args(argv)
-    run = run_dir(args.dataset)
+    run = long_run_dir(args.dataset)
     if not args.pack_only:
         code = train_main(["--dataset", args.dataset, "--act", ACT, "--solver", SOLVER, "--resume",
                            "--iters", str(args.iters), "--run-dir", str(run), *args.overrides])
