@@ -118,8 +118,9 @@ def read_manifest(run_dir):
 
 def _moved(path, run_dir, subdirs):
     """``path`` if it exists, else the file of that name in ``run_dir`` or one of its ``subdirs``
-    (a moved or copied run directory: its manifest's paths point at the old place)."""
-    path = Path(path)
+    (a moved or copied run directory: its manifest's paths point at the old place). A relative
+    ``path`` (a packed reference folder's) is relative to ``run_dir``, never to the working folder."""
+    path = Path(path) if Path(path).is_absolute() else Path(run_dir) / path
     for candidate in [path] + [Path(run_dir, d, path.name) for d in subdirs]:
         if candidate.is_file():
             return candidate

@@ -66,11 +66,13 @@ def test_another_seeds_patch_order_is_the_same_patches_permuted(data_copy):
 
 
 @pytest.mark.slow
-def test_reference_pack_is_a_scorable_run_of_three_files(data_root, tmp_path):
+def test_reference_pack_is_a_scorable_run_of_three_files(data_root, tmp_path, monkeypatch):
     from core.run_files import final_snapshot
     train(data_root, tmp_path / "run", 0)
     dest = pack(tmp_path / "run", tmp_path / "models" / "reference" / "toy")
     assert sorted(p.name for p in dest.iterdir()) == ["deploy.prototxt", "manifest.json",
                                                       "srcnn_iter_10.caffemodel"]
+    monkeypatch.chdir(tmp_path)  # a deploy.prototxt in the working folder is not the pack's
+    (tmp_path / "deploy.prototxt").write_text("decoy")
     manifest, deploy, caffemodel = final_snapshot(dest)
     assert manifest["reference"] and caffemodel.parent == dest and deploy.parent == dest
