@@ -12,18 +12,21 @@ SUPPORTED, CONTRADICTED = "supported", "contradicted"
 WITHIN = "within the spread: not supported"
 ONE_SEED = "one seed: the spread is unknown (SEEDS=3 judges it)"
 NO_SEED = "not judged: no seed in common"
+NEGLIGIBLE = "no difference at the reported precision"
 
 RULE = (f"Each claim \"A beats B\" is judged per metric on the paired differences d_k = A_k - B_k "
         f"over the seeds k both were trained with (same seed: same initial weights, RReLU draws "
         f"and patch order; bicubic is one number for every seed). With n >= 2 seeds: "
         f"**{SUPPORTED}** when mean(d) > 0 and mean(d) > {SPREAD:g} x sd(d) (sample standard "
         f"deviation), **{CONTRADICTED}** when mean(d) < 0 and |mean(d)| > {SPREAD:g} x sd(d), else "
-        f"**{WITHIN}**. With one seed the single difference is given and nothing is judged "
+        f"**{WITHIN}**; a |mean(d)| below half the last printed digit (0.005 dB, 0.00005 SSIM) is "
+        f"**{NEGLIGIBLE}**, however small the spread. With one seed the single difference is given and nothing is judged "
         f"(\"{ONE_SEED}\"): no claim rests on a single run.")
 
 
-def judge(diffs):
-    """{"n", "mean", "sd", "verdict"} of paired differences (sd None below two seeds)."""
+def judge(diffs, resolution=0.0):
+    """{"n", "mean", "sd", "verdict"} of paired differences (sd None below two seeds); a mean
+    below ``resolution`` in size is no difference, whatever the spread (seeds can agree to 1e-4 dB)."""
     diffs = [float(d) for d in diffs]
     n = len(diffs)
     if n == 0:
@@ -32,7 +35,9 @@ def judge(diffs):
     if n == 1:
         return {"n": 1, "mean": mean, "sd": None, "verdict": ONE_SEED}
     sd = statistics.stdev(diffs)
-    if mean > 0 and mean > SPREAD * sd:
+    if abs(mean) < resolution:
+        verdict = NEGLIGIBLE
+    elif mean > 0 and mean > SPREAD * sd:
         verdict = SUPPORTED
     elif mean < 0 and -mean > SPREAD * sd:
         verdict = CONTRADICTED
@@ -72,7 +77,9 @@ def claim_line(title, a, b, per_metric_a, per_metric_b):
     parts = []
     for key, metric in METRICS.items():
         pairs = paired(per_metric_a[key], per_metric_b[key])
-        parts.append(describe(metric, judge([d for _, d in pairs]), [k for k, _ in pairs]))
+        resolution = 0.5 * 10.0 ** -metric.decimals  # half the last digit the tables print
+        parts.append(describe(metric, judge([d for _, d in pairs], resolution),
+                              [k for k, _ in pairs]))
     return f"- **{title}** ({a} - {b}): " + "; ".join(parts) + "."
 
 

@@ -243,3 +243,11 @@ def test_curves_from_seed_directories_and_the_long_schedule(tmp_path, fake_paper
                         "--out", str(tmp_path / "fig2"), "--metric", "ssim"]) == 0
     assert sorted(p.name for p in (tmp_path / "fig2").iterdir()) == ["toy_fig3_ssim.png",
                                                                       "toy_fig4_ssim.png"]
+
+
+def test_a_difference_below_the_printed_precision_is_no_difference():
+    from eval.claims import NEGLIGIBLE, judge
+    tiny = [-0.0010, -0.0012, -0.0011]  # seeds agree to 1e-4 dB: beyond 2 sd, but 0.00 as printed
+    assert judge(tiny)["verdict"] == "contradicted"
+    assert judge(tiny, resolution=0.005)["verdict"] == NEGLIGIBLE
+    assert judge([0.5, 0.52, 0.51], resolution=0.005)["verdict"] == "supported"
