@@ -19,7 +19,7 @@ PROFILE ?= short
 PROFILE_paper = $(shell $(PY) -m core.paper profile 2>/dev/null)
 PROFILE_paper-dense = $(shell $(PY) -m core.paper profile dense 2>/dev/null)
 PROFILE_short :=
-TRAIN_ARGS = $(PROFILE_$(PROFILE)) $(if $(ITERS),max_iter=$(ITERS)) $(SET)
+TRAIN_ARGS = $(PROFILE_$(PROFILE)) $(if $(ITERS),max_iter=$(ITERS)) $(if $(GPU_ID),solver_mode=GPU) $(SET)
 # make grid SCHEDULER=slurm: one Slurm job array (tools/slurm/grid.sbatch) and an evaluation job;
 # SBATCH_ARGS: site options for both (partition, account, time limit); DRY_RUN=1 prints the sbatch
 # commands. The local one-node cluster (make slurm-up) lives in SLURM_DIR on ports SLURM_PORT, +1.
@@ -35,13 +35,26 @@ SLURM_ENV = $(if $(SLURM_CONF),,$(if $(wildcard $(SLURM_DIR)/run/slurmctld.pid),
 require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
 
 .PHONY: help setup test test-fast check-venv nets data train grid curves eval figures reproduce bench upscale
-.PHONY: grid-status slurm-up slurm-down
+.PHONY: grid-status slurm-up slurm-down gpu-check
+# make setup GPU=1: Caffe with CUDA (tools/setup/setup_gpu.sh); GPU=0: CPU-only; auto: 1 when
+# nvidia-smi lists a GPU.
+GPU ?= auto
+# GPU_ID=N: train, grid, eval and upscale compute on GPU N (a CUDA build: make setup GPU=1)
+GPU_ARG = $(if $(GPU_ID),--gpu $(GPU_ID))
+# true when nvidia-smi lists a GPU (recipes only)
+HAVE_GPU = command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
 
-setup:  ## Debian packages, Caffe (built once into ~/.cache/medsr-caffe), .venv
-	@bash $(ROOT)/tools/setup/setup.sh
+setup:  ## Debian packages, Caffe (built once into ~/.cache/medsr-caffe), .venv [GPU=1|0|auto]
+	@GPU=$(GPU) bash $(ROOT)/tools/setup/setup.sh
+
+gpu-check:  ## on a machine with a GPU: device query, GPU vs CPU loss curve, step times [GPU_ID=0]; without one, says so
+	@if ! { $(HAVE_GPU); }; then \
+	  echo "make gpu-check: no GPU on this machine (nvidia-smi lists none): nothing to check"; \
+	else test -x $(PY) || { echo "make gpu-check: .venv is missing: run 'make setup' first" >&2; exit 1; }; \
+	  cd $(ROOT) && $(PY) -m tools.gpu_check --gpu $(or $(GPU_ID),0); fi
 
 check-venv:
 	@test -x $(PY) || { echo "make: .venv is missing: run 'make setup' first" >&2; exit 1; }
@@ -59,7 +72,7 @@ data: check-venv  ## build the default data sets (brain, prostate, breast) into 
 	@cd $(ROOT) && $(PY) -m data_prep $(foreach d,$(or $(DATASET),$(DATASETS)),--dataset $(d))
 
 train: check-venv  ## one run: DATASET= ACT= SOLVER= [ITERS=] [PROFILE=paper] [SET="k=v ..."]
-	$(call require,DATASET ACT SOLVER)@cd $(ROOT) && $(PY) -m tools.train --dataset $(DATASET) --act $(ACT) --solver $(SOLVER) $(if $(SEED),--seed $(SEED)) $(TRAIN_ARGS)
+	$(call require,DATASET ACT SOLVER)@cd $(ROOT) && $(PY) -m tools.train --dataset $(DATASET) --act $(ACT) --solver $(SOLVER) $(if $(SEED),--seed $(SEED)) $(GPU_ARG) $(TRAIN_ARGS)
 
 grid: check-venv  ## GRID=paper (rrelu_nesterov, relu_sgd) or full (2x2) x DATASETS x SEEDS; -j safe; resumes; SCHEDULER=slurm
 ifeq ($(SCHEDULER),slurm)
@@ -89,7 +102,7 @@ slurm-down:  ## stop the daemons slurm-up started (their jobs are cancelled firs
 grid-%: data
 	@cd $(ROOT) && $(PY) -m tools.train --resume --dataset $(word 1,$(subst -, ,$*)) \
 	  --act $(word 2,$(subst -, ,$*)) --solver $(word 3,$(subst -, ,$*)) \
-	  --seed $(word 4,$(subst -, ,$*)) $(TRAIN_ARGS)
+	  --seed $(word 4,$(subst -, ,$*)) $(GPU_ARG) $(TRAIN_ARGS)
 
 reference: check-venv  ## long-schedule weights: DATASET= [ITERS=] -> models/reference/<dataset>/ (resumes)
 	$(call require,DATASET)@cd $(ROOT) && $(PY) -m tools.reference --dataset $(DATASET) $(if $(ITERS),--iters $(ITERS))
@@ -99,7 +112,7 @@ curves: check-venv  ## Figs. 3-4 (PSNR vs iterations) per data set into figures/
 
 eval: check-venv  ## PSNR/SSIM of bicubic and every run, per data set: results/<dataset>.{json,csv,md}
 	@cd $(ROOT) && for d in $(DATASETS); do \
-	  if [ -f data/$$d/manifest.json ]; then $(PY) -m eval --dataset $$d || exit 1; fi; done
+	  if [ -f data/$$d/manifest.json ]; then $(PY) -m eval --dataset $$d $(GPU_ARG) || exit 1; fi; done
 
 figures: check-venv  ## Fig. 6 grids (LR | bicubic | network | original) into figures/
 	@cd $(ROOT) && $(PY) -m eval.figures
@@ -116,4 +129,4 @@ bench: check-venv  ## Caffe training step vs PyTorch CPU, side by side: bench/tr
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.bench_train $(BENCH_ARGS)
 
 upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k> [MEM=MB]
-	$(call require,IN OUT RUN)@cd $(ROOT) && $(PY) -m eval.upscale --in "$(IN)" --out "$(OUT)" --run "$(RUN)" $(if $(FORCE),--force) $(if $(MEM),--memory-budget $(MEM))
+	$(call require,IN OUT RUN)@cd $(ROOT) && $(PY) -m eval.upscale --in "$(IN)" --out "$(OUT)" --run "$(RUN)" $(if $(FORCE),--force) $(if $(MEM),--memory-budget $(MEM)) $(GPU_ARG)

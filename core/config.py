@@ -7,7 +7,7 @@ type; unknown keys and bad values are rejected with one clear line.
 """
 import dataclasses
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from core.activations import ACTIVATIONS as ACTIVATION_REGISTRY
@@ -50,6 +50,9 @@ class Config:
     # Convolution biases (the paper's and the release's). Without them the net is positively
     # homogeneous and maps black exactly to black (README, differences: black backgrounds).
     conv_bias: bool = True
+    # Residual output: add the bicubic input's centre to conv3 (VDSR-style global skip, not in the
+    # paper or the release). For data where bicubic is already near-perfect (README, differences).
+    residual: bool = False
     rrelu_lower: float = 3.0  # RReLU: a ~ U(lower, upper) per element at training time
     rrelu_upper: float = 8.0
     # RReLU at test time: y = x/a with a = (lower+upper)/2 = 5.5, i.e. slope 2/11; also the slope of

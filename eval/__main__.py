@@ -22,6 +22,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from core.config import ROOT  # noqa: E402
 from core.errors import DataError  # noqa: E402
+from core.device import use_device  # noqa: E402
 from eval.metrics import METRICS  # noqa: E402
 from eval.results import (common_scale, csv_text, dataset_methods, evaluate,  # noqa: E402
                           markdown_table, name_runs)
@@ -39,12 +40,17 @@ def parse_args(argv):
     p.add_argument("--scale", type=int, default=None,
                    help="default: the runs' config.scale (they must agree); x3 with no run")
     p.add_argument("--engine", choices=("caffe", "opencv"), default="caffe")
+    p.add_argument("--gpu", type=int, metavar="N",
+                   help="run the nets on GPU N (engine caffe; a CUDA build: make setup GPU=1)")
     p.add_argument("--border", choices=("replicate", "bicubic"), default="replicate",
                    help="how the 6-px frame the valid convolutions lose is filled (README)")
     p.add_argument("--json", type=Path, help="default results/<name>.json")
     p.add_argument("--csv", type=Path, help="default results/<name>.csv")
     p.add_argument("--md", type=Path, help="default results/<name>.md")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.gpu is not None and args.engine != "caffe":
+        p.error("--gpu needs --engine caffe (the OpenCV engine runs on the CPU)")
+    return args
 
 
 def mean_line(name, method, r):
@@ -63,6 +69,7 @@ def main(argv=None):
         else:
             runs = dataset_methods(args.dataset) if args.dataset else {}
         scale = common_scale(runs, args.scale)  # refuse a mix of scales before loading anything
+        use_device(args.gpu)
         result = evaluate(load_hr_folder(hr_dir), runs, scale, args.engine, args.border)
     except DataError as e:
         print(f"eval: error: {e}", file=sys.stderr)

@@ -2,7 +2,7 @@
 
     python -m eval.upscale --in PATH --out PATH
         (--run RUN_DIR | --model CAFFEMODEL --deploy PROTOTXT)
-        [--engine caffe|opencv] [--axis 2] [--memory-budget MB] [--force]
+        [--engine caffe|opencv] [--axis 2] [--memory-budget MB] [--gpu N] [--force]
 
 The factor is the run's ``config.scale`` (3, ``DEFAULT_SCALE``, for a bare --model or a manifest
 without a config). Files are read and written through :mod:`data_prep.io`, whose writers say
@@ -154,7 +154,11 @@ def parse_args(argv):
                    help="memory for one tile of the net, in MB (default %(default)g); larger "
                         "images run tile by tile with the same result")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--gpu", type=int, metavar="N",
+                   help="run the net on GPU N (engine caffe; a CUDA build: make setup GPU=1)")
     args = p.parse_args(argv)
+    if args.gpu is not None and args.engine != "caffe":
+        p.error("--gpu needs --engine caffe (the OpenCV engine runs on the CPU)")
     if args.model is not None and args.deploy is None:
         p.error("--model needs --deploy")
     if args.run is not None and args.deploy is not None:
@@ -170,6 +174,8 @@ def main(argv=None):
         check_io(args.input, args.out, args.force)  # before the net: fail fast on bad paths
         deploy, caffemodel, scale = resolve_run(args.run, args.model, args.deploy)
         from eval.infer import SRNet  # imports Caffe: only once the paths are known good
+        from core.device import use_device
+        use_device(args.gpu)
         net = SRNet(deploy, caffemodel, engine=args.engine, budget_mb=args.memory_budget)
         info = upscale_path(args.input, args.out, net, axis=args.axis, force=args.force,
                             scale=scale)

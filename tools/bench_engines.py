@@ -70,12 +70,13 @@ class CaffeEngine:
 
     name = "caffe"
 
-    def __init__(self, cfg, act, solver, workdir, listing, warmup=3):
+    def __init__(self, cfg, act, solver, workdir, listing, warmup=3, gpu=None):
         import caffe
 
+        from core.device import use_device
         from core.run_files import trainable_net_files
 
-        caffe.set_mode_cpu()
+        use_device(gpu)  # the CPU, or GPU ``gpu`` (make gpu-check)
         # TRAIN and TEST read the same patches; as the trainer's, the solver never tests,
         # snapshots or logs inside the timed steps.
         files = trainable_net_files(workdir, cfg, act, solver, listing, dataset="bench")
@@ -85,11 +86,13 @@ class CaffeEngine:
             self.solver.step(1)
 
     def block(self, iters):
-        """Per-iteration times (ms) of ``iters`` calls of solver.step(1)."""
+        """Per-iteration times (ms) of ``iters`` calls of solver.step(1); reading the loss waits
+        for a GPU to finish the step."""
         times = []
         for _ in range(iters):
             start = time.perf_counter()
             self.solver.step(1)
+            float(self.net.blobs["loss"].data)
             times.append(milliseconds(start))
         return times
 
@@ -163,7 +166,7 @@ class TorchEngine:
 
     name = "torch"
 
-    def __init__(self, cfg, act, solver, h5, threads, warmup=3):
+    def __init__(self, cfg, act, solver, h5, threads, warmup=3, device="cpu"):
         import h5py
         import torch
 
@@ -173,7 +176,7 @@ class TorchEngine:
         with h5py.File(h5, "r") as f:
             data, label = f["data"][:cfg.batch_train], f["label"][:cfg.batch_train]
         self.torch = torch
-        self.step = TrainStep(cfg, act, solver, data, label)
+        self.step = TrainStep(cfg, act, solver, data, label, device=device)
         for _ in range(warmup):
             self.step()
 

@@ -1,4 +1,5 @@
-"""The PyTorch CPU reference of the SRCNN 9-1-5 training step, for the benchmark only.
+"""The PyTorch reference of the SRCNN 9-1-5 training step (CPU, or CUDA for make gpu-check), for
+the benchmarks only.
 
 Same geometry as the generated Caffe net (valid convolutions f1 n1 -> act -> f2 n2 -> act -> f3 1),
 the same Gaussian init, Caffe's EuclideanLoss scaling (sum / 2N, times loss_weight) and the same
@@ -59,17 +60,17 @@ def optimizer(model, cfg, solver):
 class TrainStep:
     """One training iteration on a fixed batch: zero grads, forward, loss, backward, update."""
 
-    def __init__(self, cfg, act, solver, data, label, seed=None):
+    def __init__(self, cfg, act, solver, data, label, seed=None, device="cpu"):
         torch.manual_seed(cfg.random_seed if seed is None else seed)
         self.cfg = cfg
-        self.model = srcnn(cfg, act).train()
+        self.model = srcnn(cfg, act).train().to(device)
         self.opt = optimizer(self.model, cfg, solver)
-        self.data = torch.as_tensor(data, dtype=torch.float32).contiguous()
-        self.label = torch.as_tensor(label, dtype=torch.float32).contiguous()
+        self.data = torch.as_tensor(data, dtype=torch.float32).contiguous().to(device)
+        self.label = torch.as_tensor(label, dtype=torch.float32).contiguous().to(device)
 
     def __call__(self):
         self.opt.zero_grad()
         loss = euclidean_loss(self.model(self.data), self.label, self.cfg.loss_weight)
         loss.backward()
         self.opt.step()
-        return loss.item()
+        return loss.item()  # also waits for a GPU to finish the step

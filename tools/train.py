@@ -27,6 +27,7 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from core.config import ROOT, ConfigError, check_name, dataset_config  # noqa: E402
+from core.device import use_device  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from data_prep.shuffle import train_list  # noqa: E402
 from core.run_files import (default_run_dir, new_manifest, now, read_manifest,  # noqa: E402
@@ -140,6 +141,8 @@ def parse_args(argv):
     p.add_argument("--resume", action="store_true", help="continue from the latest snapshot "
                    "(starts the run if it does not exist; a finished run is left as it is)")
     p.add_argument("--force", action="store_true", help="replace an existing run directory")
+    p.add_argument("--gpu", type=int, metavar="N", help="train on GPU N (sets solver_mode=GPU; a "
+                   "CUDA build: make setup GPU=1); default: the config's solver_mode, GPU 0")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     return p.parse_args(argv)
 
@@ -154,6 +157,7 @@ def resolve(args):
         raise TrainError(f"no data set {args.dataset!r} in {args.data_root} (built: "
                          f"{', '.join(known) or 'none'}; run `make data`)")
     overrides = list(args.overrides) + ([f"max_iter={args.iters}"] if args.iters else [])
+    overrides += ["solver_mode=GPU"] if args.gpu is not None else []
     cfg = dataset_config(args.dataset, overrides)
     if args.seed < 0:
         raise TrainError(f"--seed must be >= 0, got {args.seed}")
@@ -194,8 +198,8 @@ def prepare_run(args, cfg, data_dir, run_dir):
 
 
 def make_solver(manifest, cfg, data_dir, restore):
-    """The pycaffe solver, restored and with its data layer where an uninterrupted run's would be."""
-    caffe.set_mode_cpu() if cfg.solver_mode == "CPU" else caffe.set_mode_gpu()
+    """The pycaffe solver (on the device use_device chose), restored and with its data layer where
+    an uninterrupted run's would be."""
     solver = caffe.get_solver(manifest["files"]["solver"])
     if restore:
         for key in ("caffemodel", "solverstate"):
@@ -208,10 +212,14 @@ def make_solver(manifest, cfg, data_dir, restore):
 
 def run(args):
     cfg, data_dir, run_dir = resolve(args)
+    # Checked before the run directory is touched: Caffe aborts on a GPU it cannot use.
+    device = None if cfg.solver_mode == "CPU" else (args.gpu or 0)
+    use_device(device)
     manifest, restore = prepare_run(args, cfg, data_dir, run_dir)
     if manifest is None:
         print(f"train: {run_dir} is finished ({cfg.max_iter} iterations); nothing to do")
         return 0
+    manifest["device"] = "CPU" if device is None else f"GPU {device}"
     stop = StopRequest()
     solver = make_solver(manifest, cfg, data_dir, restore)
     scorer = ImageScorer(data_dir, manifest["files"]["deploy"], cfg)

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make setup`: Debian packages, a CPU-only Caffe built once into a cache, and .venv.
+# `make setup`: Debian packages, a Caffe built once into a cache (CPU-only, or with CUDA), and .venv.
 #
 # Idempotent: a second run checks and returns in seconds. Every step that fails says which step
 # and why in one line (with the path of its log where there is one) and exits non-zero.
@@ -8,6 +8,8 @@
 #   MEDSR_CACHE   cache root for the Caffe build (default ~/.cache/medsr-caffe)
 #   CAFFE_ROOT    an existing Caffe to use instead of building one (needs python/ and a caffe binary)
 #   JOBS          parallel compile jobs (default: nproc)
+#   GPU           1: Caffe with CUDA (setup_gpu.sh), 0: CPU-only, auto (default): 1 when nvidia-smi
+#                 lists a GPU
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -51,11 +53,23 @@ install_debian_packages() {
 }
 
 # ---- step 2: Caffe --------------------------------------------------------------------------
+# What build_caffe builds: the CPU build; configure_gpu_build (setup_gpu.sh) adds to it for GPU=1.
+CAFFE_PATCHES=("$HERE"/patches/*.patch)
+CAFFE_OPTION_FILES=("$HERE/cmake_options.txt")
+CAFFE_KEY_FILES=()
+CAFFE_KEY_TAG=""
+CAFFE_CMAKE_EXTRA=()
+CAFFE_BUILD_TIME="3-4 min on 2 cores"
+CAFFE_STAGING=.build-  # prefix of the temporary build directories in the cache
+# shellcheck source=setup_gpu.sh
+source "$HERE/setup_gpu.sh"
+
 # The cache key covers everything that changes the build: source version, patches, CMake options.
 cache_key() {
   local sum
-  sum=$(cat "$HERE/caffe.lock" "$HERE/cmake_options.txt" "$HERE"/patches/*.patch | sha256sum | cut -c1-12)
-  echo "caffe-${CAFFE_DEB_VERSION//[^A-Za-z0-9.]/_}-$sum"
+  sum=$(cat "$HERE/caffe.lock" "${CAFFE_OPTION_FILES[@]}" "${CAFFE_PATCHES[@]}" "${CAFFE_KEY_FILES[@]}" \
+        | sha256sum | cut -c1-12)
+  echo "caffe-${CAFFE_DEB_VERSION//[^A-Za-z0-9.]/_}-$CAFFE_KEY_TAG$sum"
 }
 
 # Prints "PYTHONDIR BINARY" of a Caffe the user already has, or nothing.
@@ -106,26 +120,27 @@ unpack_and_patch() {
   dsc=$(ls "$work"/src/*.dsc)
   run_logged "caffe-unpack (dpkg-source -x)" "$log" dpkg-source --no-check -x "$dsc" "$work/caffe"
   local p
-  for p in "$HERE"/patches/*.patch; do
+  for p in "${CAFFE_PATCHES[@]}"; do
     (cd "$work/caffe" && patch -p1 --forward --batch <"$p") >>"$log" 2>&1 \
-      || fail "caffe-patch" "$(basename "$p") does not apply (log: $log)"
+      || fail "caffe-patch" "${p#"$HERE"/patches/} does not apply (log: $log)"
   done
 }
 
 build_caffe() {
   local key=$1 dest=$CACHE_ROOT/$1
-  rm -rf "$CACHE_ROOT"/.build-*  # left by an interrupted build (we hold the lock)
-  local work; work=$(mktemp -d "$CACHE_ROOT/.build-$key.XXXXXX")
+  rm -rf "$CACHE_ROOT/$CAFFE_STAGING"*  # left by an interrupted build (we hold the lock)
+  local work; work=$(mktemp -d "$CACHE_ROOT/$CAFFE_STAGING$key.XXXXXX")
   trap 'rm -rf "'"$work"'"' EXIT
   local log=$CACHE_ROOT/logs/$key.log
   : >"$log"
-  info "Caffe: building $key (3-4 min on 2 cores; log: $log)"
+  info "Caffe: building $key ($CAFFE_BUILD_TIME; log: $log)"
   fetch_caffe_source "$work" "$log"
   unpack_and_patch "$work" "$log"
-  local opts; mapfile -t opts < <(strip_comments "$HERE/cmake_options.txt")
+  local opts=() file
+  for file in "${CAFFE_OPTION_FILES[@]}"; do mapfile -t -O "${#opts[@]}" opts < <(strip_comments "$file"); done
   mkdir -p "$work/build"
   run_logged "caffe-configure (cmake)" "$log" cmake -S "$work/caffe" -B "$work/build" "${opts[@]}" \
-    "-DCMAKE_INSTALL_PREFIX=$dest"
+    "${CAFFE_CMAKE_EXTRA[@]}" "-DCMAKE_INSTALL_PREFIX=$dest"
   run_logged "caffe-build (make)" "$log" make -C "$work/build" -j"$JOBS" all
   # Install under a staging root, then rename into place: a failed build leaves no cache entry.
   run_logged "caffe-install" "$log" make -C "$work/build" install DESTDIR="$work/stage"
@@ -138,11 +153,19 @@ build_caffe() {
 ensure_caffe() {
   local found; found=$(existing_caffe)
   if [ -n "$found" ]; then echo "$found"; return; fi
+  mkdir -p "$CACHE_ROOT/logs"
+  if [ "$USE_GPU" = 1 ]; then
+    # Its own lock and staging names (setup_gpu.sh): a CPU setup never waits for a GPU build.
+    exec 9>"$CACHE_ROOT/.lock-gpu"
+    flock 9
+    local toolkit; toolkit=$(ensure_cuda_toolkit) || exit 1
+    configure_gpu_build "$toolkit"
+  else
+    exec 9>"$CACHE_ROOT/.lock"
+    flock 9  # two concurrent `make setup` runs build once
+  fi
   local key; key=$(cache_key)
   local dest=$CACHE_ROOT/$key
-  mkdir -p "$CACHE_ROOT/logs"
-  exec 9>"$CACHE_ROOT/.lock"
-  flock 9  # two concurrent `make setup` runs build once
   [ -x "$dest/bin/caffe" ] || build_caffe "$key" >&2
   echo "$dest/lib/python3/dist-packages $dest/bin/caffe"
 }
@@ -201,6 +224,11 @@ PY
 }
 
 main() {
+  USE_GPU=$(resolve_gpu "${GPU:-auto}") || exit 1
+  case "${GPU:-auto}/$USE_GPU" in
+    1/1) info "GPU=1: Caffe with CUDA $CUDA_VERSION (GPU=0 for the CPU-only build)" ;;
+    auto/1) info "nvidia-smi lists a GPU: Caffe with CUDA $CUDA_VERSION (GPU=0 for the CPU-only build)" ;;
+  esac
   install_debian_packages
   [ -x "$SYS_PYTHON" ] || fail "python" "$SYS_PYTHON not found"
   mkdir -p "$CACHE_ROOT/logs"
