@@ -10,6 +10,7 @@ import difflib
 
 import caffe
 from caffe import layers as L
+from caffe import params as P
 from caffe.proto import caffe_pb2
 
 from core.activations import ACTIVATIONS
@@ -39,7 +40,8 @@ def activation(n, name, bottom, act, phase, cfg, train_shape):
 
 
 def srcnn_body(n, data, act, phase, cfg):
-    """conv1 -> act1 -> conv2 -> act2 -> conv3 on top of ``data``; returns conv3."""
+    """conv1 -> act1 -> conv2 -> act2 -> conv3 on top of ``data``; returns conv3, or with
+    cfg.residual conv3 plus the centre of ``data``."""
     side = cfg.patch - cfg.f1 + 1  # training feature maps: 25x25 for 33x33 patches
     n.conv1 = conv(data, cfg, 0, cfg.n1, cfg.f1)
     activation(n, "act1", n.conv1, act, phase, cfg, (cfg.batch_train, cfg.n1, side, side))
@@ -47,7 +49,14 @@ def srcnn_body(n, data, act, phase, cfg):
     n.conv2 = conv(n.act1, cfg, 1, cfg.n2, cfg.f2)
     activation(n, "act2", n.conv2, act, phase, cfg, (cfg.batch_train, cfg.n2, side, side))
     n.conv3 = conv(n.act2, cfg, 2, 1, cfg.f3)
-    return n.conv3
+    if not cfg.residual:
+        return n.conv3
+    # Residual output (not the paper's): conv3 predicts the difference to the bicubic input, whose
+    # centre (cropped by half the receptive field) is added back, so the untrained net starts at
+    # bicubic instead of at black (README, differences: residual).
+    n.centre = L.Crop(data, n.conv3, axis=2, offset=cfg.receptive_field // 2)
+    n.sr = L.Eltwise(n.conv3, n.centre, operation=P.Eltwise.SUM)
+    return n.sr
 
 
 def phase_net(cfg, act, phase, source, batch):
