@@ -55,6 +55,11 @@ class RReLU(Leaky):
     def caffe(self, n, name, bottom, train, cfg, train_shape):
         if not train:
             return super().caffe(n, name, bottom, train, cfg, train_shape)
+        if cfg.rrelu_layer == "fused":
+            from caffe import layers as L
+            setattr(n, name, L.RReLU(bottom, rrelu_param=dict(lower=cfg.rrelu_lower,
+                                                              upper=cfg.rrelu_upper)))
+            return
         rrelu_train(n, name, bottom, cfg, train_shape)
 
     def torch(self, cfg, channels):

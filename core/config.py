@@ -60,6 +60,10 @@ class Config:
     # Which RReLU slopes are drawn independently: "element" (every activation, as PyTorch's RReLU and
     # Caffe PR #3534) or "channel" (one per sample and channel, as Xu et al.'s a_ji can be read).
     rrelu_draw: str = "element"
+    # How RReLU is built in TRAIN nets: "graph", stock layers (DummyData, Power, Eltwise PROD and
+    # MAX: runs on any Caffe), or "fused", our Caffe's RReLU layer (tools/setup/patches/0010), one
+    # pass each way with the graph's numbers bit for bit (element draws only).
+    rrelu_layer: str = "graph"
     prelu_channel_shared: bool = False  # PReLU: one slope per channel (He et al.'s default)
     # Caffe's EuclideanLoss is sum/(2N) over a batch of N; the paper's MSE is sum/N: 2.0 gives the
     # paper's scale (and gradients twice as large). The SRCNN release's learning rates assume 1.0.
@@ -127,6 +131,11 @@ class Config:
             raise ConfigError("need 1 <= rrelu_lower <= rrelu_upper (slopes 1/a of at most 1)")
         if self.rrelu_draw not in ("element", "channel"):
             raise ConfigError(f"rrelu_draw must be element or channel, not {self.rrelu_draw!r}")
+        if self.rrelu_layer not in ("graph", "fused"):
+            raise ConfigError(f"rrelu_layer must be graph or fused, not {self.rrelu_layer!r}")
+        if self.rrelu_layer == "fused" and self.rrelu_draw != "element":
+            raise ConfigError("rrelu_layer=fused draws per element: use rrelu_draw=element or "
+                              "rrelu_layer=graph")
         if self.brain_rule not in ("mr", "none"):
             raise ConfigError(f"brain_rule must be mr or none, not {self.brain_rule!r}")
         if self.lr_policy not in ("fixed", "step"):
@@ -149,6 +158,15 @@ class Config:
 
 
 FIELDS = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+
+# Config keys added after runs had been made, with the value that gives the behaviour from before
+# them: a manifest without one was trained with that value (resume and comparisons read it so).
+ADDED_KEYS = {"residual": False, "rrelu_layer": "graph"}
+
+
+def with_added_keys(config):
+    """A manifest's config dict with the keys it predates filled in (ADDED_KEYS)."""
+    return {**ADDED_KEYS, **config}
 
 
 def parse_value(key, kind, text):

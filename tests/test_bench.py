@@ -142,6 +142,10 @@ def test_tiny_run_writes_the_json(tmp_path, capsys):
     assert bench_train.main(["--iters", "2", "--repeats", "1", "--warmup", "1", "--threads", "1",
                              "--out", str(out)]) == 0
     result = json.loads(out.read_text())
+    assert set(result) >= {"relu_sgd", "rrelu_nesterov", "comparison"}
+    assert result["comparison"]["rrelu_nesterov"]["step_ratio"] == pytest.approx(
+        result["rrelu_nesterov"]["caffe_ms"] / result["relu_sgd"]["caffe_ms"])
+    result = result["relu_sgd"]
     assert set(KEYS) <= set(result)
     medians = statistics.median(result["caffe_ms_all"]), statistics.median(result["torch_ms_all"])
     assert (result["caffe_ms"], result["torch_ms"]) == medians
@@ -154,3 +158,29 @@ def test_tiny_run_writes_the_json(tmp_path, capsys):
     assert result["gflop_per_iter"] == pytest.approx(PAPER_GFLOP)
     assert result["peak"]["gflops"] > 0
     assert "ratio caffe/torch" in capsys.readouterr().out
+
+
+def test_configurations_are_compared_with_relu_sgd_per_repeat():
+    result = {"relu_sgd": {"caffe_ms": 20.0, "peak": {"caffe_fraction": 0.5}},
+              "rrelu_nesterov": {"caffe_ms": 30.0}}
+    blocks = {"relu_sgd": [[20.0, 20.0], [10.0, 30.0]], "rrelu_nesterov": [[24.0, 26.0], [30.0, 30.0]]}
+    c = bench_summary.compare(result, blocks)
+    assert c["rrelu_nesterov"]["step_ratio"] == pytest.approx(1.5)
+    assert c["rrelu_nesterov"]["step_ratio_per_repeat"] == pytest.approx([1.25, 1.5])
+    assert c["rrelu_nesterov"]["step_ratio_range"] == pytest.approx([1.25, 1.5])
+    assert c["baseline_fraction_of_peak"] == 0.5 and "relu_sgd" not in c
+    assert bench_summary.compare({"rrelu_nesterov": {}}, {"rrelu_nesterov": []}) == {}
+
+
+def test_torch_workers_are_shared_by_configurations_of_one_activation_and_solver():
+    names = list(bench_train.CONFIGS)
+    partner = bench_train.torch_partners(names)
+    assert partner == {"relu_sgd": "relu_sgd", "rrelu_nesterov": "rrelu_nesterov",
+                       "rrelu_nesterov_fused": "rrelu_nesterov"}
+
+
+def test_an_unknown_configuration_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit):
+        bench_train.parse_args(["--configs", "relu_sgd,tanh_adam"])
+    assert "tanh_adam" in capsys.readouterr().err
+    assert bench_train.parse_args(["--configs", "relu_sgd"]).configs == ["relu_sgd"]

@@ -7,11 +7,12 @@ import subprocess
 import sys
 import time
 
+import caffe
 import cv2
 import numpy as np
 import pytest
 
-from core.config import ROOT
+from core.config import ADDED_KEYS, ROOT
 from tests.helpers import FAST
 from tools.curves import main as curves_main
 from tools.train import main as train_main
@@ -71,6 +72,26 @@ def test_sigint_then_resume_is_byte_identical_to_an_uninterrupted_run(data_root,
         assert a == b, ext
     m = json.loads((tmp_path / "run_b" / "manifest.json").read_text())
     assert [t["iter"] for t in m["tests"]] == list(range(10, iters + 1, 10))
+
+
+def test_a_run_older_than_a_config_key_resumes_but_a_changed_config_does_not(data_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main(train_args(data_root, run, 10)) == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    for key in ADDED_KEYS:  # as a manifest written before those keys existed
+        del manifest["config"][key]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    assert train_main(train_args(data_root, run, 20, "--resume")) == 0
+    assert json.loads((run / "manifest.json").read_text())["iterations_done"] == 20
+    assert train_main(train_args(data_root, run, 30, "--resume", "residual=true")) == 2
+    assert "another config" in capsys.readouterr().err
+
+
+def test_the_fused_layer_on_a_caffe_without_it_is_one_line(data_root, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(caffe, "layer_type_list", lambda: ["ReLU"])
+    assert train_main(train_args(data_root, tmp_path / "run", 5, "rrelu_layer=fused")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "rrelu_layer=graph" in err[0] and not (tmp_path / "run").exists()
 
 
 def test_existing_run_needs_resume_or_force(data_root, tmp_path, capsys):

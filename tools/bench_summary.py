@@ -113,7 +113,8 @@ def summary_table(result):
              threads["caffe"]["openblas_get_num_threads"] or threads["caffe"]["OPENBLAS_NUM_THREADS"]),
             ("torch", result["torch_ms"], result["torch_ms_min"], result["torch_gflops"],
              threads["torch"]["set_num_threads"])]
-    lines = [f"SRCNN train step: act {result['act']}, solver {result['solver']}, batch {result['batch']}, "
+    extra = f" ({' '.join(result['overrides'])})" if result.get("overrides") else ""
+    lines = [f"SRCNN train step: act {result['act']}, solver {result['solver']}{extra}, batch {result['batch']}, "
              f"{result['gflop_per_iter']:.3f} GFLOP/iter, {result['repeats']}x{result['iters']} iters each",
              f"{'engine':<8}{'median ms':>11}{'min ms':>9}{'GFLOP/s':>9}{'threads':>9}"]
     for name, med, low, rate, n in rows:
@@ -129,3 +130,47 @@ def summary_table(result):
     top = ", ".join(f"{label} {ms:.1f} ms" for ms, label in sorted(passes, reverse=True)[:3])
     lines.append(f"caffe top cost centres: {top}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------
+# Configurations side by side
+
+BASELINE = "relu_sgd"  # the paper's baseline: the other configurations' steps are compared to it
+TARGETS = {"fraction_of_peak": 0.75, "step_ratio": 1.2}  # the performance issue's targets
+
+
+def compare(result, caffe_blocks):
+    """Each configuration's Caffe step against the baseline's: the ratio of the medians over all
+    steps, and per repeat (the two blocks of a repeat ran one after the other), with its spread;
+    and the baseline's fraction of the attainable rate. Empty without the baseline."""
+    if BASELINE not in result:
+        return {}
+    out = {"baseline": BASELINE, "targets": TARGETS,
+           "baseline_fraction_of_peak": (result[BASELINE]["peak"] or {}).get("caffe_fraction")}
+    base = caffe_blocks[BASELINE]
+    for name, blocks in caffe_blocks.items():
+        if name == BASELINE:
+            continue
+        per_repeat = [statistics.median(b) / statistics.median(a) for a, b in zip(base, blocks)]
+        out[name] = {"step_ratio": result[name]["caffe_ms"] / result[BASELINE]["caffe_ms"],
+                     "step_ratio_per_repeat": per_repeat,
+                     "step_ratio_range": [min(per_repeat), max(per_repeat)]}
+    return out
+
+
+def summary_tables(result):
+    """The human summary of a run over several configurations: a table each, then the comparison."""
+    names = [k for k in result if k != "comparison"]
+    parts = [summary_table(result[name]) for name in names]
+    comparison = result.get("comparison") or {}
+    lines = []
+    if comparison.get("baseline_fraction_of_peak") is not None:
+        lines.append(f"{BASELINE}: {100 * comparison['baseline_fraction_of_peak']:.0f}% of the attainable "
+                     f"rate (target {100 * TARGETS['fraction_of_peak']:.0f}%)")
+    for name in names:
+        if name in comparison:
+            c = comparison[name]
+            low, high = c["step_ratio_range"]
+            lines.append(f"{name} / {BASELINE} step: {c['step_ratio']:.2f} (per repeat {low:.2f}-{high:.2f}; "
+                         f"target <= {TARGETS['step_ratio']})")
+    return "\n\n".join(parts + (["\n".join(lines)] if lines else []))

@@ -1,20 +1,24 @@
-"""Benchmark of one SRCNN training step: the harness's Caffe solver against a PyTorch CPU reference.
+"""Benchmark of the SRCNN training step: the harness's Caffe solver against a PyTorch CPU reference,
+for several configurations side by side in one run (``CONFIGS``: ReLU + SGD, the paper's baseline;
+RReLU + Nesterov, the paper's net, with RReLU from stock layers and from our fused layer).
 
-    python -m tools.bench_train [--act relu] [--solver sgd] [--iters 20] [--repeats 5]
+    python -m tools.bench_train [--configs relu_sgd,rrelu_nesterov,...] [--iters 20] [--repeats 5]
                                 [--threads N] [--warmup 3] [--layer-iters N] [--out bench/train_step.json]
 
-Each engine runs in its own long-lived worker process (``--worker caffe|torch``, driven over a pipe
-with one JSON line per command), so that its thread count is fixed by the environment before its
-BLAS loads (OPENBLAS_NUM_THREADS for Caffe's OpenBLAS, torch.set_num_threads for torch). The parent
-alternates the two: for each repeat, a block of ``--iters`` Caffe steps, then a block of ``--iters``
-torch steps; only one worker computes at a time. Both train on the same 128 random 33x33 patches
-(21x21 labels), written to a temporary HDF5 file that the generated train_val net reads.
+Each engine and configuration runs in its own long-lived worker process (``--worker caffe|torch``,
+driven over a pipe with one JSON line per command), so that its thread count is fixed by the
+environment before its BLAS loads (OPENBLAS_NUM_THREADS for Caffe's OpenBLAS, torch.set_num_threads
+for torch). The parent takes them in turn: for each repeat, a block of ``--iters`` Caffe steps of
+every configuration, then a block of ``--iters`` torch steps of every (activation, solver) pair;
+only one worker computes at a time. All train on the same 128 random 33x33 patches (21x21
+labels), written to a temporary HDF5 file that the generated train_val nets read.
 
 Caffe's step is ``solver.step(1)`` (clear diffs, forward, backward, update); torch's is zero_grad,
 forward, loss, backward, optimizer.step(). Afterwards the Caffe worker times every layer's forward
 and backward (Net::ForwardFromTo / BackwardFromTo on one layer) and the solver update.
 
-Results go to ``--out`` (atomically) and a one-table summary to stdout (tools/bench_summary.py).
+Results go to ``--out`` (atomically; one key per configuration, and ``comparison``: each one's
+step against ReLU + SGD's, per repeat too) and a summary to stdout (tools/bench_summary.py).
 """
 import argparse
 import importlib.util
@@ -26,9 +30,16 @@ import tempfile
 from pathlib import Path
 
 from core.atomic import write_json_atomic
-from core.config import ACTIVATIONS, DEFAULT, ROOT, SOLVERS
+from core.config import DEFAULT, ROOT
 from tools.bench_engines import CaffeEngine, TorchEngine, write_patches
-from tools.bench_summary import summarize, summary_table
+from tools.bench_summary import compare, summarize, summary_tables
+
+# What `make bench` times: name -> (activation, solver, config overrides).
+CONFIGS = {
+    "relu_sgd": ("relu", "sgd", ()),  # the paper's baseline; the reference of the comparison
+    "rrelu_nesterov": ("rrelu", "nesterov", ("rrelu_layer=graph",)),  # the paper's net
+    "rrelu_nesterov_fused": ("rrelu", "nesterov", ("rrelu_layer=fused",)),  # ... one RReLU layer
+}
 
 TORCH_MISSING = "bench: PyTorch is not installed: run `make bench` (it installs tools/setup/requirements-bench.txt into .venv)"
 
@@ -51,10 +62,12 @@ def serve(args):
         proto.flush()
 
     try:
+        act, solver, overrides = CONFIGS[args.config]
+        cfg = DEFAULT.with_overrides(overrides)
         if args.worker == "caffe":
-            engine = CaffeEngine(DEFAULT, args.act, args.solver, args.workdir, args.listing, args.warmup)
+            engine = CaffeEngine(cfg, act, solver, args.workdir, args.listing, args.warmup)
         else:
-            engine = TorchEngine(DEFAULT, args.act, args.solver, args.h5, args.threads, args.warmup)
+            engine = TorchEngine(cfg, act, solver, args.h5, args.threads, args.warmup)
         send({"ready": True, "info": engine.info()})
         for line in sys.stdin:
             cmd = json.loads(line)
@@ -79,15 +92,15 @@ def serve(args):
 class Worker:
     """A long-lived ``python -m tools.bench_train --worker ENGINE`` process."""
 
-    def __init__(self, engine, args, workdir, h5, listing):
-        self.engine = engine
+    def __init__(self, engine, config, args, workdir, h5, listing):
+        self.engine = f"{engine} {config}"
         env = dict(os.environ)
         threads = str(args.threads)
         env.update(OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
         env.setdefault("GLOG_minloglevel", "2")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
-        cmd = [sys.executable, "-m", "tools.bench_train", "--worker", engine, "--act", args.act,
-               "--solver", args.solver, "--threads", threads, "--warmup", str(args.warmup),
+        cmd = [sys.executable, "-m", "tools.bench_train", "--worker", engine, "--config", config,
+               "--threads", threads, "--warmup", str(args.warmup),
                "--workdir", str(workdir), "--h5", h5, "--listing", listing]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
@@ -123,48 +136,82 @@ def check_torch():
         raise BenchError(TORCH_MISSING)
 
 
+def available(names):
+    """``names`` without the fused configuration when this Caffe has no RReLU layer (built with
+    -DMEDSR_RRELU_LAYER=OFF, or a CAFFE_ROOT of the user's), said in one line."""
+    import caffe
+    if "RReLU" in caffe.layer_type_list():
+        return names
+    kept = [n for n in names if "rrelu_layer=fused" not in CONFIGS[n][2]]
+    if len(kept) < len(names):
+        print("bench: this Caffe has no RReLU layer (tools/setup/patches/0010): the fused "
+              "configuration is left out", file=sys.stderr)
+    if not kept:
+        raise BenchError("bench: no configuration left to time")
+    return kept
+
+
+def torch_partners(names):
+    """config name -> the config whose torch worker it shares (torch has no fused RReLU: the same
+    activation and solver time the same)."""
+    return {name: next(other for other in names if CONFIGS[other][:2] == CONFIGS[name][:2])
+            for name in names}
+
+
 def run(args):
     """Run the benchmark; returns the result dict (also written to args.out)."""
     check_torch()
-    cfg = DEFAULT
+    names = available(args.configs)
+    partner = torch_partners(names)
+    torch_names = list(dict.fromkeys(partner.values()))
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench_train_") as tmp:
-        h5, listing = write_patches(tmp, cfg)
-        workers = []
+        h5, listing = write_patches(tmp, DEFAULT)
+        caffe_w, torch_w, info = {}, {}, {}
+        blocks = {("caffe", n): [] for n in names} | {("torch", n): [] for n in torch_names}
         try:
-            caffe_blocks, torch_blocks = [], []
-            caffe_w = torch_w = None
             for repeat in range(args.repeats):
                 # Fresh worker processes for every repeat unless --same-workers: PyTorch's speed
                 # differs from process to process here (medians of 53 to 110 ms/iter seen), so
-                # one process pair would sample one draw of it. Started one at a time so that
-                # the warm-ups do not overlap either.
+                # one process per engine would sample one draw of it. Started one at a time so
+                # that the warm-ups do not overlap either.
                 if repeat == 0 or not args.same_workers:
-                    for w in workers:
+                    for w in [*caffe_w.values(), *torch_w.values()]:
                         w.close()
-                    workers.clear()
-                    caffe_w = Worker("caffe", args, tmp, h5, listing)
-                    workers.append(caffe_w)
-                    caffe_info = caffe_w.recv()["info"]
-                    torch_w = Worker("torch", args, tmp, h5, listing)
-                    workers.append(torch_w)
-                    torch_info = torch_w.recv()["info"]
-                caffe_blocks.append(caffe_w.call({"cmd": "block", "iters": args.iters})["ms"])
-                torch_blocks.append(torch_w.call({"cmd": "block", "iters": args.iters})["ms"])
-            torch_w.close()  # idle from here on; the layer timing and the peak need the CPU alone
-            layers = caffe_w.call({"cmd": "layers", "iters": args.layer_iters or args.iters})
-            peak = caffe_w.call({"cmd": "peak"})
+                    for engine, pool, members in (("caffe", caffe_w, names), ("torch", torch_w, torch_names)):
+                        for name in members:
+                            workdir = Path(tmp, f"{engine}_{name}")
+                            workdir.mkdir(exist_ok=True)
+                            pool[name] = Worker(engine, name, args, workdir, h5, listing)
+                            info[engine, name] = pool[name].recv()["info"]
+                for engine, pool in (("caffe", caffe_w), ("torch", torch_w)):
+                    for name, worker in pool.items():
+                        blocks[engine, name].append(worker.call({"cmd": "block", "iters": args.iters})["ms"])
+            for w in torch_w.values():
+                w.close()  # idle from here on; the layer timing and the peak need the CPU alone
+            layers = {n: caffe_w[n].call({"cmd": "layers", "iters": args.layer_iters or args.iters})
+                      for n in names}
+            peak = caffe_w[names[0]].call({"cmd": "peak"})
         finally:
-            for w in workers:
+            for w in [*caffe_w.values(), *torch_w.values()]:
                 w.close()
-    return summarize(args, cfg, caffe_blocks, torch_blocks, layers, caffe_info, torch_info,
-                     load_before, os.getloadavg(), peak)
+    load_after = os.getloadavg()
+    result = {}
+    for name in names:
+        act, solver, overrides = CONFIGS[name]
+        result[name] = summarize(argparse.Namespace(**vars(args), act=act, solver=solver),
+                                 DEFAULT.with_overrides(overrides), blocks["caffe", name],
+                                 blocks["torch", partner[name]], layers[name], info["caffe", name],
+                                 info["torch", partner[name]], load_before, load_after, peak)
+        result[name]["overrides"] = list(overrides)
+    result["comparison"] = compare(result, {n: blocks["caffe", n] for n in names})
+    return result
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m tools.bench_train", description=__doc__.split("\n\n")[0])
-    p.add_argument("--act", default="relu", choices=ACTIVATIONS)
-    p.add_argument("--solver", default="sgd", choices=tuple(SOLVERS))
+    p.add_argument("--configs", default=",".join(CONFIGS),
+                   help=f"comma-separated, from {', '.join(CONFIGS)} (default: all)")
     p.add_argument("--iters", type=int, default=20, help="timed steps per block (default 20)")
     p.add_argument("--repeats", type=int, default=5, help="alternating caffe/torch blocks (default 5)")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1,
@@ -177,6 +224,7 @@ def parse_args(argv=None):
                    help="iterations of Caffe's per-layer timing (default: --iters)")
     p.add_argument("--out", default="bench/train_step.json", help="JSON output (relative to the repo root)")
     p.add_argument("--worker", choices=("caffe", "torch"), help=argparse.SUPPRESS)
+    p.add_argument("--config", choices=tuple(CONFIGS), help=argparse.SUPPRESS)
     p.add_argument("--workdir", help=argparse.SUPPRESS)
     p.add_argument("--h5", help=argparse.SUPPRESS)
     p.add_argument("--listing", help=argparse.SUPPRESS)
@@ -186,6 +234,12 @@ def parse_args(argv=None):
             p.error(f"--{key} must be at least 1")
     if args.warmup < 0 or args.layer_iters < 0:
         p.error("--warmup and --layer-iters must not be negative")
+    if not args.worker:
+        args.configs = [c.strip() for c in args.configs.split(",") if c.strip()]
+        unknown = [c for c in args.configs if c not in CONFIGS]
+        if unknown or not args.configs:
+            p.error(f"--configs: unknown {', '.join(unknown) or '(none given)'}; choose from "
+                    f"{', '.join(CONFIGS)}")
     return args
 
 
@@ -201,7 +255,7 @@ def main(argv=None):
     out = Path(args.out)
     out = out if out.is_absolute() else ROOT / out
     write_json_atomic(out, result)
-    print(summary_table(result))
+    print(summary_tables(result))
     print(f"wrote {out}")
     return 0
 

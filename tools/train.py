@@ -26,7 +26,7 @@ import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from core.config import ROOT, ConfigError, check_name, dataset_config  # noqa: E402
+from core.config import ROOT, ConfigError, check_name, dataset_config, with_added_keys  # noqa: E402
 from core.device import use_device  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from data_prep.shuffle import train_list  # noqa: E402
@@ -163,13 +163,17 @@ def resolve(args):
         raise TrainError(f"--seed must be >= 0, got {args.seed}")
     cfg = cfg.with_overrides([f"random_seed={cfg.random_seed + args.seed}",
                               f"data_seed={cfg.data_seed + args.seed}"])
+    if args.act == "rrelu" and cfg.rrelu_layer == "fused" and "RReLU" not in caffe.layer_type_list():
+        raise TrainError("this Caffe has no RReLU layer (tools/setup/patches/0010, built by make "
+                         "setup): use rrelu_layer=graph")
     run_dir = args.run_dir or default_run_dir(args.dataset, args.act, args.solver, args.seed)
     return cfg, data_dir, Path(run_dir).resolve()
 
 
 def comparable(config):
-    """The config fields that must match to resume a run (max_iter may grow)."""
-    return {k: v for k, v in json.loads(json.dumps(config)).items() if k != "max_iter"}
+    """The config fields that must match to resume a run (max_iter may grow; keys the run predates
+    count at the value it was trained with, core.config.ADDED_KEYS)."""
+    return {k: v for k, v in json.loads(json.dumps(with_added_keys(config))).items() if k != "max_iter"}
 
 
 def prepare_run(args, cfg, data_dir, run_dir):
