@@ -4,6 +4,7 @@ Only test_tiny_run_writes_the_json needs PyTorch (skipped without it)."""
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 
 import caffe
@@ -184,3 +185,31 @@ def test_an_unknown_configuration_is_a_usage_error(capsys):
         bench_train.parse_args(["--configs", "relu_sgd,tanh_adam"])
     assert "tanh_adam" in capsys.readouterr().err
     assert bench_train.parse_args(["--configs", "relu_sgd"]).configs == ["relu_sgd"]
+
+
+def fake_gpu(monkeypatch, tmp_path):
+    """An nvidia-smi on PATH that lists one GPU (which this machine's Caffe cannot use)."""
+    script = tmp_path / "nvidia-smi"
+    script.write_text("#!/bin/sh\necho 'GPU 0: Fake GPU (UUID: GPU-1)'\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+
+
+def test_the_gpu_column_is_left_out_without_a_usable_gpu(monkeypatch, tmp_path, capsys):
+    args = bench_train.parse_args([])
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere") + ":/usr/bin:/bin")
+    assert bench_train.bench_gpu(args) is None  # no nvidia-smi: nothing said
+    fake_gpu(monkeypatch, tmp_path)
+    if bench_train.bench_gpu(args) is None:  # a build or machine that cannot use it: one line
+        assert capsys.readouterr().err.startswith("bench: no GPU column:")
+        with pytest.raises(bench_train.BenchError):
+            bench_train.bench_gpu(bench_train.parse_args(["--gpu", "0"]))
+    assert bench_train.bench_gpu(bench_train.parse_args(["--gpu", "-1"])) is None
+
+
+def test_the_gpu_column_compares_with_the_cpu_step_and_torch():
+    blocks = {("caffe", "relu_sgd"): [[2.0, 4.0], [3.0, 3.0]], ("torch", "relu_sgd"): [[1.5, 1.5]],
+              "device": 0}
+    g = bench_train.gpu_column({"caffe_ms": 30.0}, blocks, "relu_sgd", "relu_sgd")
+    assert g["caffe_ms"] == 3.0 and g["caffe_speedup_over_cpu"] == 10.0 and g["ratio"] == 2.0
+    assert "torch_ms" not in bench_train.gpu_column({"caffe_ms": 30.0}, blocks, "relu_sgd", "rrelu_nesterov")

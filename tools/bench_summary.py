@@ -124,6 +124,12 @@ def summary_table(result):
         peak = result["peak"]
         lines.append(f"machine peak (large fp32 GEMM, same threads): {peak['gflops']:.0f} GFLOP/s; "
                      f"caffe {100 * peak['caffe_fraction']:.0f}%, torch {100 * peak['torch_fraction']:.0f}% of it")
+    if result.get("gpu"):
+        g = result["gpu"]
+        torch_part = (f", torch {g['torch_ms']:.3f} ms, ratio caffe/torch {g['ratio']:.2f}"
+                      if "torch_ms" in g else ", torch: not measured (no CUDA torch)")
+        lines.append(f"GPU {g['device']}: caffe {g['caffe_ms']:.3f} ms ({g['caffe_speedup_over_cpu']:.1f}x "
+                     f"its CPU step){torch_part}")
     passes = [(v[p], f"{k} {short}") for k, v in result["per_layer_ms"].items()
               for p, short in (("forward", "fwd"), ("backward", "bwd"))]
     passes.append((result["caffe_step_parts_ms"]["apply_update"], "solver update"))

@@ -24,6 +24,7 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -64,10 +65,12 @@ def serve(args):
     try:
         act, solver, overrides = CONFIGS[args.config]
         cfg = DEFAULT.with_overrides(overrides)
+        gpu = args.worker_gpu  # None: the CPU
         if args.worker == "caffe":
-            engine = CaffeEngine(cfg, act, solver, args.workdir, args.listing, args.warmup)
+            engine = CaffeEngine(cfg, act, solver, args.workdir, args.listing, args.warmup, gpu=gpu)
         else:
-            engine = TorchEngine(cfg, act, solver, args.h5, args.threads, args.warmup)
+            engine = TorchEngine(cfg, act, solver, args.h5, args.threads, args.warmup,
+                                 device="cpu" if gpu is None else f"cuda:{gpu}")
         send({"ready": True, "info": engine.info()})
         for line in sys.stdin:
             cmd = json.loads(line)
@@ -92,8 +95,8 @@ def serve(args):
 class Worker:
     """A long-lived ``python -m tools.bench_train --worker ENGINE`` process."""
 
-    def __init__(self, engine, config, args, workdir, h5, listing):
-        self.engine = f"{engine} {config}"
+    def __init__(self, engine, config, args, workdir, h5, listing, gpu=None):
+        self.engine = f"{engine} {config}" + ("" if gpu is None else f" (GPU {gpu})")
         env = dict(os.environ)
         threads = str(args.threads)
         env.update(OPENBLAS_NUM_THREADS=threads, OMP_NUM_THREADS=threads, MKL_NUM_THREADS=threads)
@@ -101,7 +104,8 @@ class Worker:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         cmd = [sys.executable, "-m", "tools.bench_train", "--worker", engine, "--config", config,
                "--threads", threads, "--warmup", str(args.warmup),
-               "--workdir", str(workdir), "--h5", h5, "--listing", listing]
+               "--workdir", str(workdir), "--h5", h5, "--listing", listing,
+               *([] if gpu is None else ["--worker-gpu", str(gpu)])]
         self.proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, text=True, bufsize=1)
 
@@ -151,6 +155,64 @@ def available(names):
     return kept
 
 
+def bench_gpu(args):
+    """The GPU to time on, or None: --gpu, else GPU 0 when nvidia-smi lists one and this Caffe can
+    compute there (a CPU-only build cannot: then the GPU column is left out, said in one line)."""
+    from core.device import DeviceError, check_gpu, machine_gpus
+    if args.gpu is not None and args.gpu < 0:
+        return None
+    if args.gpu is None and not machine_gpus():
+        return None
+    gpu = args.gpu or 0
+    try:
+        check_gpu(gpu)
+    except DeviceError as e:
+        if args.gpu is not None:
+            raise BenchError(f"bench: {e}") from None
+        print(f"bench: no GPU column: {e}", file=sys.stderr)
+        return None
+    return gpu
+
+
+def time_on_gpu(args, names, torch_names, tmp, h5, listing):
+    """{(engine, name): blocks} of every configuration on the GPU (one worker each, kept for all
+    repeats: a GPU's speed does not change from process to process as this CPU's does); {} without
+    a GPU. Torch's blocks are missing when its build has no CUDA."""
+    gpu = bench_gpu(args)
+    if gpu is None:
+        return {}
+    blocks = {}
+    for engine, members in (("caffe", names), ("torch", torch_names)):
+        for name in members:
+            workdir = Path(tmp, f"{engine}_{name}_gpu")
+            workdir.mkdir(exist_ok=True)
+            worker = Worker(engine, name, args, workdir, h5, listing, gpu=gpu)
+            try:
+                worker.recv()
+                blocks[engine, name] = [worker.call({"cmd": "block", "iters": args.iters})["ms"]
+                                        for _ in range(args.repeats)]
+            except BenchError as e:
+                if engine == "caffe":
+                    raise
+                print(f"bench: no PyTorch GPU time: {e}", file=sys.stderr)
+            finally:
+                worker.close()
+    blocks["device"] = gpu
+    return blocks
+
+
+def gpu_column(cpu_result, gpu_blocks, name, torch_name):
+    """One configuration's GPU figures: medians, Caffe's speed-up over its CPU step, Caffe/torch."""
+    caffe_ms = statistics.median(t for b in gpu_blocks["caffe", name] for t in b)
+    out = {"device": gpu_blocks["device"], "caffe_ms": caffe_ms,
+           "caffe_ms_all": [t for b in gpu_blocks["caffe", name] for t in b],
+           "caffe_speedup_over_cpu": cpu_result["caffe_ms"] / caffe_ms}
+    if ("torch", torch_name) in gpu_blocks:
+        torch_ms = statistics.median(t for b in gpu_blocks["torch", torch_name] for t in b)
+        out.update(torch_ms=torch_ms, ratio=caffe_ms / torch_ms)
+    return out
+
+
 def torch_partners(names):
     """config name -> the config whose torch worker it shares (torch has no fused RReLU: the same
     activation and solver time the same)."""
@@ -189,6 +251,7 @@ def run(args):
                         blocks[engine, name].append(worker.call({"cmd": "block", "iters": args.iters})["ms"])
             for w in torch_w.values():
                 w.close()  # idle from here on; the layer timing and the peak need the CPU alone
+            gpu_blocks = time_on_gpu(args, names, torch_names, tmp, h5, listing)
             layers = {n: caffe_w[n].call({"cmd": "layers", "iters": args.layer_iters or args.iters})
                       for n in names}
             peak = caffe_w[names[0]].call({"cmd": "peak"})
@@ -204,6 +267,8 @@ def run(args):
                                  blocks["torch", partner[name]], layers[name], info["caffe", name],
                                  info["torch", partner[name]], load_before, load_after, peak)
         result[name]["overrides"] = list(overrides)
+        if gpu_blocks:
+            result[name]["gpu"] = gpu_column(result[name], gpu_blocks, name, partner[name])
     result["comparison"] = compare(result, {n: blocks["caffe", n] for n in names})
     return result
 
@@ -225,6 +290,9 @@ def parse_args(argv=None):
     p.add_argument("--out", default="bench/train_step.json", help="JSON output (relative to the repo root)")
     p.add_argument("--worker", choices=("caffe", "torch"), help=argparse.SUPPRESS)
     p.add_argument("--config", choices=tuple(CONFIGS), help=argparse.SUPPRESS)
+    p.add_argument("--worker-gpu", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--gpu", type=int, metavar="N", help="also time both engines on GPU N (default: "
+                   "GPU 0 when nvidia-smi lists one and this Caffe can use it; -1: never)")
     p.add_argument("--workdir", help=argparse.SUPPRESS)
     p.add_argument("--h5", help=argparse.SUPPRESS)
     p.add_argument("--listing", help=argparse.SUPPRESS)
