@@ -10,15 +10,18 @@ manifest (config, commit, curve), deploy net and final caffemodel, small enough 
 """
 import argparse
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
 
-from core.atomic import replace_dir, temp_dir_beside, write_json_atomic
-from core.config import ROOT
-from core.errors import DataError
-from core.run_files import final_snapshot, long_run_dir
-from tools.train import main as train_main
+os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: its INFO lines drown the bar
+
+from core.atomic import replace_dir, temp_dir_beside, write_json_atomic  # noqa: E402
+from core.config import ROOT  # noqa: E402
+from core.errors import DataError  # noqa: E402
+from core.run_files import final_snapshot, long_run_dir  # noqa: E402
+from tools.train import main as train_main  # noqa: E402
 
 REFERENCE_ITERS = 100000  # the issue's "at least 1e5": 25x the short schedule, 2.5% of the paper's
 ACT, SOLVER = "rrelu", "nesterov"  # the paper's net
