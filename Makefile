@@ -104,8 +104,8 @@ grid-%: data
 	  --act $(word 2,$(subst -, ,$*)) --solver $(word 3,$(subst -, ,$*)) \
 	  --seed $(word 4,$(subst -, ,$*)) $(GPU_ARG) $(TRAIN_ARGS)
 
-reference: check-venv  ## long-schedule weights: DATASET= [ITERS=] -> models/reference/<dataset>/ (resumes)
-	$(call require,DATASET)@cd $(ROOT) && $(PY) -m tools.reference --dataset $(DATASET) $(if $(ITERS),--iters $(ITERS))
+reference: check-venv  ## long-schedule weights: DATASET= [ITERS=] [SET="k=v ..."] -> models/reference/<dataset>/ (resumes)
+	$(call require,DATASET)@cd $(ROOT) && $(PY) -m tools.reference --dataset $(DATASET) $(if $(ITERS),--iters $(ITERS)) $(SET)
 
 curves: check-venv  ## Figs. 3-4 (PSNR vs iterations) per data set into figures/
 	@cd $(ROOT) && $(PY) -m tools.curves
@@ -124,7 +124,7 @@ reproduce: check-venv  ## the main job: data, grid (GRID=paper, SEEDS=1), eval, 
 	@$(MAKE) --no-print-directory eval curves figures
 	@cd $(ROOT) && $(PY) -m eval.report --command "make reproduce GRID=$(GRID) SEEDS=$(SEEDS) PROFILE=$(PROFILE)$(if $(ITERS), ITERS=$(ITERS))"
 
-bench: check-venv  ## Caffe training step vs PyTorch CPU, side by side: bench/train_step.json
+bench: check-venv  ## Caffe training step (relu_sgd, rrelu_nesterov, ..._fused) vs PyTorch, side by side; a GPU column where one is: bench/train_step.json
 	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet -r tools/setup/requirements-bench.txt
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.bench_train $(BENCH_ARGS)
 
