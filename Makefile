@@ -99,8 +99,10 @@ slurm-down:  ## stop the daemons slurm-up started (their jobs are cancelled firs
 
 # One independent run per target (dataset-act-solver-seed): its own run directory; finished runs
 # are left alone.
+# Under make -j (make reproduce) several runs share the terminal: each prints its progress as
+# lines (tools/train.py, progress_style) instead of a bar that redraws over the others'.
 grid-%: data
-	@cd $(ROOT) && $(PY) -m tools.train --resume --dataset $(word 1,$(subst -, ,$*)) \
+	@cd $(ROOT) && $(if $(filter-out -j1,$(filter -j%,$(MAKEFLAGS))),MEDSR_PROGRESS=lines) $(PY) -m tools.train --resume --dataset $(word 1,$(subst -, ,$*)) \
 	  --act $(word 2,$(subst -, ,$*)) --solver $(word 3,$(subst -, ,$*)) \
 	  --seed $(word 4,$(subst -, ,$*)) $(GPU_ARG) $(TRAIN_ARGS)
 

@@ -1,4 +1,5 @@
 """The trainer: manifest and snapshots, exact resume after a real SIGINT, the grid, the curves."""
+import io
 import json
 import os
 import re
@@ -11,11 +12,12 @@ import caffe
 import cv2
 import numpy as np
 import pytest
+from tqdm import tqdm
 
 from core.config import ADDED_KEYS, ROOT
 from tests.helpers import FAST
 from tools.curves import main as curves_main
-from tools.train import main as train_main
+from tools.train import main as train_main, progress_style
 
 
 def train_args(data_root, run_dir, iters, *extra):
@@ -136,6 +138,38 @@ def test_make_grid_refuses_an_unknown_data_set_before_running_anything():
                           capture_output=True, text=True)
     assert proc.returncode != 0 and "unknown data set 'liver'" in proc.stderr
     assert "tools.train" not in proc.stdout
+
+
+class FakeStream(io.StringIO):
+    def __init__(self, tty):
+        super().__init__()
+        self.tty = tty
+
+    def isatty(self):
+        return self.tty
+
+
+def test_progress_is_a_bar_on_its_own_terminal_and_lines_elsewhere():
+    assert progress_style({}, FakeStream(tty=True)) == {"dynamic_ncols": True, "mininterval": 0.1}
+    for env, tty in (({}, False), ({"MEDSR_PROGRESS": "lines"}, True)):
+        stream = FakeStream(tty)
+        style = progress_style({**env, "MEDSR_PROGRESS_S": "0"}, stream)
+        with tqdm(total=3, desc="toy rrelu nesterov", **style) as bar:
+            for _ in range(3):
+                bar.update(1)
+        lines = stream.getvalue().splitlines()
+        assert "\r" not in stream.getvalue() and len(lines) >= 2  # one line per redraw, no overdraw
+        assert all(line.startswith("toy rrelu nesterov:") for line in lines)
+        assert "3/3" in lines[-1]
+
+
+def test_make_j2_grid_runs_print_lines_and_make_j1_a_bar():
+    def recipe(*flags):
+        out = subprocess.run(["make", "-n", *flags, "grid-prostate-rrelu-nesterov-0"], cwd=ROOT,
+                             capture_output=True, text=True).stdout
+        return next(line for line in out.splitlines() if "tools.train" in line)
+    assert "MEDSR_PROGRESS=lines" in recipe("-j2")
+    assert "MEDSR_PROGRESS" not in recipe("-j1") and "MEDSR_PROGRESS" not in recipe()
 
 
 def fixture_manifest(act, solver, offset):

@@ -85,15 +85,43 @@ def snapshot(solver, run_dir, manifest):
                                   "solverstate": str(prefix) + ".solverstate"})
 
 
+class LineWriter:
+    """A file for tqdm that turns each redraw into a line of its own: in a log file (Slurm, nohup)
+    the redraws would otherwise be one line joined by carriage returns, and on a terminal that
+    several runs share (``make -j2 grid``) they would overwrite one another."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text):
+        text = text.strip("\r\n")
+        if text.strip():
+            self.stream.write(text + "\n")
+
+    def flush(self):
+        self.stream.flush()
+
+
+def progress_style(env=None, stream=None):
+    """tqdm keywords for the training bar. On a terminal of its own it redraws in place 10 times
+    a second; ``MEDSR_PROGRESS=lines`` (set by `make reproduce` for its parallel runs) or a stream
+    that is not a terminal gets one line a minute (or every ``MEDSR_PROGRESS_S`` seconds), or a
+    days-long run's log grows by ~1 KB/s."""
+    env = os.environ if env is None else env
+    stream = sys.stderr if stream is None else stream
+    if env.get("MEDSR_PROGRESS", "bar") != "lines" and stream.isatty():
+        return {"dynamic_ncols": True, "mininterval": 0.1}
+    return {"file": LineWriter(stream), "ncols": 100,
+            "mininterval": float(env.get("MEDSR_PROGRESS_S", 60))}
+
+
 def train_loop(solver, cfg, run_dir, manifest, scorer, stop):
     """Step to cfg.max_iter, testing and snapshotting at their intervals; returns how it ended."""
     start_wall, wall0 = time.time(), manifest["wall_time_s"]
     losses = []
-    # On a terminal the bar redraws 10 times a second; into a log file (Slurm, nohup) once a minute,
-    # or a days-long run's log grows by ~1 KB/s.
-    bar = tqdm(total=cfg.max_iter, initial=solver.iter, unit="it", dynamic_ncols=True,
-               mininterval=0.1 if sys.stderr.isatty() else 60,
-               desc=f"{manifest['dataset']} {manifest['act']} {manifest['solver']}")
+    bar = tqdm(total=cfg.max_iter, initial=solver.iter, unit="it",
+               desc=f"{manifest['dataset']} {manifest['act']} {manifest['solver']}",
+               **progress_style())
     while solver.iter < cfg.max_iter and stop.signum is None:
         caffe.set_random_seed(iteration_seed(cfg.random_seed, solver.iter))
         solver.step(1)
