@@ -108,8 +108,10 @@ def convert(volume, rule="auto", *, source="<array>", modality=None, bits_stored
     return out, {"rule": name, "requested_rule": rule, **info}
 
 
-def check_numeric(volume, source) -> np.ndarray:
-    """Reject empty, non-real and non-finite input (why: they cannot be windowed)."""
+def check_numeric(volume, source, nonfinite=False) -> np.ndarray:
+    """Reject empty and non-real input, and non-finite values unless ``nonfinite`` (then only an
+    image with no finite value at all); why: they cannot be windowed. ``eval.upscale`` allows
+    them (a NaN-masked volume keeps its mask); training data must be finite."""
     vol = np.asarray(volume)
     if vol.dtype == bool:
         vol = vol.astype(np.uint8)
@@ -118,7 +120,11 @@ def check_numeric(volume, source) -> np.ndarray:
     if vol.size == 0:
         raise DataError(f"{source}: image has no pixels")
     if vol.dtype.kind == "f" and not np.isfinite(vol).all():
-        raise DataError(f"{source}: image contains NaN or infinite values")
+        if not nonfinite:
+            raise DataError(f"{source}: image contains NaN or infinite values")
+        if not np.isfinite(vol).any():
+            raise DataError(f"{source}: image has no finite values (every pixel is NaN or "
+                            "infinite)")
     return vol
 
 

@@ -16,6 +16,8 @@ to the output type's range. One window per file, DICOM series or volume: 0..255 
 (PNG, unscaled uint8 DICOM or NIfTI), as the training images; min..max for deeper grey pictures;
 else the 0.5-99.5 percentile window ("mr" rule of ``data_prep.intensity``; min..max when the two
 coincide) of the values after RescaleSlope/Intercept or scl_slope/scl_inter; lo..lo+1 if constant.
+NaN and infinite pixels (a NaN-masked volume) are left out of the window, seen by the net as lo,
+and put back on the output pixels inside them (``eval.upscale_stream.restore_nonfinite``).
 
 8-bit colour goes as the SRCNN demo does: Y (MATLAB's rgb2ycbcr, in float) through the net, Cb,
 Cr and alpha bicubic. A DICOM series folder gives a folder of the same file names; MONOCHROME1

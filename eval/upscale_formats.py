@@ -32,6 +32,9 @@ def _window(values, eight_bit, percentiles=DEFAULT_PERCENTILES):
     never empty, so that (x - lo) / (hi - lo) is defined."""
     if eight_bit:
         return 0.0, 255.0
+    values = np.asarray(values)
+    if values.dtype.kind == "f" and not np.isfinite(values).all():  # a NaN-masked volume
+        values = values[np.isfinite(values)]
     lo, hi, _ = percentile_window(values, percentiles)
     lo, hi = (lo, hi) if hi > lo else (lo, lo + 1.0)
     if not np.isfinite(hi - lo) or not hi - lo > 0:  # +-1e308 data, or 1e20 + 1 == 1e20
@@ -54,7 +57,7 @@ def _upscale_image(src, dst, fmt, net, axis, scale):
     """2-D picture: grey through the net; 8-bit colour as Y (net) + Cb, Cr (bicubic)."""
     img = fmt.read(src)
     images.check_colour(img, src)
-    check_numeric(img, src)
+    check_numeric(img, src, nonfinite=True)
     _check_plane(img.shape[:2], src)
     if img.ndim == 3:
         window = (0.0, 255.0)
@@ -105,7 +108,7 @@ def _upscale_series(items, fmt, net, scale, out_path):
                         "give a folder with one series")
     values = [dicom.linear_values(ds, path) for path, ds in items]
     for (path, _), v in zip(items, values):
-        check_numeric(v, path)
+        check_numeric(v, path, nonfinite=True)
         _check_plane(v.shape[1:], path)
     flat = np.concatenate([v.ravel() for v in values])
     eight_bit = all(dicom.stored_dtype(ds, p) == np.uint8 and dicom.rescale(ds, p) == (1.0, 0.0)
@@ -131,7 +134,7 @@ def _upscale_series(items, fmt, net, scale, out_path):
 def _upscale_volume(src, dst, fmt, net, axis, scale):
     """Every slice along the voxel axis closest to RAS+ axis ``axis``, x ``scale`` in-plane."""
     vol = fmt.read(src)
-    values = check_numeric(vol.values, src).astype(np.float64)
+    values = check_numeric(vol.values, src, nonfinite=True).astype(np.float64)
     if values.ndim >= 3:
         axis = voxel_axis(vol.affine, axis, src)
     planes = [d for d in range(min(values.ndim, 3)) if d != axis]

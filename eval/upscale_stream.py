@@ -70,7 +70,10 @@ def upscale_stack(net, slices, window, invert=None, desc="upscale", scale=DEFAUL
     results = []
     try:
         for i, (s, flip) in enumerate(zip(slices, invert)):
-            x = (np.asarray(s, dtype=np.float64) - lo) / (hi - lo)
+            s = np.asarray(s, dtype=np.float64)
+            masked = not np.isfinite(s).all()
+            x = (np.where(np.isfinite(s), s, lo) if masked else s) - lo
+            x /= hi - lo
             y = upscale_slice(net, 1.0 - x if flip else x, scale,
                               out=None if out is None else out[i])
             for piece in chunks(y.shape):  # lo + (1 - y or y) * (hi - lo), in place
@@ -79,12 +82,33 @@ def upscale_stack(net, slices, window, invert=None, desc="upscale", scale=DEFAUL
                     np.subtract(1.0, part, out=part)
                 part *= hi - lo
                 part += lo
+            if masked:
+                restore_nonfinite(y, s, scale)
             results.append(y)
             bar.update()
     finally:
         if progress is None:
             bar.close()
     return results if out is None else out
+
+
+def restore_nonfinite(y, s, scale=DEFAULT_SCALE):
+    """Put ``s``'s NaN and infinite pixels back into its estimate ``y`` (in place), each on the
+    output pixels whose centre falls inside it (imresize's geometry: output pixel n is centred on
+    input index (n + 0.5) / scale - 0.5, so it lies in input pixel floor((n + 0.5) / scale)).
+
+    Why: a NaN-masked volume (SPM, FSL and others write NaN outside the brain) keeps its mask;
+    the net saw those pixels as the window's low value, so their neighbours are estimated as
+    next to background."""
+    def nearest(n_out, n_in):
+        return np.minimum(((np.arange(n_out) + 0.5) / scale).astype(np.intp), n_in - 1)
+    rows, cols = nearest(y.shape[0], s.shape[0]), nearest(y.shape[1], s.shape[1])
+    bad_rows = np.flatnonzero(~np.isfinite(s).all(axis=1)[rows])  # output rows that need it
+    for r in bad_rows:
+        source = s[rows[r], cols]
+        bad = ~np.isfinite(source)
+        y[r, bad] = source[bad]
+    return y
 
 
 def upscaled_shape(shape, scale=DEFAULT_SCALE):
