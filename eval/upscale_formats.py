@@ -10,7 +10,7 @@ import numpy as np
 from tqdm import tqdm
 
 from core.atomic import replace_dir, temp_dir_beside
-from core.errors import DataError
+from core.errors import DataError, warn
 from data_prep.intensity import DEFAULT_PERCENTILES, check_numeric, percentile_window
 from data_prep.io import dicom, images
 from data_prep.io.dicom_series import group_series, series_files
@@ -88,7 +88,7 @@ def _upscale_dicom(src, dst, fmt, net, axis, scale):
     file names (built in a temporary folder, renamed at the end)."""
     if not src.is_dir():
         return _upscale_series([(src, fmt.read(src))], fmt, net, scale, lambda path: dst)
-    items = [(f, fmt.read(f)) for f in series_files(src)]
+    items = _series_images(src, fmt)
     tmp = temp_dir_beside(dst)
     try:
         info = _upscale_series(items, fmt, net, scale, lambda path: tmp / path.name)
@@ -97,6 +97,22 @@ def _upscale_dicom(src, dst, fmt, net, axis, scale):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return info
+
+
+def _series_images(folder, fmt):
+    """[(path, dataset)] of a folder's DICOM images. Other DICOM objects (a DICOMDIR, a structured
+    report, a presentation state: an exported study often holds them) and unreadable files are
+    skipped with a warning naming them, as `data_prep` does, and are not copied to the output."""
+    items = []
+    for path in series_files(folder):
+        try:
+            items.append((path, fmt.read(path)))
+        except DataError as exc:
+            warn(f"{exc}; skipped (not in the output)")
+    if not items:
+        raise DataError(f"{folder}: no DICOM images (only objects without pixel data, or "
+                        "unreadable files)")
+    return items
 
 
 def _upscale_series(items, fmt, net, scale, out_path):

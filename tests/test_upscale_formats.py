@@ -123,6 +123,27 @@ def test_dicom_series_round_trip(net, tmp_path):
                          hi=2 * 4095 - 100)
 
 
+def test_dicom_folder_skips_objects_without_pixels_with_a_warning(net, tmp_path, capsys):
+    """An exported study holds a structured report or a DICOMDIR beside the images."""
+    series = generate_uid()
+    src, dst = tmp_path / "series", tmp_path / "sr"
+    src.mkdir()
+    for k in range(2):
+        write_dicom(src / f"IM{k}.dcm", rng_image((10, 12), 1000, np.uint16, seed=k), series, z=3.0 * k)
+    report = pydicom.dcmread(str(src / "IM0.dcm"))
+    del report.PixelData
+    report.SeriesInstanceUID = generate_uid()  # another series: it must not count as one
+    report.save_as(str(src / "REPORT.dcm"))
+    assert upscale.upscale_path(src, dst, net)["slices"] == 2
+    assert sorted(p.name for p in dst.iterdir()) == ["IM0.dcm", "IM1.dcm"]
+    assert "REPORT.dcm: not a DICOM image (no pixel data); skipped" in capsys.readouterr().err
+    for k in range(2):
+        (src / f"IM{k}.dcm").unlink()
+    with pytest.raises(upscale.DataError, match="no DICOM images"):
+        upscale.upscale_path(src, tmp_path / "none", net)
+    assert not (tmp_path / "none").exists()
+
+
 def test_dicom_monochrome1_is_kept_and_inverted_for_the_net(tmp_path):
     stored = np.zeros((12, 12), np.uint16)
     stored[4:8, 4:8] = 1000  # MONOCHROME1: mostly white (low values), a dark square
