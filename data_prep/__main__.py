@@ -74,7 +74,8 @@ def build_user(args, cfg):
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", action="append", choices=DATASETS, help="default data set(s) to build")
-    p.add_argument("--input", type=Path, help="your DICOM file/series folder, NIfTI, NRRD or MetaImage file, or image folder")
+    p.add_argument("--input", type=Path, help="your DICOM file/series folder, NIfTI (file or "
+                   ".hdr/.img pair), NRRD or MetaImage file, or image folder")
     p.add_argument("--name", help="name of the data set built from --input (data/<name>/)")
     p.add_argument("--test-count", type=int, default=5, help="test slices for --input (default 5)")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2, help="NIfTI slice axis (2: axial)")

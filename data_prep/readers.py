@@ -18,7 +18,7 @@ Formats
       else file name.  Frames of a multi-frame file keep their stored order.
       A folder with several series (SeriesInstanceUID) is an error that lists
       them; pass ``series=<uid>`` to pick one.  Colour DICOM is not supported.
-    * Volumes (NIfTI ``.nii``, ``.nii.gz``): 3-D (trailing singleton dimensions are
+    * Volumes (NIfTI ``.nii``, ``.nii.gz``, a ``.hdr``/``.img`` pair; NRRD; MetaImage): 3-D (trailing singleton dimensions are
       dropped, 2-D counts as one slice; 4-D with several volumes is an error).
       The volume is first reoriented to the closest RAS+ canonical orientation,
       so ``axis`` 0/1/2 = sagittal/coronal/axial; each slice is ``np.rot90``'d so

@@ -139,8 +139,8 @@ def parse_args(argv):
                                 description="Super-resolve an image with a trained SRCNN "
                                             "and write it back in the same format.")
     p.add_argument("--in", dest="input", type=Path, required=True,
-                   help="PNG/TIFF/BMP, DICOM file or series folder, NIfTI (.nii, .nii.gz), NRRD "
-                        "(.nrrd, .nhdr) or MetaImage (.mha, .mhd)")
+                   help="PNG/TIFF/BMP, DICOM file or series folder, NIfTI (.nii, .nii.gz, or a .hdr/.img "
+                        "pair), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd)")
     p.add_argument("--out", type=Path, required=True,
                    help="output file (a folder for a DICOM folder); same format as --in")
     model = p.add_mutually_exclusive_group(required=True)

@@ -30,13 +30,14 @@ def identity(x):
 
 def test_the_table_names_every_format_once_with_a_reader_and_a_writer():
     names = [f.name for f in io.FORMATS]
-    assert names == ["dicom", "nifti", "nrrd", "metaimage", "image"] and len(set(names)) == len(names)
+    assert names == ["dicom", "nifti", "nifti-pair", "nrrd", "metaimage", "image"] and len(set(names)) == len(names)
     for fmt in io.FORMATS:
         assert fmt.kind in ("dicom", "volume", "image")
         assert callable(fmt.read) and callable(fmt.write)
         assert all(ext == ext.lower() and ext.startswith(".") for ext in fmt.extensions)
         assert io.by_name(fmt.name) is fmt
-    assert io.SUPPORTED == ("DICOM, NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), "
+    assert io.SUPPORTED == ("DICOM, NIfTI (.nii, .nii.gz), NIfTI pair (.hdr + .img), "
+                            "NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), "
                             "PNG/TIFF/BMP")
 
 

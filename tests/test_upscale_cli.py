@@ -111,7 +111,8 @@ def test_cli_error_from_the_command_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         f"upscale: error: {tmp_path / 'notes.txt'}: unsupported file format "
-        "(supported: DICOM, NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr), MetaImage (.mha, .mhd), "
+        "(supported: DICOM, NIfTI (.nii, .nii.gz), NIfTI pair (.hdr + .img), NRRD (.nrrd, .nhdr), "
+        "MetaImage (.mha, .mhd), "
         "PNG/TIFF/BMP)"]
     assert not (tmp_path / "out.png").exists()
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from core.errors import DataError
-from . import dicom, images, metaimage, nifti, nrrd
+from . import dicom, images, metaimage, nifti, nifti_pair, nrrd
 from .files import head
 
 __all__ = ["Format", "FORMATS", "SUPPORTED", "IMAGE_EXTS", "by_name", "sniff", "format_of"]
@@ -63,6 +63,8 @@ FORMATS = (
            ((128, b"DICM"),), dicom.read, dicom.write, bare_names=True),
     Format("nifti", "volume", "NIfTI", "NIfTI (.nii, .nii.gz)", (".nii", ".nii.gz"),
            (), nifti.read, nifti.write),
+    Format("nifti-pair", "volume", "NIfTI pair", "NIfTI pair (.hdr + .img)", nifti_pair.EXTENSIONS,
+           (), nifti_pair.read, nifti_pair.write, data_files=nifti_pair.data_files),
     Format("nrrd", "volume", "NRRD", "NRRD (.nrrd, .nhdr)", (".nrrd", ".nhdr"),
            ((0, b"NRRD"),), nrrd.read, nrrd.write, data_files=nrrd.data_files),
     Format("metaimage", "volume", "MetaImage", "MetaImage (.mha, .mhd)", (".mha", ".mhd"),

@@ -9,7 +9,7 @@ from core.errors import DataError
 from .files import to_stored, write_bytes
 from .volume import Volume, upscaled_affine
 
-__all__ = ["read", "write"]
+__all__ = ["read", "write", "upscaled_like"]
 
 
 def read(path) -> Volume:
@@ -20,8 +20,8 @@ def read(path) -> Volume:
         values = np.asanyarray(img.dataobj)
     except Exception as exc:  # nibabel/gzip raise many types on bad files
         raise DataError(f"{path}: cannot read NIfTI ({exc})")
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
-        raise DataError(f"{path}: not a single-file NIfTI image")
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image, nib.Nifti1Pair, nib.Nifti2Pair)):
+        raise DataError(f"{path}: not a NIfTI image")
     slope, inter = (float(getattr(img.dataobj, k, d)) for k, d in (("slope", 1), ("inter", 0)))
     return Volume(values, img.affine, img.get_data_dtype(), (slope, inter), img)
 
@@ -37,16 +37,21 @@ def write(path, like, values, planes, scale) -> None:
     gzip-compressed.
     """
     path = Path(path)
-    raw = like.stored
-    slope, inter = like.scaling
-    if raw.kind == "f":
-        data, scaling = np.asarray(values).astype(np.float32), None
-    else:
-        data, scaling = to_stored(values, raw, scaling=(slope, inter)), like.scaling
-    payload = _nifti_like(like.native, data, planes, scale, scaling).to_bytes()
+    payload = upscaled_like(like, values, planes, scale).to_bytes()
     if path.name.lower().endswith(".gz"):
         payload = gzip.compress(payload)
     write_bytes(path, payload)
+
+
+def upscaled_like(like, values, planes, scale):
+    """The nibabel image :func:`write` writes: ``values`` in ``like``'s stored type, class and
+    header, the geometry moved for the upscaling (a NIfTI pair's writer uses it too)."""
+    raw = like.stored
+    if raw.kind == "f":
+        data, scaling = np.asarray(values).astype(np.float32), None
+    else:
+        data, scaling = to_stored(values, raw, scaling=like.scaling), like.scaling
+    return _nifti_like(like.native, data, planes, scale, scaling)
 
 
 def _nifti_like(img, data, planes, scale, scaling):
