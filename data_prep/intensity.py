@@ -31,8 +31,12 @@ Then, for every rule: ``y`` is clipped to ``[0, 255]``, rounded half away
 from zero (``floor(y + 0.5)``, as ``y >= 0``; same as MATLAB's ``round``) and
 cast to uint8.
 
+NaN and infinite values (a NaN-masked float volume: SPM, FSL and others write NaN outside the
+brain) are left out of the rule's parameters (the "mr" window is computed over the finite voxels)
+and become 0, black, as ``eval.upscale`` shows them to the net (the window's low value).
+
 Rejected with DataError (message names ``source``): empty or non-numeric
-input, NaN/inf anywhere, and constant results (max == min after the mapping).
+input, input with no finite value, and constant results (max == min after the mapping).
 """
 import numpy as np
 
@@ -91,27 +95,36 @@ def convert(volume, rule="auto", *, source="<array>", modality=None, bits_stored
         rule applied), ``requested_rule`` and the rule's parameters, e.g.
         ``low``/``high`` (the input values mapped to 0 and 255).
     """
-    vol = check_numeric(volume, source)
+    vol = check_numeric(volume, source, nonfinite=True)
+    finite = np.isfinite(vol) if vol.dtype.kind == "f" else None
+    masked = finite is not None and not finite.all()
+    window_values = vol[finite] if masked else vol
+    if masked:  # the rules see finite numbers; those pixels are set to black afterwards
+        vol = np.where(finite, vol, window_values.min())
     name = resolve_rule(rule, vol.dtype, modality)
     if name == "none":
         y, info = _rule_none(vol, source)
     elif name == "mr":
-        y, info = _rule_mr(vol, percentiles)
+        y, info = _rule_mr(vol, percentiles, window_values)
     elif name == "ct":
         y, info = _rule_ct(vol, center, width, source)
     else:
         y, info = _rule_bits(vol, bits_stored, source)
+    if masked:
+        y[~finite] = 0.0
     out = _round_clip(y)
     if out.max() == out.min():
         raise DataError(f"{source}: constant image (every pixel is {int(out.min())} "
                         f"after the {name!r} intensity rule)")
-    return out, {"rule": name, "requested_rule": rule, **info}
+    extra = {"nonfinite_to_black": int((~finite).sum())} if masked else {}
+    return out, {"rule": name, "requested_rule": rule, **info, **extra}
 
 
 def check_numeric(volume, source, nonfinite=False) -> np.ndarray:
     """Reject empty and non-real input, and non-finite values unless ``nonfinite`` (then only an
-    image with no finite value at all); why: they cannot be windowed. ``eval.upscale`` allows
-    them (a NaN-masked volume keeps its mask); training data must be finite."""
+    image with no finite value at all); why: they cannot be windowed. :func:`convert` and
+    ``eval.upscale`` allow them (a NaN-masked volume: black for training, its mask kept when
+    upscaled)."""
     vol = np.asarray(volume)
     if vol.dtype == bool:
         vol = vol.astype(np.uint8)
@@ -167,9 +180,10 @@ def percentile_window(values, percentiles=DEFAULT_PERCENTILES):
     return lo, hi, fell_back
 
 
-def _rule_mr(vol, percentiles):
-    """Percentile window; falls back to [min, max] when the percentiles coincide."""
-    lo, hi, fallback = percentile_window(vol, percentiles)
+def _rule_mr(vol, percentiles, window_values):
+    """Percentile window of ``window_values`` (the finite voxels); falls back to [min, max]
+    when the percentiles coincide."""
+    lo, hi, fallback = percentile_window(window_values, percentiles)
     info = {"percentiles": [float(p) for p in percentiles], "low": lo, "high": hi,
             "minmax_fallback": fallback}
     if lo == hi:

@@ -150,8 +150,7 @@ def bad_inputs(tmp_path):
     const.mkdir()
     for i in range(4):
         cv2.imwrite(str(const / f"{i}.png"), np.full((40, 40), 7, np.uint8))
-    nan = np.random.rand(40, 40, 9).astype(np.float32)
-    nan[3, 3, 3] = np.nan
+    nan = np.full((40, 40, 9), np.nan, np.float32)  # no finite voxel (some NaN: read as black)
     nib.save(nib.Nifti1Image(nan, np.eye(4)), tmp_path / "nan.nii.gz")
     nib.save(nib.Nifti1Image(np.random.rand(40, 40, 9, 2).astype(np.float32), np.eye(4)),
              tmp_path / "4d.nii.gz")

@@ -49,7 +49,14 @@ def test_constant_image_rejected(rule):
         intensity.to_uint8(np.full((4, 4), 7, np.uint8), rule, source="flat.png")
 
 
-def test_nan_and_inf_rejected():
-    for bad in (np.nan, np.inf):
-        with pytest.raises(DataError, match="v.nii: .*NaN or infinite"):
-            intensity.to_uint8(np.array([0.0, 1.0, bad]), "mr", source="v.nii")
+def test_nan_and_inf_are_left_out_of_the_window_and_become_black():
+    finite = np.linspace(10.0, 400.0, 1000)
+    for bad in (np.nan, np.inf, -np.inf):
+        masked = np.concatenate([finite, np.full(300, bad)])
+        out, info = intensity.convert(masked, "mr", source="v.nii")
+        expected, expected_info = intensity.convert(finite, "mr")
+        np.testing.assert_array_equal(out[:1000], expected)
+        assert (out[1000:] == 0).all() and info["nonfinite_to_black"] == 300
+        assert (info["low"], info["high"]) == (expected_info["low"], expected_info["high"])
+    with pytest.raises(DataError, match="v.nii: image has no finite values"):
+        intensity.to_uint8(np.full(5, np.nan), "mr", source="v.nii")

@@ -155,11 +155,16 @@ def test_nifti_4d(tmp_path):
         read_volume(path)
 
 
-def test_nifti_nan_rejected_naming_the_file(tmp_path):
-    data = np.ones((4, 5, 6), np.float32)
-    data[1, 2, 3] = np.nan
-    with pytest.raises(DataError, match=r"nan\.nii.*NaN"):
-        read_volume(write_nifti(tmp_path / "nan.nii", data))
+def test_nifti_nan_voxels_are_black_and_an_all_nan_file_is_refused_by_name(tmp_path):
+    data = np.random.RandomState(0).rand(4, 5, 6).astype(np.float32) + 1
+    masked = data.copy()
+    masked[1, 2, 3] = np.nan
+    (plain, _), (slices, info) = (read_volume(write_nifti(tmp_path / f"{n}.nii", d))
+                                  for n, d in (("plain", data), ("nan", masked)))
+    assert info["rule_params"]["nonfinite_to_black"] == 1  # the mapping: tests/test_intensity.py
+    assert [s.name for s in slices] == [p.name for p in plain]
+    with pytest.raises(DataError, match=r"allnan\.nii: image has no finite values"):
+        read_volume(write_nifti(tmp_path / "allnan.nii", np.full((4, 5, 6), np.nan, np.float32)))
 
 
 # ---------------------------------------------------------------------- images
