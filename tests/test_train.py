@@ -96,6 +96,17 @@ def test_the_fused_layer_on_a_caffe_without_it_is_one_line(data_root, tmp_path, 
     assert len(err) == 1 and "rrelu_layer=graph" in err[0] and not (tmp_path / "run").exists()
 
 
+def test_a_diverging_run_stops_with_one_line_and_no_nan_snapshot(data_root, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert train_main(train_args(data_root, run, 40, "base_lr=10")) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert re.fullmatch(r"train: error: the loss is (nan|inf) at iteration \d+: the run diverged "
+                        r"\(lower base_lr\?\); no snapshot was written; manifest: .*", err[-1])
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "diverged" and manifest["diverged_at"] < 10
+    assert manifest["snapshots"] == [] and not list(run.glob("snapshots/*.caffemodel"))
+
+
 def test_existing_run_needs_resume_or_force(data_root, tmp_path, capsys):
     (tmp_path / "run").mkdir()
     assert train_main(train_args(data_root, tmp_path / "run", 5)) == 2

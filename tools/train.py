@@ -12,6 +12,7 @@ uninterrupted one (on the CPU).
 """
 import argparse
 import json
+import math
 import os
 import shutil
 import signal
@@ -118,6 +119,7 @@ def progress_style(env=None, stream=None):
 def train_loop(solver, cfg, run_dir, manifest, scorer, stop):
     """Step to cfg.max_iter, testing and snapshotting at their intervals; returns how it ended."""
     start_wall, wall0 = time.time(), manifest["wall_time_s"]
+    manifest.pop("diverged_at", None)  # a resumed run is judged afresh
     losses = []
     bar = tqdm(total=cfg.max_iter, initial=solver.iter, unit="it",
                desc=f"{manifest['dataset']} {manifest['act']} {manifest['solver']}",
@@ -127,6 +129,9 @@ def train_loop(solver, cfg, run_dir, manifest, scorer, stop):
         solver.step(1)
         losses.append(float(solver.net.blobs["loss"].data))
         it = solver.iter
+        if not math.isfinite(losses[-1]):  # the weights are NaN/inf now: nothing more to learn
+            manifest["diverged_at"] = it
+            break
         manifest["iterations_done"] = it
         manifest["wall_time_s"] = wall0 + time.time() - start_wall
         if cfg.is_test_point(it):
@@ -146,7 +151,14 @@ def train_loop(solver, cfg, run_dir, manifest, scorer, stop):
             save_manifest(run_dir, manifest)
         bar.update(1)
     bar.close()
+    if "diverged_at" in manifest:
+        return "diverged"
     return "done" if solver.iter >= cfg.max_iter else "interrupted"
+
+
+def manifest_loss(solver):
+    """The current batch loss as text (nan, inf)."""
+    return f"{float(solver.net.blobs['loss'].data):g}"
 
 
 def step_ms(manifest):
@@ -257,7 +269,8 @@ def run(args):
     scorer = ImageScorer(data_dir, manifest["files"]["deploy"], cfg)
     manifest["bicubic"] = scorer.bicubic
     status = train_loop(solver, cfg, run_dir, manifest, scorer, stop)
-    snapshot(solver, run_dir, manifest)
+    if status != "diverged":  # a diverged net's weights are not worth a snapshot
+        snapshot(solver, run_dir, manifest)
     manifest["status"] = status
     manifest["finished" if status == "done" else "stopped"] = now()
     save_manifest(run_dir, manifest)
@@ -266,6 +279,13 @@ def run(args):
         print(f"train: {name} at iteration {solver.iter}: snapshot and manifest saved in {run_dir}; "
               f"continue with --resume")
         return 128 + stop.signum
+    if status == "diverged":
+        good = manifest["snapshots"][-1]["iter"] if manifest["snapshots"] else None
+        print(f"train: error: the loss is {manifest_loss(solver)} at iteration {solver.iter}: the run "
+              f"diverged (lower base_lr?); "
+              f"{'no snapshot was written' if good is None else f'its last snapshot is of iteration {good}'}"
+              f"; manifest: {run_dir / 'manifest.json'}", file=sys.stderr)
+        return 1
     last = manifest["tests"][-1] if manifest["tests"] else {}
     print(f"train: done, {solver.iter} iterations, test PSNR {last.get('psnr', float('nan')):.2f} dB "
           f"(bicubic {scorer.bicubic['psnr']:.2f}); {step_ms(manifest):.1f} ms/iteration without the "
