@@ -59,6 +59,7 @@ def _upscale_image(src, dst, fmt, net, axis, scale):
     images.check_colour(img, src)
     check_numeric(img, src, nonfinite=True)
     _check_plane(img.shape[:2], src)
+    images.check_writable(dst, img.dtype)  # before the work, not after it
     if img.ndim == 3:
         window = (0.0, 255.0)
         out = _upscale_colour(img, net, scale)

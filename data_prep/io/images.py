@@ -11,7 +11,13 @@ import numpy as np
 from core.errors import DataError
 from .files import to_stored, write_bytes
 
-__all__ = ["read", "to_grey", "check_colour", "read_grey", "write"]
+__all__ = ["read", "to_grey", "check_colour", "read_grey", "write", "check_writable"]
+
+# What each written format holds without loss of depth: OpenCV writes anything else to these
+# as 8 bits without a word (a 16-bit scan saved as .bmp would lose its low bits). JPEG is read
+# (benchmark sets ship it) but never written: it is lossy.
+DEPTHS = {".png": ("uint8", "uint16"), ".tif": ("uint8", "uint16", "float32"),
+          ".tiff": ("uint8", "uint16", "float32"), ".bmp": ("uint8",)}
 
 
 def read(path):
@@ -63,6 +69,7 @@ def write(path, values, dtype) -> None:
     format that ``path``'s suffix names, atomically; integers are rounded half away from zero
     and clipped to the dtype's range. DataError if the format cannot hold that dtype."""
     path = Path(path)
+    check_writable(path, dtype)
     out = to_stored(values, dtype)
     try:
         ok, buf = cv2.imencode(path.suffix.lower(), out)
@@ -71,3 +78,16 @@ def write(path, values, dtype) -> None:
     if not ok:
         raise DataError(f"{path}: cannot encode a {out.dtype} image in {path.suffix} format")
     write_bytes(path, buf.tobytes())
+
+
+def check_writable(path, dtype) -> None:
+    """DataError unless ``path``'s format holds ``dtype`` images at their full depth (float64 is
+    written as float32, which only TIFF holds)."""
+    suffix, name = Path(path).suffix.lower(), np.dtype(dtype).name
+    name = "float32" if name == "float64" else name
+    held = DEPTHS.get(suffix, ())
+    if name not in held:
+        fits = " or ".join(s for s, depths in DEPTHS.items() if name in depths and s != ".tiff")
+        why = f"({', '.join(held)} only)" if held else "(lossy or unknown: not written)"
+        raise DataError(f"{path}: a {suffix or 'suffix-less'} file cannot hold {name} pixels {why}: "
+                        f"write {fits or 'another format'}")
