@@ -123,6 +123,8 @@ def _upscale_series(items, fmt, net, scale, out_path):
     if len(series) > 1:
         raise DataError(f"{items[0][0].parent}: holds {len(series)} DICOM series; "
                         "give a folder with one series")
+    if any(dicom.is_colour(ds) for _, ds in items):
+        return _upscale_colour_series(items, fmt, net, scale, out_path)
     values = [dicom.linear_values(ds, path) for path, ds in items]
     for (path, _), v in zip(items, values):
         check_numeric(v, path, nonfinite=True)
@@ -144,6 +146,22 @@ def _upscale_series(items, fmt, net, scale, out_path):
             fmt.write(out_path(path), ds, out, scale, series_uid=uid, description=note)
             del out
     return {"slices": total, "window": list(window)}
+
+
+def _upscale_colour_series(items, fmt, net, scale, out_path):
+    """8-bit colour DICOM (ultrasound, endoscopy, screen captures) as colour pictures are: Y
+    through the net, Cb and Cr bicubic (:func:`_upscale_colour`); written as RGB."""
+    uid, total = dicom.new_series_uid(), 0
+    note = f"SRCNN x{scale} super-resolution of the luma (Y), chroma bicubic"
+    for path, ds in items:
+        if not dicom.is_colour(ds):
+            raise DataError(f"{path}: a grey image in a series of colour images")
+        rgb = dicom.colour_frames(ds, path)
+        _check_plane(rgb.shape[1:3], path)
+        out = np.stack([_upscale_colour(frame[..., ::-1], net, scale)[..., 2::-1] for frame in rgb])
+        fmt.write(out_path(path), ds, out, scale, series_uid=uid, description=note)
+        total += len(rgb)
+    return {"slices": total, "window": [0.0, 255.0]}
 
 
 # ------------------------------------------------------------------------------ volumes

@@ -1,10 +1,14 @@
 """eval.upscale on what users' files hold besides clean images: NaN-masked volumes, DICOM folders
-with objects that have no pixels, and output formats too shallow for the input's depth."""
+with objects that have no pixels, colour DICOM, and output formats too shallow for the input's
+depth."""
+from pathlib import Path
+
 import cv2
 import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from eval import upscale
@@ -92,3 +96,47 @@ def test_an_output_format_that_holds_the_depth_is_written(net, tmp_path):
     cv2.imwrite(str(tmp_path / "in.png"), img)
     upscale.upscale_path(tmp_path / "in.png", tmp_path / "out.tif", net)
     assert cv2.imread(str(tmp_path / "out.tif"), cv2.IMREAD_UNCHANGED).dtype == np.uint16
+
+
+# ------------------------------------------------------------------------ colour DICOM
+
+def write_rgb_dicom(path, rgb, photometric="RGB", samples=3):
+    """An uncompressed 8-bit secondary capture holding ``rgb`` (H, W, 3) as stored."""
+    ds = pydicom.dcmread(str(write_mr_dicom(path, np.zeros(rgb.shape[:2]), position=(0, 0, 0))))
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = samples, photometric
+    if samples == 3:
+        ds.PlanarConfiguration = 0
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 8, 8, 7
+    ds.PixelData = np.ascontiguousarray(rgb if samples == 3 else rgb[..., 0], np.uint8).tobytes()
+    ds.save_as(str(path), write_like_original=False)
+    return path
+
+
+def test_an_rgb_dicom_upscales_as_the_same_png(net, tmp_path):
+    rgb = rng_image((14, 11, 3), 256, np.uint8)
+    write_rgb_dicom(tmp_path / "us.dcm", rgb)
+    cv2.imwrite(str(tmp_path / "us.png"), rgb[..., ::-1])
+    upscale.upscale_path(tmp_path / "us.dcm", tmp_path / "us_x3.dcm", net)
+    upscale.upscale_path(tmp_path / "us.png", tmp_path / "us_x3.png", net)
+    out = pydicom.dcmread(str(tmp_path / "us_x3.dcm"))
+    assert (out.PhotometricInterpretation, out.SamplesPerPixel, out.Rows, out.Columns) == ("RGB", 3, 42, 33)
+    np.testing.assert_array_equal(out.pixel_array, cv2.imread(str(tmp_path / "us_x3.png"))[..., ::-1])
+
+
+def test_ybr_jpeg_dicom_is_read_as_rgb_and_written_as_rgb(net, tmp_path):
+    """Debian pydicom's test files: the same picture as JPEG baseline in YBR_FULL and as RLE RGB."""
+    ybr, rgb = (get_testdata_file(n) for n in ("SC_rgb_jpeg_dcmtk.dcm", "SC_rgb_rle.dcm"))
+    assert pydicom.dcmread(ybr).PhotometricInterpretation == "YBR_FULL"
+    expected = pydicom.dcmread(rgb).pixel_array.astype(float)
+    upscale.upscale_path(Path(ybr), tmp_path / "x3.dcm", net)
+    out = pydicom.dcmread(str(tmp_path / "x3.dcm"))
+    assert out.PhotometricInterpretation == "RGB" and out.pixel_array.shape == (300, 300, 3)
+    # the identity net: x3 of the lossy JPEG's RGB, close to x3 of the lossless RGB
+    assert np.abs(out.pixel_array[1::3, 1::3] - expected).mean() < 4
+
+
+def test_a_palette_colour_dicom_is_one_clear_error(net, tmp_path):
+    write_rgb_dicom(tmp_path / "pal.dcm", rng_image((14, 11, 3), 256, np.uint8), "PALETTE COLOR", 1)
+    with pytest.raises(upscale.DataError, match="colour DICOM \\(PALETTE COLOR\\) is not supported"):
+        upscale.upscale_path(tmp_path / "pal.dcm", tmp_path / "x3.dcm", net)
+    assert not (tmp_path / "x3.dcm").exists()

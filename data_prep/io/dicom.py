@@ -11,7 +11,9 @@ functional groups); ImagePositionPatient moved by (0.5 / scale - 0.5) of an old 
 row and column directions (imresize's convention: new pixel n sits at old index
 (n + 0.5) / scale - 0.5); a new SOPInstanceUID, the given SeriesInstanceUID; Explicit VR Little
 Endian, uncompressed; SmallestImagePixelValue/LargestImagePixelValue dropped;
-DerivationDescription set. MONOCHROME1 stays MONOCHROME1.
+DerivationDescription set. MONOCHROME1 stays MONOCHROME1. Colour (8-bit RGB or YBR_FULL(_422):
+ultrasound, endoscopy, secondary captures) is read as RGB (:func:`colour_frames`) and written as
+uncompressed RGB, PlanarConfiguration 0.
 """
 import copy
 import warnings
@@ -20,7 +22,7 @@ import numpy as np
 import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.errors import InvalidDicomError
-from pydicom.pixel_data_handlers.util import apply_modality_lut
+from pydicom.pixel_data_handlers.util import apply_modality_lut, convert_color_space
 from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian,
                          generate_uid)
 from pydicom.valuerep import DSfloat
@@ -28,7 +30,7 @@ from pydicom.valuerep import DSfloat
 from core.errors import DataError
 from .files import to_stored, write_with
 
-__all__ = ["read", "pixel_frames", "modality_values", "is_monochrome1", "invert_monochrome1",
+__all__ = ["read", "pixel_frames", "is_colour", "colour_frames", "modality_values", "is_monochrome1", "invert_monochrome1",
            "bits_stored", "int_or_none", "linear_values", "rescale", "stored_dtype",
            "new_series_uid", "write"]
 
@@ -68,9 +70,10 @@ def _dcmread_forced(path):
 
 def pixel_frames(ds, path):
     """The stored pixel values as (frames, H, W); DataError for colour or undecodable data."""
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1:
-        raise DataError(f"{path}: colour DICOM ({ds.get('PhotometricInterpretation')}) "
-                        "is not supported")
+    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or photometric == "PALETTE COLOR":
+        raise DataError(f"{path}: colour DICOM ({photometric}) is not supported here (as "
+                        "training data; eval.upscale takes 8-bit RGB and YBR_FULL)")
     try:
         arr = ds.pixel_array
     except Exception as exc:  # missing decoder, truncated data, bad tags ...
@@ -80,6 +83,33 @@ def pixel_frames(ds, path):
         arr = arr[np.newaxis]
     if arr.ndim != 3:
         raise DataError(f"{path}: unexpected DICOM pixel array shape {arr.shape}")
+    return arr
+
+
+def is_colour(ds) -> bool:
+    return int(ds.get("SamplesPerPixel", 1) or 1) != 1
+
+
+COLOUR_PHOTOMETRIC = ("RGB", "YBR_FULL", "YBR_FULL_422")  # what pydicom decodes to 3 samples
+
+
+def colour_frames(ds, path):
+    """An 8-bit colour image's frames as RGB, (frames, H, W, 3) uint8; DataError for other
+    colour models (PALETTE COLOR, YBR_ICT/RCT of JPEG 2000 ...) or depths."""
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    if photometric not in COLOUR_PHOTOMETRIC or int(ds.get("BitsAllocated", 0)) != 8:
+        raise DataError(f"{path}: colour DICOM ({photometric}, {ds.get('BitsAllocated')} bits) "
+                        f"is not supported; 8-bit {', '.join(COLOUR_PHOTOMETRIC)} is")
+    try:
+        arr = ds.pixel_array
+    except Exception as exc:
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        raise DataError(f"{path}: cannot decode DICOM pixel data (transfer syntax {ts}): {exc}")
+    if photometric != "RGB":  # pydicom returns YBR as stored (4:2:2 expanded)
+        arr = convert_color_space(arr, "YBR_FULL", "RGB")
+    arr = arr[np.newaxis] if arr.ndim == 3 else arr
+    if arr.ndim != 4 or arr.shape[-1] != 3:
+        raise DataError(f"{path}: unexpected colour DICOM pixel array shape {arr.shape}")
     return arr
 
 
@@ -181,13 +211,24 @@ def new_series_uid():
 def write(path, like, values, scale, *, series_uid, description) -> None:
     """Write a copy of dataset ``like`` holding ``values`` (frames, H, W; after the modality
     rescale, upscaled by ``scale`` in-plane) to ``path``, atomically; see the module docstring
-    for what changes. ``like``'s values must have come from :func:`linear_values`."""
+    for what changes. ``like``'s values must have come from :func:`linear_values`; colour
+    ``values`` are (frames, H, W, 3) RGB in 0..255 (:func:`colour_frames`)."""
     source = getattr(like, "filename", None) or path
     out = copy.deepcopy(like)
+    if np.ndim(values) == 4:  # colour: (frames, H, W, RGB), 0..255
+        stored = to_stored(values, np.uint8)
+        out.PhotometricInterpretation, out.PlanarConfiguration = "RGB", 0
+        return _write_copy(path, out, stored, scale, series_uid, description)
     slope, intercept = rescale(like, source)
     stored = to_stored(values, stored_dtype(like, source), *_stored_range(like, source),
                        scaling=(slope, intercept))
-    out.Rows, out.Columns = stored.shape[1:]
+    return _write_copy(path, out, stored, scale, series_uid, description)
+
+
+def _write_copy(path, out, stored, scale, series_uid, description):
+    """:func:`write`'s common part: ``out`` (a copy of the input's dataset) with ``stored``
+    (frames, H, W[, samples]) as its pixels, the geometry and UIDs moved, to ``path``."""
+    out.Rows, out.Columns = stored.shape[1:3]
     _set_pixel_data(out, stored)
     _scale_geometry(out, scale)
     for keyword in ("SmallestImagePixelValue", "LargestImagePixelValue"):
