@@ -17,7 +17,8 @@ Formats
       (row x column of ImageOrientationPatient), ascending; else InstanceNumber;
       else file name.  Frames of a multi-frame file keep their stored order.
       A folder with several series (SeriesInstanceUID) is an error that lists
-      them; pass ``series=<uid>`` to pick one.  Colour DICOM is not supported.
+      them; pass ``series=<uid>`` to pick one.  8-bit colour DICOM (RGB, YBR_FULL) gives
+      MATLAB's ``rgb2ycbcr`` luma Y, as colour pictures do; other colour is an error.
     * Volumes (NIfTI ``.nii``, ``.nii.gz``, a ``.hdr``/``.img`` pair; NRRD; MetaImage): 3-D (trailing singleton dimensions are
       dropped, 2-D counts as one slice; 4-D with several volumes is an error).
       The volume is first reoriented to the closest RAS+ canonical orientation,
@@ -227,7 +228,7 @@ def _decode_series(ordered, skipped):
     whose size differs from the series' most common size are skipped."""
     decoded = []
     for path, ds in ordered:
-        arr = _try(lambda p, d=ds: dicom.modality_values(d, p), path, skipped)
+        arr = _try(lambda p, d=ds: _grey_values(d, p), path, skipped)
         if arr is not None:
             decoded.append((path, ds, arr))
     if not decoded:
@@ -244,6 +245,15 @@ def _decode_series(ordered, skipped):
             _skip(path, f"size {arr.shape[2]}x{arr.shape[1]} differs from the "
                         f"series' {cols}x{rows}", skipped)
     return kept
+
+
+def _grey_values(ds, path):
+    """A DICOM file's frames as grey: the modality values, or the luma Y (MATLAB's rgb2ycbcr,
+    uint8, as colour pictures) of 8-bit colour (ultrasound, endoscopy)."""
+    if not dicom.is_colour(ds):
+        return dicom.modality_values(ds, path)
+    from data_prep.matlab import rgb2ycbcr
+    return np.stack([rgb2ycbcr(frame) for frame in dicom.colour_frames(ds, path)])
 
 
 def _frame_names(decoded):

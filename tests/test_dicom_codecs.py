@@ -2,10 +2,12 @@
 1: what dcmtk, GDCM and most archives produce) and JPEG-LS, decoded through pydicom's pylibjpeg
 handler (tools/setup/requirements.txt) to the same pixels as the uncompressed file, and upscaled.
 The JPEG Lossless files are written here by dcmtk's dcmcjpeg (tools/setup/debian_packages.txt);
-the JPEG-LS file is one of the test files that Debian's python3-pydicom installs."""
+the JPEG-LS file is one of the test files that Debian's python3-pydicom installs, as is the colour
+file whose luma data_prep reads."""
 import shutil
 import subprocess
 
+import cv2
 import numpy as np
 import pydicom
 import pytest
@@ -59,3 +61,16 @@ def test_a_jpeg_lossless_series_reads_and_upscales_like_the_uncompressed_one(tmp
         x, y = (pydicom.dcmread(str(tmp_path / d / f"IM{k}.dcm")) for d in ("plain_x3", "jpeg_x3"))
         assert y.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian  # written uncompressed
         np.testing.assert_array_equal(y.pixel_array, x.pixel_array)
+
+
+def test_colour_dicom_is_read_as_the_luma_colour_pictures_give(tmp_path):
+    """data_prep reads 8-bit colour DICOM (here Debian pydicom's RLE RGB file) as MATLAB's
+    rgb2ycbcr luma, as it reads a colour PNG of the same pixels."""
+    path = get_testdata_file("SC_rgb_rle.dcm")
+    rgb = pydicom.dcmread(path).pixel_array
+    folder = tmp_path / "png"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), rgb[..., ::-1])
+    (from_dicom, _), (from_png, _) = read_volume(path), read_volume(folder)
+    np.testing.assert_array_equal(from_dicom[0].image, from_png[0].image)
+    assert from_dicom[0].image.dtype == np.uint8 and len(set(rgb.reshape(-1, 3)[:, 0])) > 1

@@ -137,6 +137,6 @@ def test_ybr_jpeg_dicom_is_read_as_rgb_and_written_as_rgb(net, tmp_path):
 
 def test_a_palette_colour_dicom_is_one_clear_error(net, tmp_path):
     write_rgb_dicom(tmp_path / "pal.dcm", rng_image((14, 11, 3), 256, np.uint8), "PALETTE COLOR", 1)
-    with pytest.raises(upscale.DataError, match="colour DICOM \\(PALETTE COLOR\\) is not supported"):
+    with pytest.raises(upscale.DataError, match="colour DICOM \\(PALETTE COLOR\\) is not grey"):
         upscale.upscale_path(tmp_path / "pal.dcm", tmp_path / "x3.dcm", net)
     assert not (tmp_path / "x3.dcm").exists()

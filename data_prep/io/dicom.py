@@ -72,8 +72,8 @@ def pixel_frames(ds, path):
     """The stored pixel values as (frames, H, W); DataError for colour or undecodable data."""
     photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
     if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or photometric == "PALETTE COLOR":
-        raise DataError(f"{path}: colour DICOM ({photometric}) is not supported here (as "
-                        "training data; eval.upscale takes 8-bit RGB and YBR_FULL)")
+        raise DataError(f"{path}: colour DICOM ({photometric}) is not grey (8-bit RGB and "
+                        "YBR_FULL are read by colour_frames)")
     try:
         arr = ds.pixel_array
     except Exception as exc:  # missing decoder, truncated data, bad tags ...
