@@ -54,7 +54,10 @@ def _check_plane(shape, source):
 # ------------------------------------------------------------------------------- images
 
 def _upscale_image(src, dst, fmt, net, axis, scale):
-    """2-D picture: grey through the net; 8-bit colour as Y (net) + Cb, Cr (bicubic)."""
+    """2-D picture: grey through the net; 8-bit colour as Y (net) + Cb, Cr (bicubic). A
+    multi-page TIFF: every page, with one window (:func:`_upscale_pages`)."""
+    if images.page_count(src) > 1:
+        return _upscale_pages(src, dst, net, scale)
     img = fmt.read(src)
     images.check_colour(img, src)
     check_numeric(img, src, nonfinite=True)
@@ -70,6 +73,25 @@ def _upscale_image(src, dst, fmt, net, axis, scale):
         out = upscale_stack(net, [img], window, scale=scale, out=out)[0]
     fmt.write(dst, out, img.dtype)
     return {"slices": 1, "window": list(window)}
+
+
+def _upscale_pages(src, dst, net, scale):
+    """A multi-page grey TIFF as a stack of slices: one window over all pages (0..255 for 8
+    bits, else min..max, as one picture), written as a multi-page TIFF of the same type."""
+    pages = images.read_pages(src)
+    first = pages[0]
+    if any(p.shape != first.shape or p.dtype != first.dtype for p in pages) or first.ndim != 2:
+        raise DataError(f"{src}: a multi-page TIFF is upscaled as a stack of grey pages of one "
+                        f"size and type (here: {sorted({(p.shape, str(p.dtype)) for p in pages})})")
+    for page in pages:
+        check_numeric(page, src, nonfinite=True)
+    _check_plane(first.shape, src)
+    images.check_pages_writable(dst, first.dtype)  # before the work, not after it
+    window = _window(np.stack(pages), first.dtype == np.uint8, percentiles=(0, 100))
+    out = output_array((len(pages),) + upscaled_shape(first.shape, scale), src)
+    upscale_stack(net, pages, window, scale=scale, out=out)
+    images.write_pages(dst, out, first.dtype)
+    return {"slices": len(pages), "window": list(window)}
 
 
 def _upscale_colour(bgr, net, scale):

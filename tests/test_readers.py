@@ -270,3 +270,13 @@ def test_folder_mixing_dicom_and_images(tmp_path):
     write_png(tmp_path / "a.png", ramp(lo=0, hi=255).astype(np.uint8))
     with pytest.raises(DataError, match="both DICOM and 2-D image"):
         read_volume(tmp_path)
+
+
+def test_a_multi_page_tiff_gives_its_first_page_and_says_so(tmp_path, capsys):
+    import cv2
+    pages = [np.full((40, 40), 10 * (k + 1), np.uint8) for k in range(3)]
+    pages[0][:20] = 200
+    assert cv2.imwritemulti(str(tmp_path / "stack.tif"), pages)
+    slices, _ = read_volume(tmp_path / "stack.tif")
+    assert len(slices) == 1 and (slices[0].image == pages[0]).all()
+    assert "stack.tif: a TIFF of 3 pages: only the first is read" in capsys.readouterr().err

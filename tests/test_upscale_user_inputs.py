@@ -12,7 +12,7 @@ from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
 from eval import upscale
-from tests.helpers import bicubic, rng_image
+from tests.helpers import assert_rounds_to, bicubic, rng_image
 from tests.helpers import write_dicom as write_mr_dicom
 
 
@@ -140,3 +140,27 @@ def test_a_palette_colour_dicom_is_one_clear_error(net, tmp_path):
     with pytest.raises(upscale.DataError, match="colour DICOM \\(PALETTE COLOR\\) is not grey"):
         upscale.upscale_path(tmp_path / "pal.dcm", tmp_path / "x3.dcm", net)
     assert not (tmp_path / "x3.dcm").exists()
+
+
+# ------------------------------------------------------------------------ multi-page TIFF
+
+def test_a_multi_page_tiff_is_upscaled_page_by_page_with_one_window(net, tmp_path):
+    pages = [rng_image((10, 12), 4000, np.uint16, seed=k) + 1000 * k for k in range(3)]
+    assert cv2.imwritemulti(str(tmp_path / "stack.tif"), pages)
+    info = upscale.upscale_path(tmp_path / "stack.tif", tmp_path / "x3.tif", net)
+    assert info["slices"] == 3
+    assert info["window"] == [float(min(p.min() for p in pages)), float(max(p.max() for p in pages))]
+    ok, out = cv2.imreadmulti(str(tmp_path / "x3.tif"), flags=cv2.IMREAD_UNCHANGED)
+    assert ok and len(out) == 3 and all(o.dtype == np.uint16 and o.shape == (30, 36) for o in out)
+    for page, got in zip(pages, out):
+        assert_rounds_to(got, bicubic(page), lo=0, hi=65535)
+
+
+def test_a_multi_page_tiff_to_another_format_is_refused_before_the_work(tmp_path):
+    assert cv2.imwritemulti(str(tmp_path / "stack.tif"), [rng_image((10, 12), 4000, np.uint16)] * 2)
+
+    def net(_):
+        raise AssertionError("the net ran: the refusal must come first")
+    with pytest.raises(upscale.DataError, match="several pages need a TIFF"):
+        upscale.upscale_path(tmp_path / "stack.tif", tmp_path / "x3.png", net)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["stack.tif"]

@@ -3,15 +3,19 @@
 Reading goes through ``cv2.imdecode`` on the file's bytes (not ``cv2.imread``) so that paths
 that are not ASCII work; a multi-page TIFF gives its first page.
 """
+import os
+import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from core.atomic import temp_dir_beside
 from core.errors import DataError
 from .files import to_stored, write_bytes
 
-__all__ = ["read", "to_grey", "check_colour", "read_grey", "write", "check_writable"]
+__all__ = ["read", "to_grey", "check_colour", "read_grey", "write", "check_writable", "page_count",
+           "read_pages", "write_pages", "check_pages_writable"]
 
 # What each written format holds without loss of depth: OpenCV writes anything else to these
 # as 8 bits without a word (a 16-bit scan saved as .bmp would lose its low bits). JPEG is read
@@ -91,3 +95,45 @@ def check_writable(path, dtype) -> None:
         why = f"({', '.join(held)} only)" if held else "(lossy or unknown: not written)"
         raise DataError(f"{path}: a {suffix or 'suffix-less'} file cannot hold {name} pixels {why}: "
                         f"write {fits or 'another format'}")
+
+
+TIFF = (".tif", ".tiff")
+
+
+def page_count(path) -> int:
+    """How many pages a TIFF holds (1 for other pictures, or when OpenCV cannot count them)."""
+    if Path(path).suffix.lower() not in TIFF:
+        return 1
+    return max(1, int(cv2.imcount(str(path))))
+
+
+def read_pages(path):
+    """Every page of a multi-page TIFF (a stack some microscopes and research tools write), each
+    as :func:`read` gives a picture; any other picture as one page."""
+    if page_count(path) == 1:
+        return [read(path)]
+    ok, pages = cv2.imreadmulti(str(path), flags=cv2.IMREAD_UNCHANGED)
+    if not ok or not pages:
+        raise DataError(f"{path}: cannot read the pages of this TIFF")
+    return [p[..., 0] if p.ndim == 3 and p.shape[2] == 1 else p for p in pages]
+
+
+def check_pages_writable(path, dtype) -> None:
+    """DataError unless ``path`` names a TIFF that holds ``dtype`` (:func:`check_writable`)."""
+    check_writable(path, dtype)
+    if Path(path).suffix.lower() not in TIFF:
+        raise DataError(f"{path}: several pages need a TIFF (.tif, .tiff)")
+
+
+def write_pages(path, pages, dtype) -> None:
+    """Write ``pages`` as one multi-page TIFF (stored as :func:`write` stores one picture),
+    built in a temporary folder beside ``path`` and renamed into place."""
+    path = Path(path)
+    check_pages_writable(path, dtype)
+    tmp = temp_dir_beside(path)
+    try:
+        if not cv2.imwritemulti(str(tmp / path.name), [to_stored(p, dtype) for p in pages]):
+            raise DataError(f"{path}: cannot write a {np.dtype(dtype)} multi-page TIFF")
+        os.replace(tmp / path.name, path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
