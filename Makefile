@@ -35,7 +35,7 @@ SLURM_ENV = $(if $(SLURM_CONF),,$(if $(wildcard $(SLURM_DIR)/run/slurmctld.pid),
 require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
 
 .PHONY: help setup test test-fast check-venv nets data train grid curves eval figures reproduce bench upscale
-.PHONY: grid-status slurm-up slurm-down gpu-check
+.PHONY: grid-status slurm-up slurm-down gpu-check regions
 # make setup GPU=1: Caffe with CUDA (tools/setup/setup_gpu.sh); GPU=0: CPU-only; auto: 1 when
 # nvidia-smi lists a GPU.
 GPU ?= auto
@@ -115,6 +115,9 @@ curves: check-venv  ## Figs. 3-4 (PSNR vs iterations) per data set into figures/
 eval: check-venv  ## PSNR/SSIM of bicubic and every run, per data set: results/<dataset>.{json,csv,md}
 	@cd $(ROOT) && for d in $(DATASETS); do \
 	  if [ -f data/$$d/manifest.json ]; then $(PY) -m eval --dataset $$d $(GPU_ARG) || exit 1; fi; done
+
+regions: check-venv  ## where a run gains on bicubic: dark region vs the rest: DATASET= RUN= [ITERS="6000 40000"] [DARK=20]
+	$(call require,DATASET RUN)@cd $(ROOT) && $(PY) -m eval.regions --dataset $(DATASET) --run "$(RUN)" $(if $(ITERS),--iters $(ITERS)) $(if $(DARK),--dark $(DARK))
 
 figures: check-venv  ## Fig. 6 grids (LR | bicubic | network | original) into figures/
 	@cd $(ROOT) && $(PY) -m eval.figures

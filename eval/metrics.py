@@ -61,13 +61,21 @@ def ssim(reference, estimate, border=3):
     averages the map after cropping (11 - 1) // 2 = 5 px per side: exactly the pixels MATLAB's
     ``filter2(..., 'valid')`` keeps, so its padding mode never reaches the mean.
     """
+    return float(ssim_map(reference, estimate, border).mean())
+
+
+def ssim_map(reference, estimate, border=3):
+    """The SSIM map whose mean :func:`ssim` is: one value per pixel of the shaved image that
+    an 11x11 window fits around ((11 - 1) // 2 = 5 px less per side, MATLAB's 'valid')."""
     a, b = _shaved_pair(reference, estimate, border)
     if min(a.shape) < SSIM_WINDOW:
         raise ValueError(f"ssim: shaved image {a.shape} is smaller than the "
                          f"{SSIM_WINDOW}x{SSIM_WINDOW} window")
-    return float(structural_similarity(
+    _, full = structural_similarity(
         a, b, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-        data_range=255, K1=0.01, K2=0.03))
+        data_range=255, K1=0.01, K2=0.03, full=True)
+    pad = (SSIM_WINDOW - 1) // 2
+    return full[pad:-pad, pad:-pad]
 
 
 class Metric:
