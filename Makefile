@@ -133,5 +133,5 @@ bench: check-venv  ## Caffe training step (relu_sgd, rrelu_nesterov, ..._fused) 
 	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet -r tools/setup/requirements-bench.txt
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.bench_train $(BENCH_ARGS)
 
-upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k> [MEM=MB]
-	$(call require,IN OUT RUN)@cd $(ROOT) && $(PY) -m eval.upscale --in "$(IN)" --out "$(OUT)" --run "$(RUN)" $(if $(FORCE),--force) $(if $(MEM),--memory-budget $(MEM)) $(GPU_ARG)
+upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [MEM=MB]
+	$(call require,IN OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make upscale: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(ROOT) && $(PY) -m eval.upscale --in "$(IN)" --out "$(OUT)" $(if $(REFERENCE),--reference $(REFERENCE),--run "$(RUN)") $(if $(FORCE),--force) $(if $(MEM),--memory-budget $(MEM)) $(GPU_ARG)

@@ -1,7 +1,7 @@
 """Super-resolve a user's image with a trained net and write it back in the same format.
 
     python -m eval.upscale --in PATH --out PATH
-        (--run RUN_DIR | --model CAFFEMODEL --deploy PROTOTXT)
+        (--run RUN_DIR | --reference DATASET | --model CAFFEMODEL --deploy PROTOTXT)
         [--engine caffe|opencv] [--axis 2] [--memory-budget MB] [--gpu N] [--force]
 
 The factor is the run's ``config.scale`` (3, ``DEFAULT_SCALE``, for a bare --model or a manifest
@@ -147,6 +147,9 @@ def parse_args(argv):
     model.add_argument("--run", type=Path,
                        help="run directory: its last snapshot, deploy net and scale")
     model.add_argument("--model", type=Path, help=f"a caffemodel (with --deploy; x{DEFAULT_SCALE})")
+    model.add_argument("--reference", metavar="DATASET",
+                       help="the committed long-schedule weights models/reference/DATASET/ "
+                            "(brain, prostate, breast): no training needed")
     p.add_argument("--deploy", type=Path, help="the deploy prototxt of --model")
     p.add_argument("--engine", choices=("caffe", "opencv"), default="caffe")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2,
@@ -167,7 +170,22 @@ def parse_args(argv):
         p.error("--deploy goes with --model (--run uses the run's deploy.prototxt)")
     if not args.memory_budget > 0:
         p.error("--memory-budget must be a positive number of MB")
+    if args.reference is not None:
+        args.run = reference_run(args.reference, p)
     return args
+
+
+def reference_run(name, parser):
+    """models/reference/<name>, or a usage error listing the references there are."""
+    from core import config
+    base = config.ROOT / "models" / "reference"
+    there = sorted(d.name for d in base.glob("*") if (d / "manifest.json").is_file())
+    if name not in there:
+        how = (f"make reference DATASET={name} trains it" if name in config.DATASETS else
+               f"the data sets are {', '.join(config.DATASETS)}")
+        parser.error(f"--reference {name}: no models/reference/{name}/ (there are: "
+                     f"{', '.join(there) or 'none'}; {how})")
+    return base / name
 
 
 def main(argv=None):

@@ -37,6 +37,24 @@ def test_cli_run_directory(model, net, tmp_path):
     assert_rounds_to(out, bicubic(img), lo=0, hi=255)
 
 
+def test_cli_reference_names_the_committed_weights_by_data_set(model, tmp_path, monkeypatch, capsys):
+    from core import config
+    monkeypatch.setattr(config, "ROOT", tmp_path)
+    (tmp_path / "models" / "reference").mkdir(parents=True)
+    make_run(tmp_path, model).rename(tmp_path / "models" / "reference" / "brain")
+    img = rng_image((7, 9), 256, np.uint8)
+    cv2.imwrite(str(tmp_path / "in.png"), img)
+    assert upscale.main(["--in", str(tmp_path / "in.png"), "--out", str(tmp_path / "out.png"),
+                         "--reference", "brain"]) == 0
+    assert_rounds_to(cv2.imread(str(tmp_path / "out.png"), cv2.IMREAD_UNCHANGED), bicubic(img), lo=0, hi=255)
+    for name, hint in (("prostate", "make reference DATASET=prostate trains it"),
+                       ("liver", "the data sets are brain, prostate, breast")):
+        with pytest.raises(SystemExit):
+            upscale.main(["--in", str(tmp_path / "in.png"), "--out", str(tmp_path / "o2.png"),
+                          "--reference", name])
+        assert f"no models/reference/{name}/ (there are: brain; {hint})" in capsys.readouterr().err
+
+
 def test_cli_force_replaces_existing_output(model, tmp_path):
     cv2.imwrite(str(tmp_path / "in.png"), rng_image((7, 9), 256, np.uint8))
     (tmp_path / "out.png").write_bytes(b"old")
