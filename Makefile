@@ -106,7 +106,7 @@ grid-%: data
 	  --act $(word 2,$(subst -, ,$*)) --solver $(word 3,$(subst -, ,$*)) \
 	  --seed $(word 4,$(subst -, ,$*)) $(GPU_ARG) $(TRAIN_ARGS)
 
-reference: check-venv  ## long-schedule weights: DATASET= [ITERS=] [SET="k=v ..."] -> models/reference/<dataset>/ (resumes)
+reference: check-venv data  ## long-schedule weights: DATASET= [ITERS=] [SET="k=v ..."] -> models/reference/<dataset>/ (resumes)
 	$(call require,DATASET)@cd $(ROOT) && $(PY) -m tools.reference --dataset $(DATASET) $(if $(ITERS),--iters $(ITERS)) $(SET)
 
 curves: check-venv  ## Figs. 3-4 (PSNR vs iterations) per data set into figures/

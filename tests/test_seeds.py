@@ -3,13 +3,14 @@ import json
 import shutil
 
 import caffe
+from caffe.proto import caffe_pb2
 import h5py
 import numpy as np
 import pytest
 
 from data_prep.shuffle import reorder, train_list
 from tests.helpers import FAST
-from tools.reference import pack
+from tools.reference import pack, unpack
 from tools.train import main as train_main
 
 
@@ -71,8 +72,36 @@ def test_reference_pack_is_a_scorable_run_of_three_files(data_root, tmp_path, mo
     train(data_root, tmp_path / "run", 0)
     dest = pack(tmp_path / "run", tmp_path / "models" / "reference" / "toy")
     assert sorted(p.name for p in dest.iterdir()) == ["deploy.prototxt", "manifest.json",
-                                                      "srcnn_iter_10.caffemodel"]
+                                                      "srcnn_iter_10.caffemodel",
+                                                      "srcnn_iter_10.solverstate"]
     monkeypatch.chdir(tmp_path)  # a deploy.prototxt in the working folder is not the pack's
     (tmp_path / "deploy.prototxt").write_text("decoy")
     manifest, deploy, caffemodel = final_snapshot(dest)
     assert manifest["reference"] and caffemodel.parent == dest and deploy.parent == dest
+
+
+@pytest.mark.slow
+def test_a_packed_reference_continues_byte_exactly_in_a_fresh_run_directory(data_root, tmp_path):
+    """A fresh clone has models/reference/<d>/ but no runs/: unpacking it and resuming gives the
+    weights and solver state of a run trained that long at once."""
+    def args(run, iters):
+        return ["--dataset", "toy", "--act", "rrelu", "--solver", "nesterov", "--iters", str(iters),
+                "--data-root", str(data_root), "--run-dir", str(run), "--resume", *FAST]
+    assert train_main(args(tmp_path / "whole", 20)) == 0
+    assert train_main(args(tmp_path / "first", 10)) == 0
+    ref = pack(tmp_path / "first", tmp_path / "models" / "reference" / "toy")
+    shutil.rmtree(tmp_path / "first")
+    assert unpack(ref, tmp_path / "again") and not unpack(ref, tmp_path / "again")  # once only
+    assert train_main(args(tmp_path / "again", 20)) == 0
+    name = "snapshots/srcnn_iter_20.caffemodel"
+    assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+    states = []
+    for run in ("again", "whole"):  # the same but for the path of its weights (learned_net)
+        state = caffe_pb2.SolverState()
+        state.ParseFromString((tmp_path / run / "snapshots/srcnn_iter_20.solverstate").read_bytes())
+        assert state.learned_net == str(tmp_path / run / name)
+        state.ClearField("learned_net")
+        states.append(state.SerializeToString())
+    assert states[0] == states[1]
+    manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
+    assert [t["iter"] for t in manifest["tests"]] == [10, 20] and manifest["unpacked_from"] == str(ref)

@@ -5,8 +5,12 @@
 Trains the paper's net (RReLU + Nesterov, seed 0, the data set's settings) for ``--iters``
 iterations in ``runs/<dataset>/long_schedule/`` (resuming: a run stopped in one sitting continues
 byte-exactly in the next), then packs the finished run into ``models/reference/<dataset>/``: its
-manifest (config, commit, curve), deploy net and final caffemodel, small enough to commit.
-`make reproduce` scores that folder as the "long schedule" column without training it again.
+manifest (config, commit, curve), deploy net, final caffemodel and solver state, small enough to
+commit. `make reproduce` scores that folder as the "long schedule" column without training it again.
+
+Where ``runs/<dataset>/long_schedule/`` does not exist (a fresh clone), a packed reference is
+unpacked into it first, so ``--iters`` beyond the packed length continues the committed weights
+(byte-exactly, on the CPU) instead of starting over.
 """
 import argparse
 import json
@@ -20,7 +24,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: its INFO l
 from core.atomic import replace_dir, temp_dir_beside, write_json_atomic  # noqa: E402
 from core.config import ROOT  # noqa: E402
 from core.errors import DataError  # noqa: E402
-from core.run_files import final_snapshot, long_run_dir  # noqa: E402
+from core.run_files import final_snapshot, long_run_dir, read_manifest  # noqa: E402
 from tools.train import main as train_main  # noqa: E402
 
 REFERENCE_ITERS = 100000  # the issue's "at least 1e5": 25x the short schedule, 2.5% of the paper's
@@ -28,8 +32,9 @@ ACT, SOLVER = "rrelu", "nesterov"  # the paper's net
 
 
 def pack(run, dest):
-    """Copy a finished run's manifest, deploy net and final caffemodel into ``dest`` (atomically),
-    with the manifest's paths made relative to ``dest`` and only the final snapshot listed."""
+    """Copy a finished run's manifest, deploy net, final caffemodel and solver state into
+    ``dest`` (atomically), with the manifest's paths made relative to ``dest`` and only the final
+    snapshot listed."""
     dest = Path(dest)
     manifest, deploy, caffemodel = final_snapshot(run)
     if manifest.get("status") != "done":
@@ -39,7 +44,9 @@ def pack(run, dest):
     try:
         shutil.copy2(deploy, tmp / "deploy.prototxt")
         shutil.copy2(caffemodel, tmp / caffemodel.name)
-        final = dict(manifest["snapshots"][-1], caffemodel=caffemodel.name, solverstate=None)
+        state = caffemodel.with_suffix(".solverstate")  # the trainer writes the two side by side
+        shutil.copy2(state, tmp / state.name)
+        final = dict(manifest["snapshots"][-1], caffemodel=caffemodel.name, solverstate=state.name)
         packed = dict(manifest, reference=True, snapshots=[final],
                       files={"deploy": "deploy.prototxt"}, trained_in=str(Path(run).resolve()))
         write_json_atomic(tmp / "manifest.json", packed)
@@ -47,6 +54,32 @@ def pack(run, dest):
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return dest
+
+
+def unpack(ref, run):
+    """Make the run directory ``run`` from the packed reference ``ref`` so that the trainer's
+    ``--resume`` continues it: its snapshot and solver state, and its manifest with their paths
+    and no net files (the trainer writes the nets for this checkout). Nothing when ``run`` has a
+    manifest already or ``ref`` has no solver state (packed before they were)."""
+    ref, run = Path(ref), Path(run)
+    manifest = read_manifest(ref)
+    final = (manifest or {}).get("snapshots", [{}])[-1]
+    if read_manifest(run) is not None or not final.get("solverstate"):
+        return False
+    tmp = temp_dir_beside(run)
+    try:
+        (tmp / "snapshots").mkdir()
+        paths = {}
+        for key in ("caffemodel", "solverstate"):
+            shutil.copy2(ref / final[key], tmp / "snapshots" / final[key])
+            paths[key] = str(run.resolve() / "snapshots" / final[key])
+        unpacked = {k: v for k, v in manifest.items() if k not in ("reference", "trained_in")}
+        unpacked.update(snapshots=[dict(final, **paths)], files={}, unpacked_from=str(ref.resolve()))
+        write_json_atomic(tmp / "manifest.json", unpacked)
+        replace_dir(tmp, run)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return True
 
 
 def main(argv=None):
@@ -57,6 +90,9 @@ def main(argv=None):
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     args = p.parse_args(argv)
     run = long_run_dir(args.dataset)
+    packed = ROOT / "models" / "reference" / args.dataset
+    if not args.pack_only and unpack(packed, run):
+        print(f"reference: continuing the packed {packed} in {run}")
     if not args.pack_only:
         code = train_main(["--dataset", args.dataset, "--act", ACT, "--solver", SOLVER, "--resume",
                            "--iters", str(args.iters), "--run-dir", str(run), *args.overrides])

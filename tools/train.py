@@ -24,9 +24,11 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # Caffe's INFO logs would drown 
 
 import caffe  # noqa: E402
 import h5py  # noqa: E402
+from caffe.proto import caffe_pb2  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
+from core.atomic import atomic_path  # noqa: E402
 from core.config import ROOT, ConfigError, check_name, dataset_config, with_added_keys  # noqa: E402
 from core.device import use_device  # noqa: E402
 from core.errors import DataError  # noqa: E402
@@ -232,6 +234,11 @@ def prepare_run(args, cfg, data_dir, run_dir):
             old["tests"] = [t for t in old["tests"] if t["iter"] <= last["iter"]]
             old["snapshots"] = [s for s in old["snapshots"] if s["iter"] <= last["iter"]]
             old["config"], old["status"] = cfg.as_dict(), "running"
+            if not old["files"] or not all(Path(f).is_file() for f in old["files"].values()):
+                # an unpacked reference or a run moved from another checkout: its nets, for here
+                files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.solver, data_dir,
+                                       train_list(data_dir, cfg.data_seed))
+                old["files"], old["data"] = {k: str(v) for k, v in files.items()}, str(data_dir.resolve())
             return old, last
     if run_dir.exists():
         shutil.rmtree(run_dir)
@@ -239,6 +246,18 @@ def prepare_run(args, cfg, data_dir, run_dir):
     files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.solver, data_dir,
                            train_list(data_dir, cfg.data_seed))
     return new_manifest(cfg, args.dataset, args.act, args.solver, files, data_dir, args.seed), None
+
+
+def point_state_at(solverstate, caffemodel):
+    """Make a .solverstate name ``caffemodel`` as its weights. Caffe keeps the weights' path in
+    the state (``learned_net``) and aborts the process when that file is gone, as it is for a run
+    directory moved, copied from another machine, or unpacked from a reference."""
+    state = caffe_pb2.SolverState()
+    state.ParseFromString(Path(solverstate).read_bytes())
+    if state.learned_net != str(caffemodel):
+        state.learned_net = str(caffemodel)
+        with atomic_path(solverstate) as tmp:
+            tmp.write_bytes(state.SerializeToString())
 
 
 def make_solver(manifest, cfg, data_dir, restore):
@@ -249,6 +268,7 @@ def make_solver(manifest, cfg, data_dir, restore):
         for key in ("caffemodel", "solverstate"):
             if not Path(restore[key]).is_file():
                 raise TrainError(f"snapshot {restore[key]} is missing: use --force to start over")
+        point_state_at(restore["solverstate"], restore["caffemodel"])
         solver.restore(restore["solverstate"])
         advance_data_layer(solver, solver.iter % data_period(data_dir, cfg.batch_train))
     return solver
