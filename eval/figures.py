@@ -113,6 +113,11 @@ def main(argv=None):
     try:
         for dataset in datasets:
             runs, reference = dataset_runs(dataset), reference_dir(dataset)
+            if not args.dataset and not (ROOT / "data" / dataset / "test_images").is_dir():
+                # e.g. the committed reference weights of a data set this checkout has not built
+                print(f"figures: {dataset}: skipped (no data/{dataset}: make data DATASET={dataset})",
+                      file=sys.stderr)
+                continue
             if runs or reference:
                 run_dir, label = preferred_run(runs, reference)
                 print(f"figures: wrote {figure_for(dataset, run_dir, args.out, label=label)}")

@@ -80,3 +80,19 @@ def test_fig6_grid_and_report(trained):
     text = report(root=root, datasets=["toy"])
     assert "| toy | rrelu_nesterov | 0 | 20 |" in text
     assert "figures/toy_fig6.png" in text and "Fig. 5: toy" in text
+
+
+def test_figures_skip_a_reference_whose_data_set_is_not_built(tmp_path, monkeypatch, capsys, model):
+    """A fresh clone holds models/reference/<d>/ for data sets it may not have built (make
+    reproduce DATASETS=prostate): the figures of the others are still made."""
+    import eval.figures as figures
+    from tests.helpers import make_run
+    monkeypatch.setattr(figures, "ROOT", tmp_path)
+    monkeypatch.setattr(figures, "reference_dir", lambda d: tmp_path / "models" / "reference" / d)
+    monkeypatch.setattr(figures, "dataset_runs", lambda d: [])
+    (tmp_path / "models" / "reference").mkdir(parents=True)
+    make_run(tmp_path, model).rename(tmp_path / "models" / "reference" / "brain")
+    assert figures.main(["--out", str(tmp_path / "figures")]) == 2  # nothing else to draw
+    err = capsys.readouterr().err
+    assert "figures: brain: skipped (no data/brain: make data DATASET=brain)" in err
+    assert "Traceback" not in err and "not a folder" not in err
