@@ -132,10 +132,11 @@ def check_numeric(volume, source, nonfinite=False) -> np.ndarray:
         raise DataError(f"{source}: unsupported pixel type {vol.dtype} (need real numbers)")
     if vol.size == 0:
         raise DataError(f"{source}: image has no pixels")
-    if vol.dtype.kind == "f" and not np.isfinite(vol).all():
+    finite = np.isfinite(vol) if vol.dtype.kind == "f" else None
+    if finite is not None and not finite.all():
         if not nonfinite:
             raise DataError(f"{source}: image contains NaN or infinite values")
-        if not np.isfinite(vol).any():
+        if not finite.any():
             raise DataError(f"{source}: image has no finite values (every pixel is NaN or "
                             "infinite)")
     return vol

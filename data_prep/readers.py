@@ -112,9 +112,10 @@ def read_volume(path, axis=2, rule="auto", *, series=None, **rule_params):
 def _load(path, fmt):
     """What the slice builders take: a DICOM dataset, or a 2-D picture reduced to grey."""
     data = fmt.read(path)
-    if fmt.kind == "image" and images.page_count(path) > 1:
-        warn(f"{path}: a TIFF of {images.page_count(path)} pages: only the first is read "
-             "(eval.upscale upscales them all)")
+    pages = images.page_count(path) if fmt.kind == "image" else 1
+    if pages > 1:
+        warn(f"{path}: a TIFF of {pages} pages: only the first is read (eval.upscale upscales "
+             "them all)")
     return images.to_grey(data, path) if fmt.kind == "image" else data
 
 

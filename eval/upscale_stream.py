@@ -71,8 +71,9 @@ def upscale_stack(net, slices, window, invert=None, desc="upscale", scale=DEFAUL
     try:
         for i, (s, flip) in enumerate(zip(slices, invert)):
             s = np.asarray(s, dtype=np.float64)
-            masked = not np.isfinite(s).all()
-            x = (np.where(np.isfinite(s), s, lo) if masked else s) - lo
+            finite = np.isfinite(s)
+            masked = not finite.all()
+            x = (np.where(finite, s, lo) if masked else s) - lo
             x /= hi - lo
             y = upscale_slice(net, 1.0 - x if flip else x, scale,
                               out=None if out is None else out[i])

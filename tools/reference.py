@@ -63,7 +63,7 @@ def unpack(ref, run):
     manifest already or ``ref`` has no solver state (packed before they were)."""
     ref, run = Path(ref), Path(run)
     manifest = read_manifest(ref)
-    final = (manifest or {}).get("snapshots", [{}])[-1]
+    final = ((manifest or {}).get("snapshots") or [{}])[-1]
     if read_manifest(run) is not None or not final.get("solverstate"):
         return False
     tmp = temp_dir_beside(run)

@@ -28,10 +28,10 @@ from caffe.proto import caffe_pb2  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from core.atomic import atomic_path  # noqa: E402
 from core.config import ROOT, ConfigError, check_name, dataset_config, with_added_keys  # noqa: E402
 from core.device import use_device  # noqa: E402
 from core.errors import DataError  # noqa: E402
+from data_prep.io.files import write_bytes  # noqa: E402
 from data_prep.shuffle import train_list  # noqa: E402
 from core.run_files import (default_run_dir, new_manifest, now, read_manifest,  # noqa: E402
                              save_manifest, write_run_nets)
@@ -256,8 +256,7 @@ def point_state_at(solverstate, caffemodel):
     state.ParseFromString(Path(solverstate).read_bytes())
     if state.learned_net != str(caffemodel):
         state.learned_net = str(caffemodel)
-        with atomic_path(solverstate) as tmp:
-            tmp.write_bytes(state.SerializeToString())
+        write_bytes(solverstate, state.SerializeToString())
 
 
 def make_solver(manifest, cfg, data_dir, restore):

@@ -70,15 +70,10 @@ def _dcmread_forced(path):
 
 def pixel_frames(ds, path):
     """The stored pixel values as (frames, H, W); DataError for colour or undecodable data."""
-    photometric = str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
-    if int(ds.get("SamplesPerPixel", 1) or 1) != 1 or photometric == "PALETTE COLOR":
-        raise DataError(f"{path}: colour DICOM ({photometric}) is not grey (8-bit RGB and "
+    if is_colour(ds) or _photometric(ds) == "PALETTE COLOR":
+        raise DataError(f"{path}: colour DICOM ({_photometric(ds)}) is not grey (8-bit RGB and "
                         "YBR_FULL are read by colour_frames)")
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:  # missing decoder, truncated data, bad tags ...
-        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise DataError(f"{path}: cannot decode DICOM pixel data (transfer syntax {ts}): {exc}")
+    arr = _pixel_array(ds, path)
     if arr.ndim == 2:
         arr = arr[np.newaxis]
     if arr.ndim != 3:
@@ -86,7 +81,21 @@ def pixel_frames(ds, path):
     return arr
 
 
+def _pixel_array(ds, path):
+    """pydicom's decoded pixels; DataError naming the transfer syntax when they cannot be."""
+    try:
+        return ds.pixel_array
+    except Exception as exc:  # missing decoder, truncated data, bad tags ...
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
+        raise DataError(f"{path}: cannot decode DICOM pixel data (transfer syntax {ts}): {exc}")
+
+
+def _photometric(ds) -> str:
+    return str(ds.get("PhotometricInterpretation", "") or "").strip().upper()
+
+
 def is_colour(ds) -> bool:
+    """More than one sample per pixel (RGB, YBR, ...)."""
     return int(ds.get("SamplesPerPixel", 1) or 1) != 1
 
 
@@ -96,15 +105,11 @@ COLOUR_PHOTOMETRIC = ("RGB", "YBR_FULL", "YBR_FULL_422")  # what pydicom decodes
 def colour_frames(ds, path):
     """An 8-bit colour image's frames as RGB, (frames, H, W, 3) uint8; DataError for other
     colour models (PALETTE COLOR, YBR_ICT/RCT of JPEG 2000 ...) or depths."""
-    photometric = str(ds.get("PhotometricInterpretation", "")).strip().upper()
+    photometric = _photometric(ds)
     if photometric not in COLOUR_PHOTOMETRIC or int(ds.get("BitsAllocated", 0)) != 8:
         raise DataError(f"{path}: colour DICOM ({photometric}, {ds.get('BitsAllocated')} bits) "
                         f"is not supported; 8-bit {', '.join(COLOUR_PHOTOMETRIC)} is")
-    try:
-        arr = ds.pixel_array
-    except Exception as exc:
-        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", "unknown")
-        raise DataError(f"{path}: cannot decode DICOM pixel data (transfer syntax {ts}): {exc}")
+    arr = _pixel_array(ds, path)
     if photometric != "RGB":  # pydicom returns YBR as stored (4:2:2 expanded)
         arr = convert_color_space(arr, "YBR_FULL", "RGB")
     arr = arr[np.newaxis] if arr.ndim == 3 else arr

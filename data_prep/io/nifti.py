@@ -11,17 +11,27 @@ from .volume import Volume, upscaled_affine
 
 __all__ = ["read", "write", "upscaled_like"]
 
+# Single files and .hdr/.img pairs (data_prep/io/nifti_pair.py), NIfTI-1 and -2
+NIFTI_CLASSES = (nib.Nifti1Image, nib.Nifti2Image, nib.Nifti1Pair, nib.Nifti2Pair)
+
 
 def read(path) -> Volume:
     """The file as a :class:`Volume`: values after scl_slope/scl_inter (the stored dtype kept
-    when the file is unscaled), its best affine (sform, else qform). DataError if unreadable."""
+    when the file is unscaled), its best affine (sform, else qform). A NIfTI pair reads the
+    same; an Analyze 7.5 header is refused. DataError if unreadable."""
     try:
         img = nib.load(str(path))
-        values = np.asanyarray(img.dataobj)
-    except Exception as exc:  # nibabel/gzip raise many types on bad files
+    except Exception as exc:  # nibabel/gzip raise many types on bad files (a pair's missing half)
         raise DataError(f"{path}: cannot read NIfTI ({exc})")
-    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image, nib.Nifti1Pair, nib.Nifti2Pair)):
+    if not isinstance(img, NIFTI_CLASSES):
+        if isinstance(img, nib.AnalyzeImage):  # a .hdr without NIfTI's magic
+            raise DataError(f"{path}: an Analyze 7.5 header (no NIfTI magic), whose orientation is "
+                            "ambiguous: convert it to NIfTI first (SPM, FSL or nibabel)")
         raise DataError(f"{path}: not a NIfTI image")
+    try:
+        values = np.asanyarray(img.dataobj)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot read NIfTI ({exc})")
     slope, inter = (float(getattr(img.dataobj, k, d)) for k, d in (("slope", 1), ("inter", 0)))
     return Volume(values, img.affine, img.get_data_dtype(), (slope, inter), img)
 

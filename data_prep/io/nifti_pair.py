@@ -9,29 +9,13 @@ import os
 import shutil
 from pathlib import Path
 
-import nibabel as nib
-
 from core.atomic import temp_dir_beside
-from core.errors import DataError
 from . import nifti
-from .volume import Volume
 
 __all__ = ["read", "write", "data_files", "EXTENSIONS"]
 
 EXTENSIONS = (".hdr", ".img")
-PAIR_CLASSES = (nib.Nifti1Pair, nib.Nifti2Pair)
-
-
-def read(path) -> Volume:
-    """The pair as a :class:`Volume` (values after scl_slope/scl_inter, best affine)."""
-    try:
-        img = nib.load(str(path))
-    except Exception as exc:  # a missing partner file, a truncated .img, ...
-        raise DataError(f"{path}: cannot read NIfTI pair ({exc})")
-    if not isinstance(img, PAIR_CLASSES):
-        raise DataError(f"{path}: an Analyze 7.5 header (no NIfTI magic), whose orientation is "
-                        "ambiguous: convert it to NIfTI first (SPM, FSL or nibabel)")
-    return nifti.read(path)  # the same reading as a single file, header and data alike
+read = nifti.read  # nibabel loads a pair by either name; the Analyze refusal is there too
 
 
 def write(path, like, values, planes, scale) -> None:
