@@ -19,6 +19,11 @@ class Activation:
     def torch(self, cfg, channels):
         raise NotImplementedError
 
+    def in_conv(self, cfg):
+        """The convolution_param fields that make a TRAIN net's convolution apply this activation
+        itself (act_layer=conv, our Caffe's patch 0011), or None where it cannot."""
+        return None
+
 
 class ReLU(Activation):
     """max(x, 0): the SRCNN release's activation."""
@@ -30,6 +35,10 @@ class ReLU(Activation):
     def torch(self, cfg, channels):
         from torch import nn
         return nn.ReLU()
+
+    def in_conv(self, cfg):
+        from caffe.proto import caffe_pb2
+        return dict(medsr_activation=caffe_pb2.ConvolutionParameter.RELU)
 
 
 class Leaky(Activation):
@@ -68,6 +77,11 @@ class RReLU(Leaky):
         # a ~ U(3, 8); torch draws the slope itself uniformly: the same range and the same cost per
         # element, not exactly the same distribution (irrelevant for timing).
         return nn.RReLU(1.0 / cfg.rrelu_upper, 1.0 / cfg.rrelu_lower)
+
+    def in_conv(self, cfg):
+        from caffe.proto import caffe_pb2
+        return dict(medsr_activation=caffe_pb2.ConvolutionParameter.RRELU,
+                    medsr_rrelu=dict(lower=cfg.rrelu_lower, upper=cfg.rrelu_upper))
 
 
 class PReLU(Activation):

@@ -64,6 +64,10 @@ class Config:
     # MAX: runs on any Caffe), or "fused", our Caffe's RReLU layer (tools/setup/patches/0010), one
     # pass each way with the graph's numbers bit for bit (element draws only).
     rrelu_layer: str = "graph"
+    # Where TRAIN nets apply act1 and act2: "separate", layers of their own (any Caffe), or "conv",
+    # inside conv1 and conv2 (our Caffe's patch 0011, CPU only: relu and rrelu with element
+    # draws), image by image while each output is in cache, with the separate layers' numbers.
+    act_layer: str = "separate"
     prelu_channel_shared: bool = False  # PReLU: one slope per channel (He et al.'s default)
     # Caffe's EuclideanLoss is sum/(2N) over a batch of N; the paper's MSE is sum/N: 2.0 gives the
     # paper's scale (and gradients twice as large). The SRCNN release's learning rates assume 1.0.
@@ -136,6 +140,13 @@ class Config:
         if self.rrelu_layer == "fused" and self.rrelu_draw != "element":
             raise ConfigError("rrelu_layer=fused draws per element: use rrelu_draw=element or "
                               "rrelu_layer=graph")
+        if self.act_layer not in ("separate", "conv"):
+            raise ConfigError(f"act_layer must be separate or conv, not {self.act_layer!r}")
+        if self.act_layer == "conv" and self.rrelu_draw != "element":
+            raise ConfigError("act_layer=conv draws RReLU's slopes per element: use "
+                              "rrelu_draw=element or act_layer=separate")
+        if self.act_layer == "conv" and self.solver_mode != "CPU":
+            raise ConfigError("act_layer=conv runs on the CPU only: use act_layer=separate on a GPU")
         if self.brain_rule not in ("mr", "none"):
             raise ConfigError(f"brain_rule must be mr or none, not {self.brain_rule!r}")
         if self.lr_policy not in ("fixed", "step"):
@@ -161,7 +172,7 @@ FIELDS = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fie
 
 # Config keys added after runs had been made, with the value that gives the behaviour from before
 # them: a manifest without one was trained with that value (resume and comparisons read it so).
-ADDED_KEYS = {"residual": False, "rrelu_layer": "graph"}
+ADDED_KEYS = {"residual": False, "rrelu_layer": "graph", "act_layer": "separate"}
 
 
 def with_added_keys(config):

@@ -18,37 +18,57 @@ from core.activations import ACTIVATIONS
 TRAIN, TEST = caffe_pb2.TRAIN, caffe_pb2.TEST
 
 
-def conv(bottom, cfg, index, num_output, kernel):
+def conv(bottom, cfg, index, num_output, kernel, **fields):
     """A valid (unpadded) convolution with the paper's init and the config's lr_mults; without a
-    bias term when cfg.conv_bias is off."""
+    bias term when cfg.conv_bias is off. ``fields``: more convolution_param fields."""
     if not cfg.conv_bias:
         return L.Convolution(bottom, num_output=num_output, kernel_size=kernel, stride=1, pad=0,
                              weight_filler=dict(type="gaussian", std=cfg.init_std), bias_term=False,
-                             param=[dict(lr_mult=cfg.lr_mult_weights[index])])
+                             param=[dict(lr_mult=cfg.lr_mult_weights[index])], **fields)
     return L.Convolution(
         bottom, num_output=num_output, kernel_size=kernel, stride=1, pad=0,
         weight_filler=dict(type="gaussian", std=cfg.init_std),
         bias_filler=dict(type="constant", value=0),
-        param=[dict(lr_mult=cfg.lr_mult_weights[index]), dict(lr_mult=cfg.lr_mult_biases[index])])
+        param=[dict(lr_mult=cfg.lr_mult_weights[index]), dict(lr_mult=cfg.lr_mult_biases[index])],
+        **fields)
+
+
+def conv_activation_supported():
+    """True when this Caffe's convolutions can apply an activation themselves (patch 0011)."""
+    return "medsr_activation" in caffe_pb2.ConvolutionParameter.DESCRIPTOR.fields_by_name
 
 
 def activation(n, name, bottom, act, phase, cfg, train_shape):
     """Set ``n.<name>`` to the activation ``act`` of ``bottom`` (core/activations.py)."""
+    ACTIVATIONS[act].caffe(n, name, bottom, phase == TRAIN, cfg, train_shape)
+
+
+def activated_conv(n, k, bottom, cfg, num_output, kernel, act, phase, train_side):
+    """``n.conv<k>`` followed by ``n.act<k>``; returns the activated blob. In TRAIN nets with
+    cfg.act_layer=conv the convolution applies the activation itself (our Caffe's patch 0011):
+    there is no act<k>, and conv<k> holds the activated output."""
     if act not in ACTIVATIONS:
         raise ValueError(f"unknown activation {act!r}")
-    ACTIVATIONS[act].caffe(n, name, bottom, phase == TRAIN, cfg, train_shape)
+    name = f"conv{k}"
+    if phase == TRAIN and cfg.act_layer == "conv":
+        fields = ACTIVATIONS[act].in_conv(cfg)
+        if fields is None:
+            raise ValueError(f"act_layer=conv supports relu and rrelu, not {act}: use act_layer=separate")
+        setattr(n, name, conv(bottom, cfg, k - 1, num_output, kernel, **fields))
+        return getattr(n, name)
+    setattr(n, name, conv(bottom, cfg, k - 1, num_output, kernel))
+    activation(n, f"act{k}", getattr(n, name), act, phase, cfg,
+               (cfg.batch_train, num_output, train_side, train_side))
+    return getattr(n, f"act{k}")
 
 
 def srcnn_body(n, data, act, phase, cfg):
     """conv1 -> act1 -> conv2 -> act2 -> conv3 on top of ``data``; returns conv3, or with
     cfg.residual conv3 plus the centre of ``data``."""
     side = cfg.patch - cfg.f1 + 1  # training feature maps: 25x25 for 33x33 patches
-    n.conv1 = conv(data, cfg, 0, cfg.n1, cfg.f1)
-    activation(n, "act1", n.conv1, act, phase, cfg, (cfg.batch_train, cfg.n1, side, side))
-    side = side - cfg.f2 + 1
-    n.conv2 = conv(n.act1, cfg, 1, cfg.n2, cfg.f2)
-    activation(n, "act2", n.conv2, act, phase, cfg, (cfg.batch_train, cfg.n2, side, side))
-    n.conv3 = conv(n.act2, cfg, 2, 1, cfg.f3)
+    act1 = activated_conv(n, 1, data, cfg, cfg.n1, cfg.f1, act, phase, side)
+    act2 = activated_conv(n, 2, act1, cfg, cfg.n2, cfg.f2, act, phase, side - cfg.f2 + 1)
+    n.conv3 = conv(act2, cfg, 2, 1, cfg.f3)
     if not cfg.residual:
         return n.conv3
     # Residual output (not the paper's): conv3 predicts the difference to the bicubic input, whose

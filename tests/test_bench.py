@@ -170,14 +170,30 @@ def test_configurations_are_compared_with_relu_sgd_per_repeat():
     assert c["rrelu_nesterov"]["step_ratio_per_repeat"] == pytest.approx([1.25, 1.5])
     assert c["rrelu_nesterov"]["step_ratio_range"] == pytest.approx([1.25, 1.5])
     assert c["baseline_fraction_of_peak"] == 0.5 and "relu_sgd" not in c
+    assert c["fraction_of_peak"] == {"relu_sgd": 0.5} and "paired" not in c["rrelu_nesterov"]
     assert bench_summary.compare({"rrelu_nesterov": {}}, {"rrelu_nesterov": []}) == {}
+
+
+def test_activations_inside_convolutions_are_also_compared_like_for_like():
+    result = {"relu_sgd": {"caffe_ms": 20.0, "peak": {"caffe_fraction": 0.5}},
+              "relu_sgd_conv": {"caffe_ms": 16.0, "peak": {"caffe_fraction": 0.6}},
+              "rrelu_nesterov_conv": {"caffe_ms": 24.0}}
+    blocks = {"relu_sgd": [[20.0]], "relu_sgd_conv": [[16.0]], "rrelu_nesterov_conv": [[24.0]]}
+    c = bench_summary.compare(result, blocks)
+    assert c["rrelu_nesterov_conv"]["step_ratio"] == pytest.approx(1.2)
+    assert c["rrelu_nesterov_conv"]["paired"]["baseline"] == "relu_sgd_conv"
+    assert c["rrelu_nesterov_conv"]["paired"]["step_ratio"] == pytest.approx(1.5)
+    assert c["fraction_of_peak"] == {"relu_sgd": 0.5, "relu_sgd_conv": 0.6}
+    line = bench_summary.ratio_line("rrelu_nesterov_conv", "relu_sgd_conv", c["rrelu_nesterov_conv"]["paired"])
+    assert line == "rrelu_nesterov_conv / relu_sgd_conv step: 1.50 (per repeat 1.50-1.50; target <= 1.2)"
 
 
 def test_torch_workers_are_shared_by_configurations_of_one_activation_and_solver():
     names = list(bench_train.CONFIGS)
     partner = bench_train.torch_partners(names)
     assert partner == {"relu_sgd": "relu_sgd", "rrelu_nesterov": "rrelu_nesterov",
-                       "rrelu_nesterov_fused": "rrelu_nesterov"}
+                       "rrelu_nesterov_fused": "rrelu_nesterov", "relu_sgd_conv": "relu_sgd",
+                       "rrelu_nesterov_conv": "rrelu_nesterov"}
 
 
 def test_an_unknown_configuration_is_a_usage_error(capsys):

@@ -142,26 +142,48 @@ def summary_table(result):
 # Configurations side by side
 
 BASELINE = "relu_sgd"  # the paper's baseline: the other configurations' steps are compared to it
+# Configurations also compared with the baseline net built the same way (like for like), and the
+# baselines whose fraction of the attainable rate is reported.
+PAIRED_BASELINES = {"rrelu_nesterov_conv": "relu_sgd_conv"}
+PEAK_REPORTED = (BASELINE, "relu_sgd_conv")
 TARGETS = {"fraction_of_peak": 0.75, "step_ratio": 1.2}  # the performance issue's targets
 
 
+def step_ratios(result, caffe_blocks, name, base):
+    """``name``'s Caffe step over ``base``'s: the ratio of the medians over all steps, and per
+    repeat (the two blocks of a repeat ran one after the other), with its spread."""
+    per_repeat = [statistics.median(b) / statistics.median(a)
+                  for a, b in zip(caffe_blocks[base], caffe_blocks[name])]
+    return {"step_ratio": result[name]["caffe_ms"] / result[base]["caffe_ms"],
+            "step_ratio_per_repeat": per_repeat,
+            "step_ratio_range": [min(per_repeat), max(per_repeat)]}
+
+
 def compare(result, caffe_blocks):
-    """Each configuration's Caffe step against the baseline's: the ratio of the medians over all
-    steps, and per repeat (the two blocks of a repeat ran one after the other), with its spread;
-    and the baseline's fraction of the attainable rate. Empty without the baseline."""
+    """Each configuration's Caffe step against the baseline's (step_ratios), and against its
+    like-for-like baseline where it has one (``paired``); the baselines' fractions of the
+    attainable rate. Empty without the baseline."""
     if BASELINE not in result:
         return {}
     out = {"baseline": BASELINE, "targets": TARGETS,
-           "baseline_fraction_of_peak": (result[BASELINE]["peak"] or {}).get("caffe_fraction")}
-    base = caffe_blocks[BASELINE]
-    for name, blocks in caffe_blocks.items():
+           "baseline_fraction_of_peak": (result[BASELINE]["peak"] or {}).get("caffe_fraction"),
+           "fraction_of_peak": {name: (result[name]["peak"] or {}).get("caffe_fraction")
+                                for name in PEAK_REPORTED if name in result}}
+    for name in caffe_blocks:
         if name == BASELINE:
             continue
-        per_repeat = [statistics.median(b) / statistics.median(a) for a, b in zip(base, blocks)]
-        out[name] = {"step_ratio": result[name]["caffe_ms"] / result[BASELINE]["caffe_ms"],
-                     "step_ratio_per_repeat": per_repeat,
-                     "step_ratio_range": [min(per_repeat), max(per_repeat)]}
+        out[name] = step_ratios(result, caffe_blocks, name, BASELINE)
+        paired = PAIRED_BASELINES.get(name)
+        if paired in caffe_blocks:
+            out[name]["paired"] = {"baseline": paired,
+                                   **step_ratios(result, caffe_blocks, name, paired)}
     return out
+
+
+def ratio_line(name, base, c):
+    low, high = c["step_ratio_range"]
+    return (f"{name} / {base} step: {c['step_ratio']:.2f} (per repeat {low:.2f}-{high:.2f}; "
+            f"target <= {TARGETS['step_ratio']})")
 
 
 def summary_tables(result):
@@ -170,13 +192,14 @@ def summary_tables(result):
     parts = [summary_table(result[name]) for name in names]
     comparison = result.get("comparison") or {}
     lines = []
-    if comparison.get("baseline_fraction_of_peak") is not None:
-        lines.append(f"{BASELINE}: {100 * comparison['baseline_fraction_of_peak']:.0f}% of the attainable "
-                     f"rate (target {100 * TARGETS['fraction_of_peak']:.0f}%)")
+    for name, fraction in (comparison.get("fraction_of_peak") or {}).items():
+        if fraction is not None:
+            lines.append(f"{name}: {100 * fraction:.0f}% of the attainable rate "
+                         f"(target {100 * TARGETS['fraction_of_peak']:.0f}%)")
     for name in names:
         if name in comparison:
-            c = comparison[name]
-            low, high = c["step_ratio_range"]
-            lines.append(f"{name} / {BASELINE} step: {c['step_ratio']:.2f} (per repeat {low:.2f}-{high:.2f}; "
-                         f"target <= {TARGETS['step_ratio']})")
+            lines.append(ratio_line(name, BASELINE, comparison[name]))
+            if "paired" in comparison[name]:
+                paired = comparison[name]["paired"]
+                lines.append(ratio_line(name, paired["baseline"], paired))
     return "\n\n".join(parts + (["\n".join(lines)] if lines else []))

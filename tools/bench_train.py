@@ -40,6 +40,9 @@ CONFIGS = {
     "relu_sgd": ("relu", "sgd", ()),  # the paper's baseline; the reference of the comparison
     "rrelu_nesterov": ("rrelu", "nesterov", ("rrelu_layer=graph",)),  # the paper's net
     "rrelu_nesterov_fused": ("rrelu", "nesterov", ("rrelu_layer=fused",)),  # ... one RReLU layer
+    # Activations inside conv1 and conv2 (act_layer=conv, patch 0011), for both nets
+    "relu_sgd_conv": ("relu", "sgd", ("act_layer=conv",)),
+    "rrelu_nesterov_conv": ("rrelu", "nesterov", ("act_layer=conv",)),
 }
 
 TORCH_MISSING = "bench: PyTorch is not installed: run `make bench` (it installs tools/setup/requirements-bench.txt into .venv)"
@@ -141,15 +144,24 @@ def check_torch():
 
 
 def available(names):
-    """``names`` without the fused configuration when this Caffe has no RReLU layer (built with
-    -DMEDSR_RRELU_LAYER=OFF, or a CAFFE_ROOT of the user's), said in one line."""
+    """``names`` without the configurations this Caffe cannot build (a CAFFE_ROOT of the user's, or
+    a build without our RReLU layer, patch 0010, or without activations inside convolutions,
+    patch 0011), each said in one line."""
     import caffe
-    if "RReLU" in caffe.layer_type_list():
-        return names
-    kept = [n for n in names if "rrelu_layer=fused" not in CONFIGS[n][2]]
-    if len(kept) < len(names):
-        print("bench: this Caffe has no RReLU layer (tools/setup/patches/0010): the fused "
-              "configuration is left out", file=sys.stderr)
+
+    from core.nets import conv_activation_supported
+
+    missing = {"rrelu_layer=fused": ("RReLU" in caffe.layer_type_list(), "no RReLU layer (0010)"),
+               "act_layer=conv": (conv_activation_supported(), "no activations inside convolutions (0011)")}
+    kept = list(names)
+    for override, (present, what) in missing.items():
+        if present:
+            continue
+        left = [n for n in kept if override in CONFIGS[n][2]]
+        if left:
+            print(f"bench: this Caffe has {what} (tools/setup/patches/): {', '.join(left)} left out",
+                  file=sys.stderr)
+        kept = [n for n in kept if n not in left]
     if not kept:
         raise BenchError("bench: no configuration left to time")
     return kept

@@ -208,8 +208,22 @@ def resolve(args):
     if args.act == "rrelu" and cfg.rrelu_layer == "fused" and "RReLU" not in caffe.layer_type_list():
         raise TrainError("this Caffe has no RReLU layer (tools/setup/patches/0010, built by make "
                          "setup): use rrelu_layer=graph")
+    if cfg.act_layer == "conv":
+        check_conv_activation(args.act, cfg)
     run_dir = args.run_dir or default_run_dir(args.dataset, args.act, args.solver, args.seed)
     return cfg, data_dir, Path(run_dir).resolve()
+
+
+def check_conv_activation(act, cfg):
+    """act_layer=conv needs our Caffe's patch 0011 and an activation it has."""
+    from core.activations import ACTIVATIONS
+    from core.nets import conv_activation_supported
+
+    if not conv_activation_supported():
+        raise TrainError("this Caffe cannot apply activations inside convolutions "
+                         "(tools/setup/patches/0011, built by make setup): use act_layer=separate")
+    if ACTIVATIONS[act].in_conv(cfg) is None:
+        raise TrainError(f"act_layer=conv supports relu and rrelu, not {act}: use act_layer=separate")
 
 
 def comparable(config):
