@@ -65,15 +65,23 @@ def tiny_solver(cfg, act, solver, directory):
     return caffe.get_solver(str(tiny_net_files(cfg, act, solver, directory)["solver"]))
 
 
+def seeded_training(cfg, act, solver, directory, steps):
+    """(losses, every parameter) after ``steps`` seeded steps of a small SRCNN solver (batch 16,
+    base_lr 0.01) of ``cfg``, reseeded before each step as the trainer does."""
+    cfg = cfg.with_overrides(["batch_train=16", "base_lr=0.01"])
+    caffe.set_random_seed(5)
+    sgd = tiny_solver(cfg, act, solver, directory)
+    losses = []
+    for _ in range(steps):
+        caffe.set_random_seed(sgd.iter)
+        sgd.step(1)
+        losses.append(float(sgd.net.blobs["loss"].data))
+    return losses, [b.data.copy() for p in sgd.net.params.values() for b in p]
+
+
 def tiny_training(directory, steps=3):
     """Every parameter after ``steps`` seeded steps of a small rrelu/nesterov SRCNN solver."""
-    cfg = DEFAULT.with_overrides(["batch_train=16", "base_lr=0.01"])
-    caffe.set_random_seed(5)
-    solver = tiny_solver(cfg, "rrelu", "nesterov", directory)
-    for _ in range(steps):
-        caffe.set_random_seed(solver.iter)
-        solver.step(1)
-    return [b.data.copy() for p in solver.net.params.values() for b in p]
+    return seeded_training(DEFAULT, "rrelu", "nesterov", directory, steps)[1]
 
 
 # ------------------------------------------------------- files for the readers

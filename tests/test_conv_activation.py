@@ -10,7 +10,7 @@ from caffe.proto import caffe_pb2
 from core.activations import ACTIVATIONS
 from core.config import DEFAULT, ConfigError
 from core.nets import conv_activation_supported, train_val_net
-from tests.helpers import tiny_solver
+from tests.helpers import seeded_training
 
 IN_CONV = DEFAULT.with_overrides(["act_layer=conv"])
 # (images, outputs): images in parallel (0006), one image (Caffe's loop), few outputs (0002).
@@ -79,15 +79,8 @@ def test_one_convolution_is_the_separate_layers_bits(tmp_path, act, path, phase)
 
 
 def training(cfg, act, solver, directory, steps=4):
-    cfg = cfg.with_overrides(["batch_train=16", "base_lr=0.01"])
-    caffe.set_random_seed(5)
-    sgd = tiny_solver(cfg, act, solver, directory)
-    losses = []
-    for _ in range(steps):
-        caffe.set_random_seed(sgd.iter)
-        sgd.step(1)
-        losses.append(float(sgd.net.blobs["loss"].data))
-    return losses, [b.data.tobytes() for p in sgd.net.params.values() for b in p]
+    losses, params = seeded_training(cfg, act, solver, directory, steps)
+    return losses, [p.tobytes() for p in params]
 
 
 @pytest.mark.parametrize("act,solver", [("relu", "sgd"), ("rrelu", "nesterov")])

@@ -8,7 +8,7 @@ from caffe import layers as L
 
 from core.activations import rrelu_train
 from core.config import DEFAULT, ConfigError
-from tests.helpers import tiny_solver
+from tests.helpers import seeded_training
 
 SHAPE = (4, 8, 37, 41)  # large enough for the OpenMP loops (>= 32768 elements)
 FUSED = DEFAULT.with_overrides(["rrelu_layer=fused"])
@@ -78,15 +78,7 @@ def test_the_test_phase_is_the_leaky_relu(tmp_path):
 
 
 def training(cfg, directory, steps=4):
-    cfg = cfg.with_overrides(["batch_train=16", "base_lr=0.01"])
-    caffe.set_random_seed(5)
-    solver = tiny_solver(cfg, "rrelu", "nesterov", directory)
-    losses = []
-    for _ in range(steps):
-        caffe.set_random_seed(solver.iter)
-        solver.step(1)
-        losses.append(float(solver.net.blobs["loss"].data))
-    return losses, [b.data.copy() for p in solver.net.params.values() for b in p]
+    return seeded_training(cfg, "rrelu", "nesterov", directory, steps)
 
 
 def test_training_with_the_fused_layer_is_bit_identical(tmp_path):
