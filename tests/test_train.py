@@ -197,3 +197,42 @@ def test_curves_render_from_fixture_manifests(tmp_path):
     for fig in ("toy_fig3.png", "toy_fig4.png"):
         img = cv2.imread(str(tmp_path / "fig" / fig))
         assert img is not None and img.shape[0] > 200 and img.std() > 10
+
+
+def snapshot_blobs(run):
+    """Every parameter blob's bytes of a run's last caffemodel, by layer name."""
+    from caffe.proto import caffe_pb2
+    manifest = json.loads((run / "manifest.json").read_text())
+    net = caffe_pb2.NetParameter()
+    net.ParseFromString(open(manifest["snapshots"][-1]["caffemodel"], "rb").read())
+    return {layer.name: [np.array(b.data, np.float32).tobytes() for b in layer.blobs]
+            for layer in net.layer if layer.blobs}
+
+
+def test_activations_inside_the_convolutions_train_to_the_same_weights(data_root, tmp_path):
+    """act_layer=conv (patch 0011) through the trainer: the same weights, bit for bit, and the
+    same test scores as the separate layers."""
+    runs = {}
+    for layer in ("separate", "conv"):
+        runs[layer] = tmp_path / layer
+        assert train_main(train_args(data_root, runs[layer], 10, f"act_layer={layer}")) == 0
+    separate, conv = snapshot_blobs(runs["separate"]), snapshot_blobs(runs["conv"])
+    assert set(separate) == {"conv1", "conv2", "conv3"} and separate == conv
+    tests = [json.loads((runs[k] / "manifest.json").read_text())["tests"] for k in runs]
+    assert tests[0][-1]["psnr"] == tests[1][-1]["psnr"]
+
+
+@pytest.mark.parametrize("case", ["unpatched", "prelu"])
+def test_activations_inside_convolutions_refused_with_one_line(data_root, tmp_path, capsys,
+                                                              monkeypatch, case):
+    import core.nets
+    args = train_args(data_root, tmp_path / "run", 5, "act_layer=conv")
+    if case == "unpatched":
+        monkeypatch.setattr(core.nets, "conv_activation_supported", lambda: False)
+        want = "patches/0011"
+    else:
+        args[args.index("rrelu")] = "prelu"
+        want = "supports relu and rrelu, not prelu"
+    assert train_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and want in err[0] and not (tmp_path / "run").exists()
