@@ -99,8 +99,13 @@ def repo(tmp_path_factory):
     dest = tmp_path_factory.mktemp("repo") / "medsr"
     skip = {".git", ".venv", "data", "runs", "results", "figures", "logs", ".slurm", "bench",
             "__pycache__", ".pytest_cache", "REPORT.md"}
-    shutil.copytree(ROOT, dest, symlinks=True, ignore=lambda d, names: [
-        n for n in names if n in skip or n.endswith((".caffemodel", ".solverstate"))])
+    reference = ROOT / "models" / "reference"  # committed weights: make eval scores them
+
+    def ignored(directory, names):
+        weights = not Path(directory).is_relative_to(reference)
+        return [n for n in names if n in skip or (weights and n.endswith((".caffemodel", ".solverstate")))]
+
+    shutil.copytree(ROOT, dest, symlinks=True, ignore=ignored)
     (dest / ".venv").symlink_to(ROOT / ".venv")
     build_dataset(dest / "data" / "prostate", random_slices(3), random_slices(2, seed=7), DEFAULT,
                   {"sources": []})
