@@ -38,9 +38,13 @@ def conv_activation_supported():
     return "medsr_activation" in caffe_pb2.ConvolutionParameter.DESCRIPTOR.fields_by_name
 
 
-def activation(n, name, bottom, act, phase, cfg, train_shape):
-    """Set ``n.<name>`` to the activation ``act`` of ``bottom`` (core/activations.py)."""
-    ACTIVATIONS[act].caffe(n, name, bottom, phase == TRAIN, cfg, train_shape)
+def conv_activation_fields(act, cfg):
+    """The convolution_param fields that apply ``act`` inside a convolution (act_layer=conv);
+    ValueError, in a line for the user, for an activation patch 0011 does not have."""
+    fields = ACTIVATIONS[act].in_conv(cfg)
+    if fields is None:
+        raise ValueError(f"act_layer=conv supports relu and rrelu, not {act}: use act_layer=separate")
+    return fields
 
 
 def activated_conv(n, k, bottom, cfg, num_output, kernel, act, phase, train_side):
@@ -51,14 +55,12 @@ def activated_conv(n, k, bottom, cfg, num_output, kernel, act, phase, train_side
         raise ValueError(f"unknown activation {act!r}")
     name = f"conv{k}"
     if phase == TRAIN and cfg.act_layer == "conv":
-        fields = ACTIVATIONS[act].in_conv(cfg)
-        if fields is None:
-            raise ValueError(f"act_layer=conv supports relu and rrelu, not {act}: use act_layer=separate")
-        setattr(n, name, conv(bottom, cfg, k - 1, num_output, kernel, **fields))
+        setattr(n, name, conv(bottom, cfg, k - 1, num_output, kernel,
+                              **conv_activation_fields(act, cfg)))
         return getattr(n, name)
     setattr(n, name, conv(bottom, cfg, k - 1, num_output, kernel))
-    activation(n, f"act{k}", getattr(n, name), act, phase, cfg,
-               (cfg.batch_train, num_output, train_side, train_side))
+    ACTIVATIONS[act].caffe(n, f"act{k}", getattr(n, name), phase == TRAIN, cfg,
+                           (cfg.batch_train, num_output, train_side, train_side))
     return getattr(n, f"act{k}")
 
 

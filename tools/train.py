@@ -216,14 +216,15 @@ def resolve(args):
 
 def check_conv_activation(act, cfg):
     """act_layer=conv needs our Caffe's patch 0011 and an activation it has."""
-    from core.activations import ACTIVATIONS
-    from core.nets import conv_activation_supported
+    from core.nets import conv_activation_fields, conv_activation_supported
 
     if not conv_activation_supported():
         raise TrainError("this Caffe cannot apply activations inside convolutions "
                          "(tools/setup/patches/0011, built by make setup): use act_layer=separate")
-    if ACTIVATIONS[act].in_conv(cfg) is None:
-        raise TrainError(f"act_layer=conv supports relu and rrelu, not {act}: use act_layer=separate")
+    try:
+        conv_activation_fields(act, cfg)
+    except ValueError as exc:
+        raise TrainError(str(exc))
 
 
 def comparable(config):
