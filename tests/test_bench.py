@@ -116,6 +116,7 @@ def test_summary_has_the_keys_and_the_ratio_of_the_medians():
     # Medians over all six steps of each engine (255 = (250 + 260) / 2), and per repeat.
     assert result["caffe_ms"] == 255.0 and result["torch_ms"] == 100.0
     assert (result["caffe_ms_min"], result["torch_ms_min"]) == (100.0, 90.0)
+    assert (result["caffe_ms_mean"], result["torch_ms_mean"]) == (230.0, 100.0)  # a run's ms/iteration
     assert result["ratio"] == pytest.approx(2.55)
     assert result["ratio_per_repeat"] == pytest.approx([2.0, 2.6])
     assert result["gflop_per_iter"] == pytest.approx(PAPER_GFLOP)

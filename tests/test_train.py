@@ -17,7 +17,7 @@ from tqdm import tqdm
 from core.config import ADDED_KEYS, ROOT
 from tests.helpers import FAST
 from tools.curves import main as curves_main
-from tools.train import main as train_main, progress_style
+from tools.train import StepTimes, main as train_main, progress_style
 
 
 def train_args(data_root, run_dir, iters, *extra):
@@ -34,6 +34,20 @@ def test_short_run_writes_manifest_and_snapshots(data_root, tmp_path):
     assert m["bicubic"]["psnr"] > 0 and m["config"]["batch_train"] == 16 and m["caffe"]["version"]
     assert [s["iter"] for s in m["snapshots"]] == [10, 20]
     assert all(os.path.isfile(s["caffemodel"]) and os.path.isfile(s["solverstate"]) for s in m["snapshots"])
+    # Every step timed as the bench times them; the steps alone take less than the wall time.
+    timing = m["step_time"]
+    assert timing["steps"] == 20 and timing["median_ms"] > 0
+    assert timing["mean_ms"] * 20 / 1000 < m["wall_time_s"]
+
+
+def test_step_times_keep_the_most_recent_steps(monkeypatch):
+    clock = iter([1.0, 1.5, 4.0, 4.25])  # perf_counter at each add(): steps of 1000, 500, 500 and 250 ms
+    monkeypatch.setattr("tools.train.time.perf_counter", lambda: next(clock))
+    steps = StepTimes(keep=2)
+    assert steps.summary() == {}
+    for start in (0.0, 1.0, 3.5, 4.0):
+        steps.add(start)
+    assert steps.summary() == {"median_ms": 375.0, "mean_ms": 375.0, "steps": 2}
 
 
 def run_cli(args, **kwargs):

@@ -67,6 +67,10 @@ def summarize(args, cfg, caffe_blocks, torch_blocks, layers, caffe_info, torch_i
         "torch_ms_all": torch_all,
         "caffe_ms_min": min(caffe_all),
         "torch_ms_min": min(torch_all),
+        # Wall time per step, as a run's ms/iteration (tools.train) counts it: on a shared machine
+        # the mean sits above the median by what other processes took.
+        "caffe_ms_mean": statistics.fmean(caffe_all),
+        "torch_ms_mean": statistics.fmean(torch_all),
         "ratio_per_repeat": [statistics.median(c) / statistics.median(t)
                              for c, t in zip(caffe_blocks, torch_blocks)],
         "gflop_per_iter": gflop,
@@ -109,16 +113,18 @@ def summarize(args, cfg, caffe_blocks, torch_blocks, layers, caffe_info, torch_i
 def summary_table(result):
     """The human summary: one table, and a line naming Caffe's three costliest layer passes."""
     threads = result["threads"]
-    rows = [("caffe", result["caffe_ms"], result["caffe_ms_min"], result["caffe_gflops"],
+    rows = [("caffe", result["caffe_ms"], result["caffe_ms_min"], result.get("caffe_ms_mean"),
+             result["caffe_gflops"],
              threads["caffe"]["openblas_get_num_threads"] or threads["caffe"]["OPENBLAS_NUM_THREADS"]),
-            ("torch", result["torch_ms"], result["torch_ms_min"], result["torch_gflops"],
-             threads["torch"]["set_num_threads"])]
+            ("torch", result["torch_ms"], result["torch_ms_min"], result.get("torch_ms_mean"),
+             result["torch_gflops"], threads["torch"]["set_num_threads"])]
     extra = f" ({' '.join(result['overrides'])})" if result.get("overrides") else ""
     lines = [f"SRCNN train step: act {result['act']}, solver {result['solver']}{extra}, batch {result['batch']}, "
              f"{result['gflop_per_iter']:.3f} GFLOP/iter, {result['repeats']}x{result['iters']} iters each",
-             f"{'engine':<8}{'median ms':>11}{'min ms':>9}{'GFLOP/s':>9}{'threads':>9}"]
-    for name, med, low, rate, n in rows:
-        lines.append(f"{name:<8}{med:>11.1f}{low:>9.1f}{rate:>9.2f}{str(n):>9}")
+             f"{'engine':<8}{'median ms':>11}{'min ms':>9}{'mean ms':>9}{'GFLOP/s':>9}{'threads':>9}"]
+    for name, med, low, mean, rate, n in rows:
+        mean = "" if mean is None else f"{mean:.1f}"  # results written before the mean was kept
+        lines.append(f"{name:<8}{med:>11.1f}{low:>9.1f}{mean:>9}{rate:>9.2f}{str(n):>9}")
     lines.append(f"ratio caffe/torch (medians): {result['ratio']:.2f}")
     if result.get("peak"):
         peak = result["peak"]

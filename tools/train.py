@@ -11,11 +11,13 @@ alone by the batches already consumed: the resumed run ends with the same bytes 
 uninterrupted one (on the CPU).
 """
 import argparse
+import collections
 import json
 import math
 import os
 import shutil
 import signal
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -88,6 +90,26 @@ def snapshot(solver, run_dir, manifest):
                                   "solverstate": str(prefix) + ".solverstate"})
 
 
+class StepTimes:
+    """Milliseconds of each training step of this process, timed as `make bench` times its steps
+    (solver.step(1) and reading the loss): the manifest gets their median, the figure the bench
+    reports. The run's ms/iteration is a mean over wall time, which this machine's scheduling
+    noise drags above the median; only the most recent ``keep`` steps are kept."""
+
+    def __init__(self, keep=100_000):
+        self.times = collections.deque(maxlen=keep)
+
+    def add(self, start):
+        self.times.append((time.perf_counter() - start) * 1000.0)
+
+    def summary(self):
+        """{"median_ms", "mean_ms", "steps"} of the steps kept, or {} before the first."""
+        if not self.times:
+            return {}
+        return {"median_ms": round(statistics.median(self.times), 3),
+                "mean_ms": round(statistics.fmean(self.times), 3), "steps": len(self.times)}
+
+
 class LineWriter:
     """A file for tqdm that turns each redraw into a line of its own: in a log file (Slurm, nohup)
     the redraws would otherwise be one line joined by carriage returns, and on a terminal that
@@ -118,8 +140,9 @@ def progress_style(env=None, stream=None):
             "mininterval": float(env.get("MEDSR_PROGRESS_S", 60))}
 
 
-def train_loop(solver, cfg, run_dir, manifest, scorer, stop):
-    """Step to cfg.max_iter, testing and snapshotting at their intervals; returns how it ended."""
+def train_loop(solver, cfg, run_dir, manifest, scorer, stop, steps=None):
+    """Step to cfg.max_iter, testing and snapshotting at their intervals; returns how it ended.
+    Each step's time goes to ``steps`` (a StepTimes), when given."""
     start_wall, wall0 = time.time(), manifest["wall_time_s"]
     manifest.pop("diverged_at", None)  # a resumed run is judged afresh
     losses = []
@@ -128,8 +151,11 @@ def train_loop(solver, cfg, run_dir, manifest, scorer, stop):
                **progress_style())
     while solver.iter < cfg.max_iter and stop.signum is None:
         caffe.set_random_seed(iteration_seed(cfg.random_seed, solver.iter))
+        step_start = time.perf_counter()
         solver.step(1)
         losses.append(float(solver.net.blobs["loss"].data))
+        if steps is not None:
+            steps.add(step_start)
         it = solver.iter
         if not math.isfinite(losses[-1]):  # the weights are NaN/inf now: nothing more to learn
             manifest["diverged_at"] = it
@@ -302,7 +328,9 @@ def run(args):
     solver = make_solver(manifest, cfg, data_dir, restore)
     scorer = ImageScorer(data_dir, manifest["files"]["deploy"], cfg)
     manifest["bicubic"] = scorer.bicubic
-    status = train_loop(solver, cfg, run_dir, manifest, scorer, stop)
+    steps = StepTimes()
+    status = train_loop(solver, cfg, run_dir, manifest, scorer, stop, steps)
+    manifest["step_time"] = steps.summary()  # this process's steps (a resumed run's last part)
     if status != "diverged":  # a diverged net's weights are not worth a snapshot
         snapshot(solver, run_dir, manifest)
     manifest["status"] = status
@@ -323,7 +351,8 @@ def run(args):
     last = manifest["tests"][-1] if manifest["tests"] else {}
     print(f"train: done, {solver.iter} iterations, test PSNR {last.get('psnr', float('nan')):.2f} dB "
           f"(bicubic {scorer.bicubic['psnr']:.2f}); {step_ms(manifest):.1f} ms/iteration without the "
-          f"periodic tests ({manifest.get('test_time_s', 0.0):.1f} s); manifest: {run_dir / 'manifest.json'}")
+          f"periodic tests ({manifest.get('test_time_s', 0.0):.1f} s), median step "
+          f"{manifest['step_time'].get('median_ms', float('nan')):.1f} ms; manifest: {run_dir / 'manifest.json'}")
     return 0
 
 
