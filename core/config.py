@@ -67,6 +67,8 @@ class Config:
     # Where TRAIN nets apply act1 and act2: "separate", layers of their own (any Caffe), or "conv",
     # inside conv1 and conv2 (our Caffe's patch 0011, CPU only: relu and rrelu with element
     # draws), image by image while each output is in cache, with the separate layers' numbers.
+    # "auto" (what make train/grid/reproduce pass): the trainer picks conv where this Caffe, the
+    # device and the activation allow it, else separate, and records its choice.
     act_layer: str = "separate"
     prelu_channel_shared: bool = False  # PReLU: one slope per channel (He et al.'s default)
     # Caffe's EuclideanLoss is sum/(2N) over a batch of N; the paper's MSE is sum/N: 2.0 gives the
@@ -140,8 +142,8 @@ class Config:
         if self.rrelu_layer == "fused" and self.rrelu_draw != "element":
             raise ConfigError("rrelu_layer=fused draws per element: use rrelu_draw=element or "
                               "rrelu_layer=graph")
-        if self.act_layer not in ("separate", "conv"):
-            raise ConfigError(f"act_layer must be separate or conv, not {self.act_layer!r}")
+        if self.act_layer not in ("separate", "conv", "auto"):
+            raise ConfigError(f"act_layer must be separate, conv or auto, not {self.act_layer!r}")
         if self.act_layer == "conv" and self.rrelu_draw != "element":
             raise ConfigError("act_layer=conv draws RReLU's slopes per element: use "
                               "rrelu_draw=element or act_layer=separate")
@@ -173,6 +175,11 @@ FIELDS = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fie
 # Config keys added after runs had been made, with the value that gives the behaviour from before
 # them: a manifest without one was trained with that value (resume and comparisons read it so).
 ADDED_KEYS = {"residual": False, "rrelu_layer": "graph", "act_layer": "separate"}
+
+
+# Keys that choose how Caffe computes, not what: every choice gives the same numbers bit for bit
+# (tests/test_caffe_patches.py, tests/test_conv_activation.py), so a run may resume under another.
+BUILD_ONLY_KEYS = ("rrelu_layer", "act_layer")
 
 
 def with_added_keys(config):

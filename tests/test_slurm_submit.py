@@ -47,7 +47,8 @@ def test_dry_run_shows_one_array_of_the_grid_and_an_evaluation_after_it():
     assert len(runs) == 8 and "--array=0-7" in array and "--gres=gpu:1" in array
     script = array.index(str(SCRIPTS / "grid.sbatch"))
     assert array[script + 1:script + 9] == runs and array[script + 9] == "--"
-    assert array[script + 10:] == ["max_iter=200", "solver_mode=GPU"]
+    # The Makefile's LAYERS first (the trainer resolves auto on the node: separate on a GPU).
+    assert array[script + 10:] == ["act_layer=auto", "max_iter=200", "solver_mode=GPU"]
     for cmd in (array, evaluation):
         assert {"--partition=gpu", "--time=2:00:00"} <= set(cmd)
     assert "--dependency=afterok:<array job id>" in evaluation and "--gres=gpu:1" not in evaluation

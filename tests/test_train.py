@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 from tqdm import tqdm
 
-from core.config import ADDED_KEYS, ROOT
+from core.config import ADDED_KEYS, DEFAULT, ROOT
 from tests.helpers import FAST
 from tools.curves import main as curves_main
-from tools.train import StepTimes, main as train_main, progress_style
+from tools.train import StepTimes, auto_act_layer, main as train_main, progress_style
 
 
 def train_args(data_root, run_dir, iters, *extra):
@@ -234,6 +234,33 @@ def test_activations_inside_the_convolutions_train_to_the_same_weights(data_root
     assert set(separate) == {"conv1", "conv2", "conv3"} and separate == conv
     tests = [json.loads((runs[k] / "manifest.json").read_text())["tests"] for k in runs]
     assert tests[0][-1]["psnr"] == tests[1][-1]["psnr"]
+
+
+def test_a_run_resumes_under_another_build_switch_to_the_same_bytes(data_root, tmp_path):
+    """act_layer and rrelu_layer change how Caffe computes, not what: a run started with the
+    stock layers resumes with act_layer=auto (the Makefile's) and ends with an uninterrupted
+    run's weights; its nets are rebuilt the new way and the manifest says so."""
+    straight, switched = tmp_path / "straight", tmp_path / "switched"
+    assert train_main(train_args(data_root, straight, 20)) == 0
+    assert train_main(train_args(data_root, switched, 10)) == 0
+    assert train_main(train_args(data_root, switched, 20, "--resume", "act_layer=auto")) == 0
+    assert snapshot_blobs(straight) == snapshot_blobs(switched)
+    manifest = json.loads((switched / "manifest.json").read_text())
+    assert manifest["config"]["act_layer"] == "conv" and manifest["iterations_done"] == 20
+    assert "medsr_activation: RRELU" in (switched / "train_val.prototxt").read_text()
+
+
+@pytest.mark.parametrize("act, overrides, want", [
+    ("rrelu", [], "conv"), ("relu", [], "conv"), ("leaky", [], "separate"), ("prelu", [], "separate"),
+    ("rrelu", ["rrelu_draw=channel"], "separate"), ("relu", ["solver_mode=GPU"], "separate")])
+def test_auto_puts_activations_inside_convolutions_where_they_can_go(act, overrides, want):
+    assert auto_act_layer(act, DEFAULT.with_overrides(["act_layer=auto", *overrides])) == want
+
+
+def test_auto_keeps_the_separate_layers_on_a_caffe_without_patch_0011(monkeypatch):
+    import core.nets
+    monkeypatch.setattr(core.nets, "conv_activation_supported", lambda: False)
+    assert auto_act_layer("rrelu", DEFAULT) == "separate"
 
 
 @pytest.mark.parametrize("case", ["unpatched", "prelu"])

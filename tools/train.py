@@ -30,7 +30,8 @@ from caffe.proto import caffe_pb2  # noqa: E402
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from core.config import ROOT, ConfigError, check_name, dataset_config, with_added_keys  # noqa: E402
+from core.config import (BUILD_ONLY_KEYS, ROOT, ConfigError, check_name, dataset_config,  # noqa: E402
+                         with_added_keys)
 from core.device import use_device  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from data_prep.io.files import write_bytes  # noqa: E402
@@ -234,10 +235,26 @@ def resolve(args):
     if args.act == "rrelu" and cfg.rrelu_layer == "fused" and "RReLU" not in caffe.layer_type_list():
         raise TrainError("this Caffe has no RReLU layer (tools/setup/patches/0010, built by make "
                          "setup): use rrelu_layer=graph")
+    if cfg.act_layer == "auto":
+        cfg = cfg.with_overrides([f"act_layer={auto_act_layer(args.act, cfg)}"])
     if cfg.act_layer == "conv":
         check_conv_activation(args.act, cfg)
     run_dir = args.run_dir or default_run_dir(args.dataset, args.act, args.solver, args.seed)
     return cfg, data_dir, Path(run_dir).resolve()
+
+
+def auto_act_layer(act, cfg):
+    """act_layer=auto: "conv" where this Caffe has patch 0011, the net trains on the CPU and ``act``
+    can go inside the convolution; else "separate". Either gives the same numbers."""
+    from core.nets import conv_activation_fields, conv_activation_supported
+
+    if cfg.solver_mode != "CPU" or cfg.rrelu_draw != "element" or not conv_activation_supported():
+        return "separate"
+    try:
+        conv_activation_fields(act, cfg)
+    except ValueError:
+        return "separate"
+    return "conv"
 
 
 def check_conv_activation(act, cfg):
@@ -254,9 +271,17 @@ def check_conv_activation(act, cfg):
 
 
 def comparable(config):
-    """The config fields that must match to resume a run (max_iter may grow; keys the run predates
-    count at the value it was trained with, core.config.ADDED_KEYS)."""
-    return {k: v for k, v in json.loads(json.dumps(with_added_keys(config))).items() if k != "max_iter"}
+    """The config fields that must match to resume a run (max_iter may grow, and the build-only keys
+    may change, core.config.BUILD_ONLY_KEYS; keys the run predates count at the value it was
+    trained with, core.config.ADDED_KEYS)."""
+    return {k: v for k, v in json.loads(json.dumps(with_added_keys(config))).items()
+            if k != "max_iter" and k not in BUILD_ONLY_KEYS}
+
+
+def build_changed(config, cfg):
+    """True when a run's recorded config builds its nets otherwise than ``cfg`` does."""
+    old = with_added_keys(config)
+    return any(old[k] != getattr(cfg, k) for k in BUILD_ONLY_KEYS)
 
 
 def prepare_run(args, cfg, data_dir, run_dir):
@@ -274,9 +299,11 @@ def prepare_run(args, cfg, data_dir, run_dir):
             last = old["snapshots"][-1]
             old["tests"] = [t for t in old["tests"] if t["iter"] <= last["iter"]]
             old["snapshots"] = [s for s in old["snapshots"] if s["iter"] <= last["iter"]]
+            rebuild = build_changed(old["config"], cfg)
             old["config"], old["status"] = cfg.as_dict(), "running"
-            if not old["files"] or not all(Path(f).is_file() for f in old["files"].values()):
-                # an unpacked reference or a run moved from another checkout: its nets, for here
+            if rebuild or not old["files"] or not all(Path(f).is_file() for f in old["files"].values()):
+                # an unpacked reference or a run moved from another checkout: its nets, for here;
+                # or a build-only key changed: the same numbers from nets built the new way
                 files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.solver, data_dir,
                                        train_list(data_dir, cfg.data_seed))
                 old["files"], old["data"] = {k: str(v) for k, v in files.items()}, str(data_dir.resolve())
