@@ -1,12 +1,15 @@
 """The Caffe that `make setup` provides: pycaffe imports, NetSpec nets load, solvers update as Caffe's
 documented rules say."""
+import os
+import subprocess
+
 import caffe
 import h5py
 import numpy as np
 from caffe import layers as L
 from caffe.proto import caffe_pb2
 
-from core.config import ACTIVATIONS, DEFAULT
+from core.config import ACTIVATIONS, DEFAULT, ROOT
 from core.nets import deploy_net, train_val_net
 
 
@@ -127,3 +130,19 @@ def test_sgd_steps_follow_caffe_momentum_rule(tmp_path):
 
 def test_nesterov_steps_follow_caffe_rule(tmp_path):
     run_and_check(tiny_regression_solver(tmp_path, "Nesterov"), nesterov_rule)
+
+
+def test_the_venv_keeps_idle_threads_from_spinning():
+    """`make setup` makes every Python of .venv, and .venv/bin/caffe, default libgomp's and
+    OpenBLAS's idle threads to sleeping (tools/setup/setup.sh): spinning, they took the cores from
+    the training step's OpenMP threads. A value of the user's own is kept."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")}
+    show = "import os; print(os.environ['OMP_WAIT_POLICY'], os.environ['OPENBLAS_THREAD_TIMEOUT'])"
+    python = str(ROOT / ".venv" / "bin" / "python")
+    out = subprocess.run([python, "-c", show], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["PASSIVE", "4"]
+    out = subprocess.run([python, "-c", show], env=dict(env, OPENBLAS_THREAD_TIMEOUT="28"),
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["PASSIVE", "28"]
+    wrapper = (ROOT / ".venv" / "bin" / "caffe").read_text()
+    assert ': "${OMP_WAIT_POLICY:=PASSIVE}"' in wrapper and ': "${OPENBLAS_THREAD_TIMEOUT:=4}"' in wrapper

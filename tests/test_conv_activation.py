@@ -78,6 +78,30 @@ def test_one_convolution_is_the_separate_layers_bits(tmp_path, act, path, phase)
         assert run(inside, 1)[0] != run(inside, 2)[0]
 
 
+def test_rrelu_draws_without_the_block_wise_generator_are_the_separate_layers_bits(tmp_path,
+                                                                                  monkeypatch):
+    """With patch 0008's block-wise draws off, the parallel path draws all of RReLU's slopes at
+    once on the calling thread instead of image by image: the same numbers again, and the
+    generator left where the separate layer leaves it (the second pass draws the same)."""
+    monkeypatch.setenv("MEDSR_FAST_RNG", "0")
+    images, outputs = PATHS["parallel"]
+    separate = conv_net(tmp_path, "rrelu", False, images, outputs, caffe.TRAIN)
+    inside = conv_net(tmp_path, "rrelu", True, images, outputs, caffe.TRAIN)
+    assert run(inside, 3) == run(separate, 3)
+
+
+def test_a_second_pass_draws_what_the_separate_layer_draws(tmp_path):
+    """Image by image, the draws leave Caffe's generator where RReLU's one call leaves it."""
+    images, outputs = PATHS["parallel"]
+    results = []
+    for in_conv in (False, True):
+        net, top = conv_net(tmp_path, "rrelu", in_conv, images, outputs, caffe.TRAIN)
+        run((net, top), 4)
+        net.forward()  # no reseed: the generator continues
+        results.append(net.blobs[top].data.tobytes())
+    assert results[0] == results[1]
+
+
 def training(cfg, act, solver, directory, steps=4):
     losses, params = seeded_training(cfg, act, solver, directory, steps)
     return losses, [p.tobytes() for p in params]

@@ -244,15 +244,12 @@ def resolve(args):
 
 
 def auto_act_layer(act, cfg):
-    """act_layer=auto: "conv" where this Caffe has patch 0011, the net trains on the CPU and ``act``
-    can go inside the convolution; else "separate". Either gives the same numbers."""
-    from core.nets import conv_activation_fields, conv_activation_supported
-
-    if cfg.solver_mode != "CPU" or cfg.rrelu_draw != "element" or not conv_activation_supported():
-        return "separate"
+    """act_layer=auto: "conv" where act_layer=conv would be accepted (this Caffe has patch 0011,
+    the net trains on the CPU, ``act`` can go inside the convolution), else "separate". Either
+    gives the same numbers."""
     try:
-        conv_activation_fields(act, cfg)
-    except ValueError:
+        check_conv_activation(act, cfg.with_overrides(["act_layer=conv"]))
+    except (TrainError, ConfigError):
         return "separate"
     return "conv"
 

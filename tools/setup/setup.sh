@@ -182,12 +182,16 @@ ensure_venv() {
   local site; site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   # libgomp's threads (our direct convolution's, patch 0002) spin-wait after each parallel region
   # and take the cores from OpenBLAS's threads: every Python of this venv defaults to PASSIVE.
-  printf '%s\n%s\n' "$pydir" 'import os; os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")' \
+  # OpenBLAS's own idle threads yield in a loop for 2^28 cycles after each threaded call (the
+  # loss's, every step) and take the cores from our OpenMP threads: a training step's mean went
+  # from 40-42 to 30 ms (median 30) once they sleep after 2^4 (README, "Performance").
+  printf '%s\n%s\n' "$pydir" 'import os; os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE"); os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")' \
     >"$site/medsr_caffe.pth"
   echo "$ROOT" >"$site/medsr_caffe_repo.pth"
   rm -f "$VENV/bin/caffe"  # an older setup made a symlink: never write through it into the cache
-  printf '#!/bin/sh\n# Caffe'"'"'s tool, with libgomp threads that do not spin (tools/setup/setup.sh)\n%s\n%s\n' \
-    ': "${OMP_WAIT_POLICY:=PASSIVE}"; export OMP_WAIT_POLICY' "exec \"$bin\" \"\$@\"" >"$VENV/bin/caffe"
+  printf '#!/bin/sh\n# Caffe'"'"'s tool, with libgomp and OpenBLAS threads that do not spin (tools/setup/setup.sh)\n%s\n%s\n%s\n' \
+    ': "${OMP_WAIT_POLICY:=PASSIVE}"; export OMP_WAIT_POLICY' \
+    ': "${OPENBLAS_THREAD_TIMEOUT:=4}"; export OPENBLAS_THREAD_TIMEOUT' "exec \"$bin\" \"\$@\"" >"$VENV/bin/caffe"
   chmod +x "$VENV/bin/caffe"
   (cd / && "$VENV/bin/python" -c 'import caffe') 2>"$CACHE_ROOT/logs/import-caffe.log" \
     || fail "venv" "'import caffe' fails in $VENV (log: $CACHE_ROOT/logs/import-caffe.log)"
