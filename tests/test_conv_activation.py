@@ -81,8 +81,7 @@ def test_one_convolution_is_the_separate_layers_bits(tmp_path, act, path, phase)
 def test_rrelu_draws_without_the_block_wise_generator_are_the_separate_layers_bits(tmp_path,
                                                                                   monkeypatch):
     """With patch 0008's block-wise draws off, the parallel path draws all of RReLU's slopes at
-    once on the calling thread instead of image by image: the same numbers again, and the
-    generator left where the separate layer leaves it (the second pass draws the same)."""
+    once on the calling thread instead of image by image: the same numbers again."""
     monkeypatch.setenv("MEDSR_FAST_RNG", "0")
     images, outputs = PATHS["parallel"]
     separate = conv_net(tmp_path, "rrelu", False, images, outputs, caffe.TRAIN)
