@@ -141,9 +141,9 @@ def progress_style(env=None, stream=None):
             "mininterval": float(env.get("MEDSR_PROGRESS_S", 60))}
 
 
-def train_loop(solver, cfg, run_dir, manifest, scorer, stop, steps=None):
+def train_loop(solver, cfg, run_dir, manifest, scorer, stop, steps):
     """Step to cfg.max_iter, testing and snapshotting at their intervals; returns how it ended.
-    Each step's time goes to ``steps`` (a StepTimes), when given."""
+    Each step's time goes to ``steps`` (a StepTimes)."""
     start_wall, wall0 = time.time(), manifest["wall_time_s"]
     manifest.pop("diverged_at", None)  # a resumed run is judged afresh
     losses = []
@@ -155,8 +155,7 @@ def train_loop(solver, cfg, run_dir, manifest, scorer, stop, steps=None):
         step_start = time.perf_counter()
         solver.step(1)
         losses.append(float(solver.net.blobs["loss"].data))
-        if steps is not None:
-            steps.add(step_start)
+        steps.add(step_start)
         it = solver.iter
         if not math.isfinite(losses[-1]):  # the weights are NaN/inf now: nothing more to learn
             manifest["diverged_at"] = it
@@ -235,9 +234,9 @@ def resolve(args):
     if args.act == "rrelu" and cfg.rrelu_layer == "fused" and "RReLU" not in caffe.layer_type_list():
         raise TrainError("this Caffe has no RReLU layer (tools/setup/patches/0010, built by make "
                          "setup): use rrelu_layer=graph")
-    if cfg.act_layer == "auto":
+    if cfg.act_layer == "auto":  # conv only where check_conv_activation accepts it
         cfg = cfg.with_overrides([f"act_layer={auto_act_layer(args.act, cfg)}"])
-    if cfg.act_layer == "conv":
+    elif cfg.act_layer == "conv":
         check_conv_activation(args.act, cfg)
     run_dir = args.run_dir or default_run_dir(args.dataset, args.act, args.solver, args.seed)
     return cfg, data_dir, Path(run_dir).resolve()
