@@ -38,7 +38,7 @@ SLURM_ENV = $(if $(SLURM_CONF),,$(if $(wildcard $(SLURM_DIR)/run/slurmctld.pid),
 # $(call require,VARS): stop with one line naming the first unset variable (recipes only).
 require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
 
-.PHONY: help setup test test-fast check-venv nets data train grid curves eval figures reproduce bench upscale
+.PHONY: help setup test test-kernels test-fast check-venv nets data train grid curves eval figures reproduce bench upscale
 .PHONY: grid-status slurm-up slurm-down gpu-check regions
 # make setup GPU=1: Caffe with CUDA (tools/setup/setup_gpu.sh); GPU=0: CPU-only; auto: 1 when
 # nvidia-smi lists a GPU.
@@ -65,6 +65,9 @@ check-venv:
 
 test: check-venv  ## the pytest suite (CPU, minutes)
 	@cd $(ROOT) && $(PY) -m pytest
+
+test-kernels: check-venv  ## the tests marked blas again under an older OpenBLAS core type (a child process's OPENBLAS_CORETYPE) [CORES="Haswell Zen SkylakeX Sandybridge"]
+	@cd $(ROOT) && $(PY) -m tools.blas_kernels $(if $(CORES),--cores $(CORES))
 
 test-fast: check-venv  ## the pytest suite without the tests marked slow or slurm
 	@cd $(ROOT) && $(PY) -m pytest -m "not slow and not slurm"

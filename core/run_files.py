@@ -16,6 +16,7 @@ from google.protobuf import text_format
 from core.errors import DataError
 from core.atomic import write_json_atomic, write_text_atomic
 from core.config import ROOT
+from core.machine import machine
 from core.nets import deploy_net, train_val_net
 from core.solvers import solver_param
 
@@ -106,6 +107,16 @@ def new_manifest(cfg, dataset, act, solver, files, data_dir, seed=0):
             "files": {k: str(v) for k, v in files.items()}, "git_commit": git_commit(),
             "caffe": caffe_version(), "started": now(), "iterations_done": 0,
             "wall_time_s": 0.0, "bicubic": None, "tests": [], "snapshots": []}
+
+
+def record_machine(manifest, iteration):
+    """Add to the manifest's ``machines`` the CPU and BLAS this process trains with, from
+    ``iteration`` on, unless they are the ones already recorded last: a run resumed on another
+    machine or OpenBLAS kernel says so, and from which iteration (docs/exactness.md)."""
+    here = machine()
+    machines = manifest.setdefault("machines", [])
+    if not machines or {k: machines[-1].get(k) for k in here} != here:
+        machines.append({"from_iter": int(iteration), **here})
 
 
 def read_manifest(run_dir):

@@ -14,6 +14,8 @@ import pytest
 from tools import bench_engines, bench_summary, bench_train
 from core.config import DEFAULT
 
+pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
+
 KEYS = ("caffe_ms", "torch_ms", "ratio", "caffe_ms_all", "torch_ms_all", "gflop_per_iter", "caffe_gflops",
         "torch_gflops", "threads", "per_layer_ms", "act", "solver", "batch", "torch_version", "blas", "cpu",
         "date", "flop_rule")

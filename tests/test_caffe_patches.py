@@ -5,8 +5,9 @@ defined at the top; it reads better whole.
 
 The direct convolution (0002) and the images-in-parallel convolution (0006) are compared with
 Caffe's own im2col + GEMM path in the same process: MEDSR_DIRECT_CONV=0 and MEDSR_PARALLEL_CONV=0
-switch them off at run time. The ReLU backward rewrite (0003) must be bit-identical to upstream's
-formula.
+switch them off at run time, and the patches' path counters (0012) show which path each run took
+(the outputs cannot: some OpenBLAS kernels sum in the direct path's order). The ReLU backward
+rewrite (0003) must be bit-identical to upstream's formula.
 """
 import ctypes
 import os
@@ -22,6 +23,8 @@ from caffe import layers as L
 
 from core.config import ROOT
 from tests.helpers import tiny_training
+
+pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
 
 
 def libcaffe():
@@ -66,6 +69,29 @@ def test_patched_paths_are_built_and_switchable(switch, symbol):
         assert switch_enabled(symbol)
     with switch(False):
         assert not switch_enabled(symbol)
+
+
+DIRECT_PATH, PARALLEL_PATH = 0, 1  # caffe::PatchedPath (patch 0012)
+
+
+def path_count(path):
+    """Passes that took one of the patched paths since libcaffe was loaded (patch 0012)."""
+    fn = libcaffe().medsr_patched_path_count
+    fn.restype = ctypes.c_long
+    return fn(path)
+
+
+@contextmanager
+def serial_blas():
+    """OpenBLAS runs each call on the calling thread while inside: Caffe's GEMM path then runs the
+    very GEMMs the parallel path runs per image (which makes its own calls serial), on any kernel."""
+    lib = ctypes.CDLL("libopenblas.so.0")  # the copy libcaffe loaded
+    threads = lib.openblas_get_num_threads()
+    lib.openblas_set_num_threads(1)
+    try:
+        yield
+    finally:
+        lib.openblas_set_num_threads(threads)
 
 
 def load_net(proto, phase):
@@ -128,19 +154,22 @@ CASES = [  # (N, C, H, W), outputs, kernel, bias
 ]
 
 
-def off_and_on(switch, shape, outputs, kernel, bias, stride=1, pad=0):
+def off_and_on(switch, path, shape, outputs, kernel, bias, stride=1, pad=0):
     """One random convolution pass with ``switch`` off (Caffe's GEMM path), then on: the
     (output, input gradient, weight gradient[, bias gradient]) of each, after checking that
-    they agree to 1e-5."""
+    they agree to 1e-5 and that the patched ``path`` ran with the switch on only."""
     rng = np.random.RandomState(sum(shape) + outputs)
     net = conv_net(shape, outputs, kernel, bias, stride, pad)
     weights = [rng.randn(*b.data.shape).astype(np.float32) for b in net.params["conv"]]
     data = rng.randn(*shape).astype(np.float32)
     top_diff = rng.randn(*net.blobs["conv"].data.shape).astype(np.float32)
-    with switch(False):
+    before = path_count(path)
+    with switch(False), serial_blas():
         want = forward_backward(net, data, weights, top_diff)
+    assert path_count(path) == before, "the switch did not turn the patched path off"
     with switch(True):
         got = forward_backward(net, data, weights, top_diff)
+    assert path_count(path) == before + 2, "the patched path did not run forward and backward"
     for g, w in zip(got, want):
         assert_close(g, w)
     return got, want
@@ -148,8 +177,7 @@ def off_and_on(switch, shape, outputs, kernel, bias, stride=1, pad=0):
 
 @pytest.mark.parametrize("shape,outputs,kernel,bias", CASES)
 def test_direct_convolution_matches_caffe_gemm_path(shape, outputs, kernel, bias):
-    got, want = off_and_on(direct_conv, shape, outputs, kernel, bias)
-    assert any(not np.array_equal(g, w) for g, w in zip(got, want)), "both runs took one path"
+    off_and_on(direct_conv, DIRECT_PATH, shape, outputs, kernel, bias)
 
 
 PARALLEL_CASES = [  # (N, C, H, W), outputs, kernel, bias, stride, pad
@@ -162,13 +190,11 @@ PARALLEL_CASES = [  # (N, C, H, W), outputs, kernel, bias, stride, pad
 
 @pytest.mark.parametrize("shape,outputs,kernel,bias,stride,pad", PARALLEL_CASES)
 def test_parallel_convolution_matches_caffe_gemm_path(shape, outputs, kernel, bias, stride, pad):
-    got, want = off_and_on(parallel_conv, shape, outputs, kernel, bias, stride, pad)
-    # Per image the same GEMMs run, and b + W * col is added in one step either way (these inner
-    # dimensions are too small for OpenBLAS to split): the output and input gradient are exact.
+    got, want = off_and_on(parallel_conv, PARALLEL_PATH, shape, outputs, kernel, bias, stride, pad)
+    # Per image the same single-threaded GEMMs run (Caffe's path under serial_blas), and b + W * col
+    # is added in one step either way: the output and input gradient are exact on any kernel.
     np.testing.assert_array_equal(got[0], want[0])
     np.testing.assert_array_equal(got[1], want[1])
-    if shape[0] > 8:  # gradients summed in chunks of images, so some bits differ
-        assert any(not np.array_equal(g, w) for g, w in zip(got, want)), "both runs took one path"
 
 
 @pytest.mark.parametrize("switch", [direct_conv, parallel_conv])

@@ -12,6 +12,8 @@ from core.config import DEFAULT, ConfigError
 from core.nets import conv_activation_supported, train_val_net
 from tests.helpers import seeded_training
 
+pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
+
 IN_CONV = DEFAULT.with_overrides(["act_layer=conv"])
 # (images, outputs): images in parallel (0006), one image (Caffe's loop), few outputs (0002).
 PATHS = {"parallel": (4, 8), "one_image": (1, 8), "direct": (4, 2)}

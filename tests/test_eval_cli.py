@@ -11,6 +11,8 @@ from eval.report import report
 from tests.helpers import FAST
 from tools.train import main as train_main
 
+pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
+
 
 @pytest.fixture(scope="module")
 def trained(data_root, tmp_path_factory):

@@ -18,6 +18,8 @@ from core.config import ACTIVATIONS, DEFAULT
 from core.nets import deploy_net
 from tests.helpers import deploy, random_params, save_caffemodel
 
+pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
+
 RNG = np.random.RandomState
 
 

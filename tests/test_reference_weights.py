@@ -1,7 +1,8 @@
 """The committed long-schedule reference weights (``models/reference/<dataset>/``, `make reference`):
 each loads, runs through both engines (pycaffe and OpenCV DNN) with the same scores, reproduces
-the score its manifest recorded at the end of training, and beats bicubic in mean PSNR and mean
-SSIM on its data set's test images, built afresh here by `data_prep` (seconds; brain and breast
+the score its manifest recorded at the end of training (within what OpenBLAS's kernels change:
+the manifest's score was summed by the kernels of the machine that trained it, see
+docs/exactness.md), and beats bicubic in mean PSNR and mean SSIM on its data set's test images, built afresh here by `data_prep` (seconds; brain and breast
 use the download cache). A data set whose reference has not been trained yet is skipped, naming
 the command that makes it."""
 import json
@@ -13,7 +14,11 @@ from data_prep.__main__ import main as data_prep_main
 from eval.results import BICUBIC, evaluate, name_runs, reference_dir
 from eval.score import load_hr_folder
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.blas]
+# The recorded score against this machine's: bounds set above the spread measured across OpenBLAS's
+# Haswell, Zen, SkylakeX and Sandybridge kernels (docs/notebook/2026-12-07-blas-kernels.md)
+RECORDED_PSNR_DB = 1e-4
+RECORDED_SSIM = 1e-6
 
 
 @pytest.fixture(scope="module")
@@ -51,8 +56,8 @@ def test_reference_weights_beat_bicubic_through_both_engines(dataset, built):
     # the weights are the ones the manifest describes: its last test scored the same images
     last = manifest["tests"][-1]
     assert last["iter"] == manifest["iterations_done"]
-    assert caffe_mean["psnr"] == pytest.approx(last["psnr"], abs=1e-6)
-    assert caffe_mean["ssim"] == pytest.approx(last["ssim"], abs=1e-8)
+    assert caffe_mean["psnr"] == pytest.approx(last["psnr"], abs=RECORDED_PSNR_DB)
+    assert caffe_mean["ssim"] == pytest.approx(last["ssim"], abs=RECORDED_SSIM)
     assert scores["caffe"][BICUBIC]["mean"]["psnr"] == pytest.approx(manifest["bicubic"]["psnr"], abs=1e-6)
 
 

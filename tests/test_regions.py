@@ -6,6 +6,8 @@ from eval.metrics import psnr, ssim
 from eval.regions import main as regions_main, region_scores
 from tests.helpers import make_run, rng_image, write_png
 
+pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
+
 
 def half_dark(shape=(40, 46)):
     """Left half black, right half textured grey (100..199)."""

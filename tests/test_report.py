@@ -10,6 +10,8 @@ from eval.report import main as report_main
 from eval.report import report
 from eval.report_tables import sci, split
 
+pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
+
 # Fixture numbers standing in for the paper's transcription (never the real ones).
 FAKE_FIG5 = {
     "scale": 3,

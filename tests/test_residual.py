@@ -11,6 +11,8 @@ from core.nets import deploy_net, train_val_net
 from eval.infer import SRNet
 from tests.helpers import random_params, save_caffemodel, tiny_net_files
 
+pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
+
 RESIDUAL = DEFAULT.with_overrides(["residual=true"])
 
 

@@ -19,6 +19,8 @@ from eval.score import load_hr_folder
 from tests.helpers import FAST
 from tools.train import main as train_main
 
+pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
+
 
 def fake_run(run_dir, act="rrelu", solver="nesterov", seed=0, scale=3, snapshots=True, **extra):
     """A run directory's manifest (files need not exist until something loads them)."""

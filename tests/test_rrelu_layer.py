@@ -10,6 +10,8 @@ from core.activations import rrelu_train
 from core.config import DEFAULT, ConfigError
 from tests.helpers import seeded_training
 
+pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
+
 SHAPE = (4, 8, 37, 41)  # large enough for the OpenMP loops (>= 32768 elements)
 FUSED = DEFAULT.with_overrides(["rrelu_layer=fused"])
 

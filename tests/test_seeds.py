@@ -13,6 +13,8 @@ from tests.helpers import FAST
 from tools.reference import pack, unpack
 from tools.train import main as train_main
 
+pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
+
 
 def weights(run_dir):
     manifest = json.loads((run_dir / "manifest.json").read_text())

@@ -19,6 +19,8 @@ from tests.helpers import FAST
 from tools.curves import main as curves_main
 from tools.train import StepTimes, auto_act_layer, main as train_main, progress_style
 
+pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
+
 
 def train_args(data_root, run_dir, iters, *extra):
     return ["--dataset", "toy", "--act", "rrelu", "--solver", "nesterov", "--iters", str(iters),

@@ -19,6 +19,8 @@ from eval import upscale, upscale_stream
 from eval.infer import SRNet
 from tests.helpers import assert_rounds_to, bicubic, make_run, rng_image
 
+pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

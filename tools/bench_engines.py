@@ -46,16 +46,6 @@ def loaded_libraries(pattern=r"^lib\w*(blas|lapack|mkl|omp)"):
     return found
 
 
-def cpu_model():
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
-
-
 def milliseconds(start):
     return (time.perf_counter() - start) * 1000.0
 

@@ -4,7 +4,7 @@ import datetime
 import os
 import statistics
 
-from tools.bench_engines import cpu_model
+from core.machine import cpu_model
 
 PEAK_RULE = ("best of 5 numpy float32 2048x2048 matrix products in the Caffe worker (numpy's BLAS is "
              "the OpenBLAS Caffe loads), same thread count: the dense fp32 rate this machine attains")

@@ -36,7 +36,7 @@ from core.device import use_device  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from data_prep.io.files import write_bytes  # noqa: E402
 from data_prep.shuffle import train_list  # noqa: E402
-from core.run_files import (default_run_dir, new_manifest, now, read_manifest,  # noqa: E402
+from core.run_files import (default_run_dir, new_manifest, now, read_manifest, record_machine,  # noqa: E402
                              save_manifest, write_run_nets)
 from tools.periodic_test import ImageScorer  # noqa: E402
 
@@ -349,6 +349,7 @@ def run(args):
     manifest["device"] = "CPU" if device is None else f"GPU {device}"
     stop = StopRequest()
     solver = make_solver(manifest, cfg, data_dir, restore)
+    record_machine(manifest, solver.iter)
     scorer = ImageScorer(data_dir, manifest["files"]["deploy"], cfg)
     manifest["bicubic"] = scorer.bicubic
     steps = StepTimes()
