@@ -66,8 +66,8 @@ check-venv:
 test: check-venv  ## the pytest suite (CPU, minutes)
 	@cd $(ROOT) && $(PY) -m pytest
 
-test-kernels: check-venv  ## the tests marked blas again under an older OpenBLAS core type (a child process's OPENBLAS_CORETYPE) [CORES="Haswell Zen SkylakeX Sandybridge"]
-	@cd $(ROOT) && $(PY) -m tools.blas_kernels $(if $(CORES),--cores $(CORES))
+test-kernels: check-venv  ## the tests marked blas again under an older OpenBLAS core type (a child process's OPENBLAS_CORETYPE) [CORES="Haswell Zen SkylakeX Sandybridge"] [ALL=1: every test]
+	@cd $(ROOT) && $(PY) -m tools.blas_kernels $(if $(CORES),--cores $(CORES)) $(if $(ALL),--all-tests)
 
 test-fast: check-venv  ## the pytest suite without the tests marked slow or slurm
 	@cd $(ROOT) && $(PY) -m pytest -m "not slow and not slurm"

@@ -149,6 +149,19 @@ def write_nifti(path, data, affine=None):
 
 # ------------------------------------------------------------ deploy nets
 
+# Two pycaffe evaluations of one image whose sums OpenBLAS orders differently (tiled and whole, on
+# its Haswell or Zen kernels): the most pixels whose quantised value may differ, by one level
+# (docs/exactness.md)
+QUANTISED_SHARE = 1e-3
+
+
+def assert_within_one_level(a, b):
+    """Quantised images ``a`` and ``b`` (uint8, uint16, ...) equal except by one level on at most
+    QUANTISED_SHARE of their pixels."""
+    steps = np.abs(np.asarray(a).astype(np.int64) - np.asarray(b).astype(np.int64))
+    assert steps.max() <= 1 and np.mean(steps > 0) <= QUANTISED_SHARE, (steps.max(), np.mean(steps > 0))
+
+
 def deploy(act):
     return str(ROOT / f"models/srcnn_{act}_deploy.prototxt")
 

@@ -7,7 +7,7 @@ eval.tiles keeps every pixel in the same place of OpenCV's blocks), on each of i
 levels. With pycaffe the sums are OpenBLAS's, and some of its kernels (Haswell, Zen) sum a pixel
 in an order that depends on where the pixel sits in the GEMM: tiles and one pass then agree
 within the float32 rounding bound of eval.rounding, and the uint8 images a user sees within one
-grey level on at most QUANTISED_SHARE of the pixels. Where OpenBLAS's sums do not depend on the
+grey level on at most tests.helpers.QUANTISED_SHARE of the pixels. Where OpenBLAS's sums do not depend on the
 position (its Sandybridge kernels, and SkylakeX's for the tile sizes eval.tiles plans), they are
 equal bit for bit: a test shows it in a child process that asks OpenBLAS for Sandybridge's kernels.
 """
@@ -28,13 +28,10 @@ from eval.infer import SRNet
 from eval.metrics import to_uint8
 from eval.rounding import forward_bound
 from eval.tiles import BLOB_LIMIT
-from tests.helpers import deploy, random_params, save_caffemodel
+from tests.helpers import assert_within_one_level, deploy, random_params, save_caffemodel
 
 RNG = np.random.RandomState
 WHOLE = 1e6  # MB: every test image in one tile
-# pycaffe, tiles against one pass: the most pixels whose uint8 value may differ (by one grey level)
-QUANTISED_SHARE = 1e-3
-
 pytestmark = pytest.mark.blas
 
 
@@ -81,13 +78,12 @@ def output_bound(net, act, model, image):
 
 def assert_tiles_match(engine, tiled, whole, bound):
     """OpenCV: bit for bit. pycaffe: within twice the rounding bound of one evaluation, and the
-    uint8 images within one grey level on at most QUANTISED_SHARE of the pixels."""
+    uint8 images within one grey level on at most tests.helpers.QUANTISED_SHARE of the pixels."""
     if engine == "opencv":
         np.testing.assert_array_equal(tiled, whole)
         return
     assert np.all(np.abs(tiled - whole) <= 2 * bound)
-    steps = np.abs(to_uint8(tiled).astype(int) - to_uint8(whole).astype(int))
-    assert steps.max() <= 1 and np.mean(steps > 0) <= QUANTISED_SHARE
+    assert_within_one_level(to_uint8(tiled), to_uint8(whole))
 
 
 def test_halo_comes_from_the_net(models):
@@ -150,6 +146,22 @@ def test_caffe_tiles_bit_for_bit_under_sandybridge():
                           cwd=ROOT, capture_output=True, text=True,
                           env=dict(os.environ, OPENBLAS_CORETYPE="Sandybridge", GLOG_minloglevel="2"))
     assert done.returncode == 0 and "1 passed" in done.stdout, done.stdout[-3000:]
+
+
+def test_opencv_tiles_bit_for_bit_on_its_avx2_and_sse_code():
+    """OpenCV picks its convolution's code by CPU (AVX-512, AVX2, SSE), each summing in its own
+    order: the OpenCV tiling tests again in child processes that turn the newer code off
+    (OPENCV_CPU_DISABLE, that child only), as a CPU without it would run them."""
+    tests = [f"{__file__}::test_tiles_equal_one_pass[{border}-opencv]" for border in ("replicate", "bicubic")]
+    for disabled in ("AVX512-SKX", "AVX512-SKX,AVX2,FMA3"):
+        env = dict(os.environ, OPENCV_CPU_DISABLE=disabled, GLOG_minloglevel="2")
+        features = subprocess.run([sys.executable, "-c", "import cv2; print(cv2.getCPUFeaturesLine())"],
+                                  env=env, capture_output=True, text=True, check=True).stdout.split()
+        # "*NAME?": dispatched code this CPU has, turned off; NAME absent: this CPU lacks it anyway
+        assert all(f"*{name}" not in features for name in disabled.split(",")), (disabled, features)
+        done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *tests],
+                              cwd=ROOT, capture_output=True, text=True, env=env)
+        assert done.returncode == 0 and "2 passed" in done.stdout, (disabled, done.stdout[-3000:])
 
 
 @pytest.mark.parametrize("engine", ["caffe", "opencv"])

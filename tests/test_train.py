@@ -15,6 +15,7 @@ import pytest
 from tqdm import tqdm
 
 from core.config import ADDED_KEYS, DEFAULT, ROOT
+from core.machine import machine
 from tests.helpers import FAST
 from tools.curves import main as curves_main
 from tools.train import StepTimes, auto_act_layer, main as train_main, progress_style
@@ -34,6 +35,7 @@ def test_short_run_writes_manifest_and_snapshots(data_root, tmp_path):
     assert [t["iter"] for t in m["tests"]] == [10, 20]
     assert all(np.isfinite(t["psnr"]) and 0 < t["ssim"] <= 1 and len(t["images"]) == 2 for t in m["tests"])
     assert m["bicubic"]["psnr"] > 0 and m["config"]["batch_train"] == 16 and m["caffe"]["version"]
+    assert m["machines"] == [{"from_iter": 0, **machine()}]  # the CPU and OpenBLAS kernels it ran on
     assert [s["iter"] for s in m["snapshots"]] == [10, 20]
     assert all(os.path.isfile(s["caffemodel"]) and os.path.isfile(s["solverstate"]) for s in m["snapshots"])
     # Every step timed as the bench times them; the steps alone take less than the wall time.
@@ -90,6 +92,7 @@ def test_sigint_then_resume_is_byte_identical_to_an_uninterrupted_run(data_root,
         assert a == b, ext
     m = json.loads((tmp_path / "run_b" / "manifest.json").read_text())
     assert [t["iter"] for t in m["tests"]] == list(range(10, iters + 1, 10))
+    assert len(m["machines"]) == 1  # resumed on the same machine and kernels: one entry
 
 
 def test_a_run_older_than_a_config_key_resumes_but_a_changed_config_does_not(data_root, tmp_path, capsys):

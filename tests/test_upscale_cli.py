@@ -17,7 +17,7 @@ from pydicom.uid import ExplicitVRLittleEndian
 
 from eval import upscale, upscale_stream
 from eval.infer import SRNet
-from tests.helpers import assert_rounds_to, bicubic, make_run, rng_image
+from tests.helpers import assert_rounds_to, assert_within_one_level, bicubic, make_run, rng_image
 
 pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
 
@@ -141,7 +141,8 @@ def test_cli_error_from_the_command_line(tmp_path):
 
 def test_jpeg2000_mammogram_tiled_equals_whole_and_keeps_its_tags(model, tmp_path):
     """A 12-bit JPEG 2000 MG file (ImagerPixelSpacing, no PixelSpacing) through the CLI in many
-    tiles: uncompressed 12-bit output x3, spacing / 3, the same pixels as in one pass."""
+    tiles: uncompressed 12-bit output x3, spacing / 3, the pixels of one pass (to one level where
+    OpenBLAS's kernels sum tiles in another order: docs/exactness.md)."""
     from tests.mammogram import SPACING, write_mammogram
     stored = write_mammogram(tmp_path / "mg.dcm", (130, 101))
     ins = pydicom.dcmread(str(tmp_path / "mg.dcm"))
@@ -157,7 +158,7 @@ def test_jpeg2000_mammogram_tiled_equals_whole_and_keeps_its_tags(model, tmp_pat
         outs[budget] = pydicom.dcmread(str(out))
     assert len(SRNet(*model, budget_mb=120).tile_plan((390, 303))) >= 4
     new = outs["120"]
-    np.testing.assert_array_equal(new.pixel_array, outs["100000"].pixel_array)
+    assert_within_one_level(new.pixel_array, outs["100000"].pixel_array)
     assert (new.Rows, new.Columns) == (390, 303) and new.pixel_array.dtype == np.uint16
     assert (new.BitsStored, new.Modality) == (12, "MG") and "PixelSpacing" not in new
     assert new.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
