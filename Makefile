@@ -10,7 +10,7 @@ DATASETS ?= $(call NAMES,datasets)
 GRID ?= paper
 SEEDS ?= 1
 # make reproduce trains JOBS runs side by side with RUN_THREADS threads each: on 2 cores two
-# one-thread runs do more iterations per second than one two-thread run (README, "Schedule"), with the same bits
+# one-thread runs do more iterations per second than one two-thread run (timings: docs/notebook/), with the same bits
 # (training does not depend on the thread count: tests/test_caffe_patches.py).
 JOBS ?= $(shell nproc)
 RUN_THREADS ?= 1
@@ -21,7 +21,7 @@ PROFILE_paper-dense = $(shell $(PY) -m core.paper profile dense 2>/dev/null)
 PROFILE_short :=
 # LAYERS: how Caffe builds the activations, never what they compute. act_layer=auto puts them inside
 # the convolutions where this Caffe (patch 0011), the CPU and the activation allow it (the same
-# numbers, 14-38 % faster per step); LAYERS= keeps the stock layers. SET= can override it too.
+# numbers, faster per step: docs/performance.md); LAYERS= keeps the stock layers. SET= can override it too.
 LAYERS ?= act_layer=auto
 TRAIN_ARGS = $(LAYERS) $(PROFILE_$(PROFILE)) $(if $(ITERS),max_iter=$(ITERS)) $(if $(GPU_ID),solver_mode=GPU) $(SET)
 # make grid SCHEDULER=slurm: one Slurm job array (tools/slurm/grid.sbatch) and an evaluation job;
@@ -75,7 +75,7 @@ test-fast: check-venv  ## the pytest suite without the tests marked slow or slur
 nets: check-venv  ## regenerate models/ and solvers/ from core/config.py
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.generate
 
-data: check-venv  ## build the default data sets (brain, prostate, breast) into data/
+data: check-venv  ## build the default data sets (core/datasets.py) into data/
 	@cd $(ROOT) && $(PY) -m data_prep $(foreach d,$(or $(DATASET),$(DATASETS)),--dataset $(d))
 
 train: check-venv  ## one run: DATASET= ACT= SOLVER= [ITERS=] [PROFILE=paper] [SET="k=v ..."]
@@ -136,7 +136,7 @@ reproduce: check-venv  ## the main job: data, grid (GRID=paper, SEEDS=1), eval, 
 	@$(MAKE) --no-print-directory eval curves figures
 	@cd $(ROOT) && $(PY) -m eval.report --command "make reproduce GRID=$(GRID) SEEDS=$(SEEDS) PROFILE=$(PROFILE)$(if $(ITERS), ITERS=$(ITERS))"
 
-bench: check-venv  ## Caffe training step (relu_sgd, rrelu_nesterov, ..._fused) vs PyTorch, side by side; a GPU column where one is: bench/train_step.json
+bench: check-venv  ## Caffe training step of each configuration (tools/bench_train.py, CONFIGS) vs PyTorch, side by side; a GPU column where one is: bench/train_step.json
 	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet -r tools/setup/requirements-bench.txt
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.bench_train $(BENCH_ARGS)
 
