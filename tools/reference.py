@@ -27,7 +27,7 @@ from core.errors import DataError  # noqa: E402
 from core.run_files import final_snapshot, long_run_dir, read_manifest  # noqa: E402
 from tools.train import main as train_main  # noqa: E402
 
-REFERENCE_ITERS = 100000  # the "at least 1e5": 25x the short schedule, 2.5% of the paper's
+REFERENCE_ITERS = 100000  # the "at least 1e5": 2.5% of the paper's 4e6 (docs/training.md)
 ACT, SOLVER = "rrelu", "nesterov"  # the paper's net
 
 

@@ -204,7 +204,7 @@ def parse_args(argv):
     p.add_argument("--iters", type=int, help="iterations (overrides max_iter)")
     p.add_argument("--seed", type=int, default=0, help="repeat K: adds K to random_seed (weights, "
                    "RReLU draws) and data_seed (training patch order); default 0")
-    p.add_argument("--run-dir", type=Path, help="default runs/<dataset>/<act>_<solver>")
+    p.add_argument("--run-dir", type=Path, help="default runs/<dataset>/<act>_<solver>/seed<k>")
     p.add_argument("--data-root", type=Path, default=ROOT / "data", help="where data sets are")
     p.add_argument("--resume", action="store_true", help="continue from the latest snapshot "
                    "(starts the run if it does not exist; a finished run is left as it is)")
