@@ -183,8 +183,8 @@ ensure_venv() {
   # libgomp's threads (our direct convolution's, patch 0002) spin-wait after each parallel region
   # and take the cores from OpenBLAS's threads: every Python of this venv defaults to PASSIVE.
   # OpenBLAS's own idle threads yield in a loop for 2^28 cycles after each threaded call (the
-  # loss's, every step) and take the cores from our OpenMP threads: a training step's mean went
-  # from 40-42 to 30 ms (median 30) once they sleep after 2^4 (README, "Performance").
+  # loss's, every step) and take the cores from our OpenMP threads, which shows in the mean step:
+  # they sleep after 2^4 (tools/setup/README.md; measured in docs/notebook/2026-12-06-performance.md).
   printf '%s\n%s\n' "$pydir" 'import os; os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE"); os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")' \
     >"$site/medsr_caffe.pth"
   echo "$ROOT" >"$site/medsr_caffe_repo.pth"
