@@ -19,10 +19,9 @@ def names(*args):
 
 
 def test_lists_come_from_their_registries():
-    assert DATASETS == tuple(DEFAULTS)
-    assert ACTIVATIONS == tuple(ACTIVATION_REGISTRY)
-    assert names("datasets").stdout.split() == list(DATASETS)
-    assert names("activations").stdout.split() == list(ACTIVATIONS)
+    """What the Makefile reads (python -m core.names) is the registries' own order and content."""
+    assert names("datasets").stdout.split() == list(DEFAULTS)
+    assert names("activations").stdout.split() == list(ACTIVATION_REGISTRY)
     assert names("solvers").stdout.split() == list(SOLVERS)
 
 
@@ -41,8 +40,26 @@ def test_grid_runs_cover_every_pair_and_seed():
     assert bad.returncode == 2 and "unknown data set 'liver'" in bad.stderr
 
 
-def test_the_makefile_repeats_no_list():
-    """The Makefile asks core.names; a literal list of data sets or activations would drift."""
-    text = (ROOT / "Makefile").read_text()
+def literal_lists(text, names):
+    """Runs of two or more of ``names`` written one after the other, separated by spaces, commas,
+    "and" or "or", in any order."""
+    one = r"\b(?:" + "|".join(map(re.escape, names)) + r")\b"
+    return re.findall(one + r"(?:(?:\s*,\s*|\s+(?:and|or)\s+|\s+)" + one + ")+", text)
+
+
+def test_a_literal_list_is_found_however_it_is_written():
+    text = "(brain, prostate, breast) | prostate brain | relu or leaky | breast-relu"
+    assert literal_lists(text, DATASETS) == ["brain, prostate, breast", "prostate brain"]
+    assert literal_lists(text, ACTIVATIONS) == ["relu or leaky"]
+
+
+@pytest.mark.parametrize("path", [
+    "Makefile",
+    # its --reference help names the data sets; its one home for models/reference/ is #24's item 4
+    pytest.param("eval/upscale.py", marks=pytest.mark.xfail(strict=True, reason="issue #24, item 4")),
+])
+def test_no_list_is_repeated_outside_its_registry(path):
+    """The Makefile asks core.names, the CLIs core.config; a literal list would drift."""
+    text = (ROOT / path).read_text()
     for concept in (DATASETS, ACTIVATIONS, tuple(SOLVERS)):
-        assert not re.search(r"\b" + r"\s+".join(concept[:2]) + r"\b", text), concept
+        assert not literal_lists(text, concept), (path, literal_lists(text, concept))

@@ -19,9 +19,10 @@ import caffe
 import numpy as np
 import pytest
 
-from core.config import ROOT
+from core.config import DEFAULT, ROOT
 from core.errors import DataError
 from core.machine import blas_info, cpu_flags
+from core.nets import deploy_net
 from data_prep.matlab import imresize
 from eval import tiles, upscale, upscale_stream
 from eval.infer import SRNet
@@ -86,11 +87,20 @@ def assert_tiles_match(engine, tiled, whole, bound):
     assert_within_one_level(to_uint8(tiled), to_uint8(whole))
 
 
-def test_halo_comes_from_the_net(models):
-    net = SRNet(deploy("relu"), models["relu"])
-    assert net.lost == (12, 12) and net.receptive_field == (13, 13)
-    # Blobs: data 1 + conv1 64 + act1 64 + conv2 32 + act2 32 + conv3 1; im2col: 81 + 800.
-    assert net.floats_per_pixel == 194 + 81 + 800
+@pytest.mark.parametrize("sizes", [(), ("f1=7", "f2=3", "f3=3", "n1=16", "n2=8", "label=23")])
+def test_halo_and_memory_come_from_the_net(tmp_path, sizes):
+    """Read from the net, not assumed 9-1-5: the default net and one of other kernels and widths."""
+    cfg = DEFAULT.with_overrides(sizes)
+    prototxt = tmp_path / "deploy.prototxt"
+    prototxt.write_text(str(deploy_net(cfg, "relu")))
+    net = SRNet(str(prototxt), save_caffemodel(str(prototxt), random_params(str(prototxt), 0),
+                                               tmp_path / "net.caffemodel"))
+    lost = (cfg.f1 - 1) + (cfg.f2 - 1) + (cfg.f3 - 1)
+    assert net.lost == (lost, lost) and net.receptive_field == (lost + 1, lost + 1)
+    blobs = 1 + 2 * cfg.n1 + 2 * cfg.n2 + 1  # data, conv and activation outputs, the SR image
+    im2col = sum(k * k * channels for k, channels in ((cfg.f1, 1), (cfg.f2, cfg.n1), (cfg.f3, cfg.n2))
+                 if k > 1)  # Caffe convolves 1x1 kernels without a column buffer
+    assert net.floats_per_pixel == blobs + im2col
 
 
 TILING_IMAGE = RNG(11).rand(301, 263) * 1.3 - 0.15  # bicubic overshoot: both signs

@@ -1,4 +1,5 @@
-"""The trainer: manifest and snapshots, exact resume after a real SIGINT, the grid, the curves."""
+"""The trainer: manifest and snapshots, exact resume after a real SIGINT, the grid, the runs the
+curves read."""
 import io
 import json
 import os
@@ -9,7 +10,6 @@ import sys
 import time
 
 import caffe
-import cv2
 import numpy as np
 import pytest
 from tqdm import tqdm
@@ -17,7 +17,7 @@ from tqdm import tqdm
 from core.config import ADDED_KEYS, DEFAULT, ROOT
 from core.machine import machine
 from tests.helpers import FAST
-from tools.curves import main as curves_main
+from tools.curves import load_runs
 from tools.train import StepTimes, auto_act_layer, main as train_main, progress_style
 
 pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
@@ -207,15 +207,18 @@ def fixture_manifest(act, solver, offset):
     return {"dataset": "toy", "act": act, "solver": solver, "tests": tests, "bicubic": {"psnr": 30.5}}
 
 
-def test_curves_render_from_fixture_manifests(tmp_path):
-    for i, (act, solver) in enumerate([("relu", "sgd"), ("rrelu", "sgd"), ("rrelu", "nesterov")]):
-        run = tmp_path / "runs" / "toy" / f"{act}_{solver}"
-        run.mkdir(parents=True)
-        (run / "manifest.json").write_text(json.dumps(fixture_manifest(act, solver, i)))
-    assert curves_main(["--runs", str(tmp_path / "runs"), "--out", str(tmp_path / "fig")]) == 0
-    for fig in ("toy_fig3.png", "toy_fig4.png"):
-        img = cv2.imread(str(tmp_path / "fig" / fig))
-        assert img is not None and img.shape[0] > 200 and img.std() > 10
+def test_curves_read_runs_of_either_layout(tmp_path):
+    """The curves take every run of a data set, in seed<k> folders and in the older flat layout;
+    make reference's long-schedule run and a run without a test point are left out."""
+    runs = {"relu_sgd": fixture_manifest("relu", "sgd", 0),
+            "rrelu_nesterov/seed1": dict(fixture_manifest("rrelu", "nesterov", 1), seed=1),
+            "long_schedule": fixture_manifest("rrelu", "nesterov", 2),
+            "rrelu_sgd/seed0": dict(fixture_manifest("rrelu", "sgd", 0), tests=[])}
+    for folder, manifest in runs.items():
+        (tmp_path / "toy" / folder).mkdir(parents=True)
+        (tmp_path / "toy" / folder / "manifest.json").write_text(json.dumps(manifest))
+    found = [(m["act"], m["solver"], m.get("seed", 0)) for m in load_runs(tmp_path, "toy")]
+    assert sorted(found) == [("relu", "sgd", 0), ("rrelu", "nesterov", 1)]
 
 
 def snapshot_blobs(run):
