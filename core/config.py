@@ -6,6 +6,7 @@ the command line or Make (``make train ITERS=... SET="base_lr=1e-3"``), checked 
 type; unknown keys and bad values are rejected with one clear line.
 """
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -157,13 +158,25 @@ class Config:
             raise ConfigError("lr_policy=step needs stepsize > 0")
         if self.solver_mode not in ("CPU", "GPU"):
             raise ConfigError(f"solver_mode must be CPU or GPU, not {self.solver_mode!r}")
-        if self.test_first < 0:
-            raise ConfigError(f"test_first must be >= 0, got {self.test_first}")
-        positive = ("scale", "patch", "stride_train", "stride_test", "n1", "n2", "batch_train",
-                    "batch_test", "max_iter", "snapshot", "test_interval")
-        for key in positive:
+        self._check_ranges()
+
+    def _check_ranges(self):
+        """Every number finite and in its range: a NaN, infinite or negative rate, size or
+        interval would otherwise be accepted and fail (or diverge) much later."""
+        for key, kind in FIELDS.items():
+            values = getattr(self, key) if typing.get_origin(kind) is tuple else (getattr(self, key),)
+            if kind is not bool and kind is not str and not all(math.isfinite(v) for v in values):
+                raise ConfigError(f"{key} must be finite, got {getattr(self, key)}")
+        for key in POSITIVE:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
+        for key in NON_NEGATIVE:
+            values = getattr(self, key) if isinstance(getattr(self, key), tuple) else (getattr(self, key),)
+            if any(v < 0 for v in values):
+                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
+        if not self.momentum < 1:
+            raise ConfigError(f"momentum must be below 1 (the steps would grow without bound), got "
+                              f"{self.momentum}")
 
     def as_dict(self):
         """Every field, for manifests."""
@@ -171,6 +184,12 @@ class Config:
 
 
 FIELDS = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
+# The numbers that must be above 0, and those that may be 0 (the rest are checked on their own)
+POSITIVE = ("scale", "patch", "label", "stride_train", "stride_test", "n1", "n2", "f1", "f2", "f3",
+            "init_std", "base_lr", "gamma", "loss_weight", "batch_train", "batch_test", "max_iter",
+            "snapshot", "test_interval")
+NON_NEGATIVE = ("data_seed", "random_seed", "lr_mult_weights", "lr_mult_biases", "momentum",
+                "weight_decay", "stepsize", "test_first", "display")
 
 # Config keys added after runs had been made, with the value that gives the behaviour from before
 # them: a manifest without one was trained with that value (resume and comparisons read it so).

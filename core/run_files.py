@@ -1,9 +1,15 @@
 """A training run's directory: its own nets and solver, snapshots, and manifest.json.
 
-    runs/<dataset>/<act>_<solver>/
+    runs/<dataset>/<act>_<solver>/seed<k>/
         train_val.prototxt, deploy.prototxt, solver.prototxt   generated from the run's config
         snapshots/srcnn_iter_<N>.caffemodel / .solverstate
         manifest.json                                           config, metrics, snapshots, status
+
+A run directory is self-contained: the manifest names its files relative to the directory, and
+every reader resolves them inside it (``run_path``), so a copy is a copy. Manifests written before
+that name absolute paths: the file of that name inside the directory is the one used, never a file
+elsewhere (the original's, for a copy). Only solver.prototxt holds absolute paths, as Caffe needs
+them; the trainer rewrites it for a directory it finds copied or moved.
 """
 import json
 import subprocess
@@ -40,7 +46,19 @@ def run_label(manifest):
     return f"{manifest['act']}_{manifest['solver']}/seed{manifest.get('seed', 0)}"
 
 
-def trainable_net_files(directory, cfg, act, solver, train_list, test_list=None, dataset="custom"):
+# Caffe writes a run's snapshots here first; the trainer renames a pair into snapshots/ once it
+# is whole (tools/snapshots.py)
+PARTIAL = ".partial"
+SNAPSHOT_NAME = "srcnn"  # snapshots are <name>_iter_<N>.caffemodel / .solverstate
+
+
+def staging_prefix(run_dir):
+    """The snapshot_prefix of a run's solver: snapshots/.partial/srcnn."""
+    return Path(run_dir).resolve() / "snapshots" / PARTIAL / SNAPSHOT_NAME
+
+
+def trainable_net_files(directory, cfg, act, solver, train_list, test_list=None, dataset="custom",
+                        snapshot_prefix=None):
     """A trainable net for given HDF5 files, written into ``directory``: the generated train_val
     net of ``act`` with its HDF5Data sources pointed at the list files ``train_list`` (TRAIN) and
     ``test_list`` (TEST; default: ``train_list``), the deploy net, and a ``solver`` solver over the
@@ -49,7 +67,8 @@ def trainable_net_files(directory, cfg, act, solver, train_list, test_list=None,
 
     The solver has no Caffe-side test net, snapshots or log lines (test_iter and test_interval
     cleared, snapshot and display 0): whoever steps it tests and snapshots itself, as the trainer
-    does on full test images. A snapshot it is asked for goes to ``directory``/snapshots/srcnn."""
+    does on full test images. A snapshot it is asked for goes to ``snapshot_prefix`` (default
+    ``directory``/snapshots/srcnn)."""
     directory = Path(directory)
     net = train_val_net(cfg, act, dataset)
     lists = {"train": train_list, "test": train_list if test_list is None else test_list}
@@ -62,7 +81,7 @@ def trainable_net_files(directory, cfg, act, solver, train_list, test_list=None,
     write_text_atomic(files["train_val"], text_format.MessageToString(net))
     write_text_atomic(files["deploy"], text_format.MessageToString(deploy_net(cfg, act)))
     param = solver_param(cfg, dataset, act, solver, 0, net=str(files["train_val"]),
-                         snapshot_prefix=str(directory / "snapshots" / "srcnn"))
+                         snapshot_prefix=str(snapshot_prefix or directory / "snapshots" / "srcnn"))
     del param.test_iter[:]  # no test net
     param.ClearField("test_interval")
     param.snapshot, param.display = 0, 0
@@ -72,12 +91,45 @@ def trainable_net_files(directory, cfg, act, solver, train_list, test_list=None,
 
 
 def write_run_nets(run_dir, cfg, dataset, act, solver, data_dir, train_list=None):
-    """Generate the run's train_val, deploy and solver files (absolute data paths, snapshots in the
-    run directory, no Caffe-side testing or snapshotting: the trainer does both itself).
-    ``train_list`` replaces the data set's own train.txt (another seed's patch order)."""
+    """Generate the run's train_val, deploy and solver files (absolute data paths, snapshots
+    staged in the run directory, no Caffe-side testing or snapshotting: the trainer does both
+    itself). ``train_list`` replaces the data set's own train.txt (another seed's patch order)."""
     data_dir = Path(data_dir).resolve()
     return trainable_net_files(run_dir, cfg, act, solver, train_list or data_dir / "train.txt",
-                               data_dir / "test.txt", dataset=dataset)
+                               data_dir / "test.txt", dataset=dataset,
+                               snapshot_prefix=staging_prefix(run_dir))
+
+
+def nets_here(run_dir, manifest):
+    """True when the run's three net files are in ``run_dir`` and its solver reads and writes
+    there: false for a copied or moved directory (its solver.prototxt names the original's
+    paths), and for a run from before snapshots were staged."""
+    run_dir = Path(run_dir).resolve()
+    files = manifest.get("files") or {}
+    paths = {kind: run_path(run_dir, path, kind) for kind, path in files.items()}
+    if set(paths) != {"train_val", "deploy", "solver"} or not all(p.is_file() for p in paths.values()):
+        return False
+    param = caffe_pb2.SolverParameter()
+    try:
+        text_format.Parse(paths["solver"].read_text(), param)
+    except (text_format.ParseError, OSError, UnicodeDecodeError):
+        return False
+    return Path(param.net) == paths["train_val"] and Path(param.snapshot_prefix) == staging_prefix(run_dir)
+
+
+# What a run directory holds before its first snapshot: the trainer may replace such a directory
+# even without a manifest (a start killed before it wrote one)
+GENERATED = {"train_val.prototxt", "deploy.prototxt", "solver.prototxt", "snapshots", "manifest.json"}
+
+
+def only_generated(run_dir):
+    """True when ``run_dir`` holds nothing but the trainer's generated files and no snapshot."""
+    run_dir = Path(run_dir)
+    entries = {p.name for p in run_dir.iterdir()}
+    if not entries <= GENERATED:
+        return False
+    snaps = run_dir / "snapshots"
+    return not snaps.is_dir() or {p.name for p in snaps.iterdir()} <= {PARTIAL}
 
 
 def git_commit():
@@ -127,15 +179,26 @@ def read_manifest(run_dir):
         return None
 
 
-def _moved(path, run_dir, subdirs):
-    """``path`` if it exists, else the file of that name in ``run_dir`` or one of its ``subdirs``
-    (a moved or copied run directory: its manifest's paths point at the old place). A relative
-    ``path`` (a packed reference folder's) is relative to ``run_dir``, never to the working folder."""
-    path = Path(path) if Path(path).is_absolute() else Path(run_dir) / path
-    for candidate in [path] + [Path(run_dir, d, path.name) for d in subdirs]:
-        if candidate.is_file():
-            return candidate
-    return path
+# Where each recorded file lives inside a run directory
+RUN_SUBDIRS = {"caffemodel": "snapshots", "solverstate": "snapshots", "deploy": "", "train_val": "",
+               "solver": ""}
+
+
+def run_path(run_dir, recorded, kind):
+    """The file a manifest records (``kind``: a RUN_SUBDIRS key) inside ``run_dir``: a relative
+    path is relative to ``run_dir``; an absolute one outside it (a copied or moved directory's
+    manifest, or an older manifest's) is replaced by the file of that name in ``run_dir``."""
+    run_dir, path = Path(run_dir).resolve(), Path(recorded)
+    if not path.is_absolute():
+        return run_dir / path
+    if path.parent == run_dir / RUN_SUBDIRS[kind]:
+        return path
+    return run_dir / RUN_SUBDIRS[kind] / path.name
+
+
+def relative_to_run(run_dir, path):
+    """``path`` (inside ``run_dir``) as the manifest records it: relative to the directory."""
+    return str(Path(path).resolve().relative_to(Path(run_dir).resolve()))
 
 
 def final_snapshot(run_dir):
@@ -149,9 +212,9 @@ def final_snapshot(run_dir):
     snapshots = (manifest.get("snapshots") or []) if isinstance(manifest, dict) else []
     if not snapshots or not snapshots[-1].get("caffemodel"):
         raise DataError(f"{run_dir}: the run has no snapshot yet (train it first)")
-    deploy = (manifest.get("files") or {}).get("deploy") or run_dir / "deploy.prototxt"
-    return (manifest, _moved(deploy, run_dir, [""]),
-            _moved(snapshots[-1]["caffemodel"], run_dir, ["", "snapshots"]))
+    deploy = (manifest.get("files") or {}).get("deploy") or "deploy.prototxt"
+    return (manifest, run_path(run_dir, deploy, "deploy"),
+            run_path(run_dir, snapshots[-1]["caffemodel"], "caffemodel"))
 
 
 def save_manifest(run_dir, manifest):

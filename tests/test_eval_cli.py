@@ -1,6 +1,7 @@
 """`python -m eval`, Fig. 6 and REPORT.md on a tiny trained run."""
 import csv
 import json
+import shutil
 
 import cv2
 import pytest
@@ -62,10 +63,11 @@ def test_opencv_engine_scores_like_pycaffe(trained):
 def test_corrupt_caffemodel_is_one_clear_line(trained, tmp_path, capsys):
     root, run, hr = trained
     broken = tmp_path / "broken"
-    broken.mkdir()
+    (broken / "snapshots").mkdir(parents=True)
     manifest = json.loads((run / "manifest.json").read_text())
-    (tmp_path / "bad.caffemodel").write_bytes(b"\x00not a model" * 50)
-    manifest["snapshots"][-1]["caffemodel"] = str(tmp_path / "bad.caffemodel")
+    shutil.copy(run / "deploy.prototxt", broken / "deploy.prototxt")
+    (broken / "snapshots" / "bad.caffemodel").write_bytes(b"\x00not a model" * 50)
+    manifest["snapshots"][-1]["caffemodel"] = "snapshots/bad.caffemodel"
     (broken / "manifest.json").write_text(json.dumps(manifest))
     out = tmp_path / "out.json"
     assert eval_main(["--hr", str(hr), "--runs", str(broken), "--json", str(out)]) == 2

@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
+from core.run_files import final_snapshot
 from data_prep.shuffle import reorder, train_list
 from tests.helpers import FAST
 from tools.reference import pack, unpack
@@ -17,8 +18,8 @@ pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.
 
 
 def weights(run_dir):
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    net = caffe.Net(manifest["files"]["deploy"], manifest["snapshots"][-1]["caffemodel"], caffe.TEST)
+    manifest, deploy, caffemodel = final_snapshot(run_dir)
+    net = caffe.Net(str(deploy), str(caffemodel), caffe.TEST)
     return manifest, [b.data.copy() for blobs in net.params.values() for b in blobs]
 
 
@@ -70,7 +71,6 @@ def test_another_seeds_patch_order_is_the_same_patches_permuted(data_copy):
 
 @pytest.mark.slow
 def test_reference_pack_is_a_scorable_run_of_three_files(data_root, tmp_path, monkeypatch):
-    from core.run_files import final_snapshot
     train(data_root, tmp_path / "run", 0)
     dest = pack(tmp_path / "run", tmp_path / "models" / "reference" / "toy")
     assert sorted(p.name for p in dest.iterdir()) == ["deploy.prototxt", "manifest.json",

@@ -37,7 +37,9 @@ def test_short_run_writes_manifest_and_snapshots(data_root, tmp_path):
     assert m["bicubic"]["psnr"] > 0 and m["config"]["batch_train"] == 16 and m["caffe"]["version"]
     assert m["machines"] == [{"from_iter": 0, **machine()}]  # the CPU and OpenBLAS kernels it ran on
     assert [s["iter"] for s in m["snapshots"]] == [10, 20]
-    assert all(os.path.isfile(s["caffemodel"]) and os.path.isfile(s["solverstate"]) for s in m["snapshots"])
+    # paths relative to the run directory, so that a copy of it is a copy
+    assert all(not os.path.isabs(s[k]) and (tmp_path / "run" / s[k]).is_file()
+               for s in m["snapshots"] for k in ("caffemodel", "solverstate"))
     # Every step timed as the bench times them; the steps alone take less than the wall time.
     timing = m["step_time"]
     assert timing["steps"] == 20 and timing["median_ms"] > 0
@@ -127,9 +129,21 @@ def test_a_diverging_run_stops_with_one_line_and_no_nan_snapshot(data_root, tmp_
 
 
 def test_existing_run_needs_resume_or_force(data_root, tmp_path, capsys):
-    (tmp_path / "run").mkdir()
+    assert train_main(train_args(data_root, tmp_path / "run", 5)) == 0
     assert train_main(train_args(data_root, tmp_path / "run", 5)) == 2
     assert "--resume" in capsys.readouterr().err
+
+
+def test_a_folder_that_is_not_a_run_is_never_replaced(data_root, tmp_path, capsys):
+    """--force replaces a run directory, never a folder of someone's files named by mistake;
+    an empty folder, or one a killed start left with only generated nets, is taken."""
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "thesis.tex").write_text("years of work")
+    assert train_main(train_args(data_root, tmp_path / "mine", 5, "--force")) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "thesis.tex").read_text() == "years of work"
+    (tmp_path / "empty").mkdir()
+    assert train_main(train_args(data_root, tmp_path / "empty", 5)) == 0
 
 
 @pytest.mark.parametrize("bad", [["--dataset", "nope"], ["--act", "tanh"], ["--solver", "adam"]])
@@ -226,7 +240,7 @@ def snapshot_blobs(run):
     from caffe.proto import caffe_pb2
     manifest = json.loads((run / "manifest.json").read_text())
     net = caffe_pb2.NetParameter()
-    net.ParseFromString(open(manifest["snapshots"][-1]["caffemodel"], "rb").read())
+    net.ParseFromString((run / manifest["snapshots"][-1]["caffemodel"]).read_bytes())
     return {layer.name: [np.array(b.data, np.float32).tobytes() for b in layer.blobs]
             for layer in net.layer if layer.blobs}
 

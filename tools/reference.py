@@ -72,7 +72,7 @@ def unpack(ref, run):
         paths = {}
         for key in ("caffemodel", "solverstate"):
             shutil.copy2(ref / final[key], tmp / "snapshots" / final[key])
-            paths[key] = str(run.resolve() / "snapshots" / final[key])
+            paths[key] = f"snapshots/{final[key]}"  # relative to the run directory
         unpacked = {k: v for k, v in manifest.items() if k not in ("reference", "trained_in")}
         unpacked.update(snapshots=[dict(final, **paths)], files={}, unpacked_from=str(ref.resolve()))
         write_json_atomic(tmp / "manifest.json", unpacked)

@@ -31,13 +31,15 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from core.config import (BUILD_ONLY_KEYS, ROOT, ConfigError, check_name, dataset_config,  # noqa: E402
-                         with_added_keys)
+                         SOLVERS, with_added_keys)
 from core.device import use_device  # noqa: E402
 from core.errors import DataError  # noqa: E402
-from data_prep.io.files import write_bytes  # noqa: E402
+from core.locks import exclusive, lock_beside  # noqa: E402
 from data_prep.shuffle import train_list  # noqa: E402
-from core.run_files import (default_run_dir, new_manifest, now, read_manifest, record_machine,  # noqa: E402
-                             save_manifest, write_run_nets)
+from core.run_files import (default_run_dir, nets_here, new_manifest, now, only_generated,  # noqa: E402
+                             read_manifest, record_machine, relative_to_run, run_path, save_manifest,
+                             write_run_nets)
+from tools import snapshots  # noqa: E402
 from tools.periodic_test import ImageScorer  # noqa: E402
 
 
@@ -80,15 +82,18 @@ class StopRequest:
         self.signum = signum
 
 
+def solver_type(manifest):
+    """Caffe's name of the run's solver ("SGD", "Nesterov")."""
+    return SOLVERS[manifest["solver"]]
+
+
 def snapshot(solver, run_dir, manifest):
-    """Write .caffemodel/.solverstate at the current iteration and record them."""
-    it = solver.iter
-    if manifest["snapshots"] and manifest["snapshots"][-1]["iter"] == it:
+    """Write .caffemodel/.solverstate at the current iteration, whole (tools.snapshots), and
+    record them."""
+    if manifest["snapshots"] and manifest["snapshots"][-1]["iter"] == solver.iter:
         return
-    solver.snapshot()
-    prefix = Path(run_dir) / "snapshots" / f"srcnn_iter_{it}"
-    manifest["snapshots"].append({"iter": it, "caffemodel": str(prefix) + ".caffemodel",
-                                  "solverstate": str(prefix) + ".solverstate"})
+    kind = solver_type(manifest)
+    manifest["snapshots"].append(snapshots.write(solver, run_dir, kind, snapshots.pair_bytes(solver.net, kind)))
 
 
 class StepTimes:
@@ -150,35 +155,37 @@ def train_loop(solver, cfg, run_dir, manifest, scorer, stop, steps):
     bar = tqdm(total=cfg.max_iter, initial=solver.iter, unit="it",
                desc=f"{manifest['dataset']} {manifest['act']} {manifest['solver']}",
                **progress_style())
-    while solver.iter < cfg.max_iter and stop.signum is None:
-        caffe.set_random_seed(iteration_seed(cfg.random_seed, solver.iter))
-        step_start = time.perf_counter()
-        solver.step(1)
-        losses.append(float(solver.net.blobs["loss"].data))
-        steps.add(step_start)
-        it = solver.iter
-        if not math.isfinite(losses[-1]):  # the weights are NaN/inf now: nothing more to learn
-            manifest["diverged_at"] = it
-            break
-        manifest["iterations_done"] = it
-        manifest["wall_time_s"] = wall0 + time.time() - start_wall
-        if cfg.is_test_point(it):
-            started = time.time()
-            result = scorer.score(solver.net)
-            test_s = time.time() - started  # counted apart: the step's speed is reported without it
-            manifest["test_time_s"] = manifest.get("test_time_s", 0.0) + test_s
-            manifest["tests"].append({"iter": it, "loss": float(np.mean(losses)), **result,
-                                      "wall_time_s": round(manifest["wall_time_s"], 1),
-                                      "test_s": round(test_s, 2)})
-            manifest["wall_time_s"] = wall0 + time.time() - start_wall  # the test's time too
-            losses = []
-            bar.set_postfix(loss=f"{manifest['tests'][-1]['loss']:.3g}", psnr=f"{result['psnr']:.2f}")
-        if it % cfg.snapshot == 0 or it == cfg.max_iter:
-            snapshot(solver, run_dir, manifest)
-        if cfg.is_test_point(it) or it % cfg.snapshot == 0:
-            save_manifest(run_dir, manifest)
-        bar.update(1)
-    bar.close()
+    try:
+        while solver.iter < cfg.max_iter and stop.signum is None:
+            caffe.set_random_seed(iteration_seed(cfg.random_seed, solver.iter))
+            step_start = time.perf_counter()
+            solver.step(1)
+            losses.append(float(solver.net.blobs["loss"].data))
+            steps.add(step_start)
+            it = solver.iter
+            if not math.isfinite(losses[-1]):  # the weights are NaN/inf now: nothing more to learn
+                manifest["diverged_at"] = it
+                break
+            manifest["iterations_done"] = it
+            manifest["wall_time_s"] = wall0 + time.time() - start_wall
+            if cfg.is_test_point(it):
+                started = time.time()
+                result = scorer.score(solver.net)
+                test_s = time.time() - started  # counted apart: the step's speed is reported without it
+                manifest["test_time_s"] = manifest.get("test_time_s", 0.0) + test_s
+                manifest["tests"].append({"iter": it, "loss": float(np.mean(losses)), **result,
+                                          "wall_time_s": round(manifest["wall_time_s"], 1),
+                                          "test_s": round(test_s, 2)})
+                manifest["wall_time_s"] = wall0 + time.time() - start_wall  # the test's time too
+                losses = []
+                bar.set_postfix(loss=f"{manifest['tests'][-1]['loss']:.3g}", psnr=f"{result['psnr']:.2f}")
+            if it % cfg.snapshot == 0 or it == cfg.max_iter:
+                snapshot(solver, run_dir, manifest)
+            if cfg.is_test_point(it) or it % cfg.snapshot == 0:
+                save_manifest(run_dir, manifest)
+            bar.update(1)
+    finally:  # before any error line: a bar closed later would print after it
+        bar.close()
     if "diverged_at" in manifest:
         return "diverged"
     return "done" if solver.iter >= cfg.max_iter else "interrupted"
@@ -208,6 +215,8 @@ def parse_args(argv):
     p.add_argument("--data-root", type=Path, default=ROOT / "data", help="where data sets are")
     p.add_argument("--resume", action="store_true", help="continue from the latest snapshot "
                    "(starts the run if it does not exist; a finished run is left as it is)")
+    p.add_argument("--resume-from", type=int, metavar="ITER", help="with --resume: continue from the "
+                   "snapshot of iteration ITER (the manifest's later tests and snapshots are dropped)")
     p.add_argument("--force", action="store_true", help="replace an existing run directory")
     p.add_argument("--gpu", type=int, metavar="N", help="train on GPU N (sets solver_mode=GPU; a "
                    "CUDA build: make setup GPU=1); default: the config's solver_mode, GPU 0")
@@ -224,7 +233,9 @@ def resolve(args):
         known = sorted(p.parent.name for p in args.data_root.glob("*/manifest.json"))
         raise TrainError(f"no data set {args.dataset!r} in {args.data_root} (built: "
                          f"{', '.join(known) or 'none'}; run `make data`)")
-    overrides = list(args.overrides) + ([f"max_iter={args.iters}"] if args.iters else [])
+    if args.iters is not None and args.iters <= 0:
+        raise TrainError(f"--iters must be positive, got {args.iters}")
+    overrides = list(args.overrides) + ([f"max_iter={args.iters}"] if args.iters is not None else [])
     overrides += ["solver_mode=GPU"] if args.gpu is not None else []
     cfg = dataset_config(args.dataset, overrides)
     if args.seed < 0:
@@ -284,57 +295,96 @@ def prepare_run(args, cfg, data_dir, run_dir):
     """(manifest, snapshot to restore or None) for a new, forced or resumed run; None, None when a
     resumed run is already finished."""
     old = read_manifest(run_dir)
-    if run_dir.exists() and not (args.force or args.resume):
+    if run_dir.exists() and old is None and not only_generated(run_dir):
+        raise TrainError(f"{run_dir} is not a run directory (no manifest.json) and holds other files: "
+                         "not replacing it; choose another --run-dir")
+    if old is not None and not (args.force or args.resume):
         raise TrainError(f"{run_dir} exists: add --resume to continue it or --force to replace it")
     if args.resume and old is not None:
         if comparable(old["config"]) != comparable(cfg.as_dict()):
             raise TrainError(f"{run_dir} was trained with another config: use --force for a new run")
-        if old["iterations_done"] >= cfg.max_iter and old["status"] == "done":
+        if args.resume_from is None and old["iterations_done"] >= cfg.max_iter and old["status"] == "done":
             return None, None
         if old["snapshots"]:
-            last = old["snapshots"][-1]
-            old["tests"] = [t for t in old["tests"] if t["iter"] <= last["iter"]]
-            old["snapshots"] = [s for s in old["snapshots"] if s["iter"] <= last["iter"]]
-            rebuild = build_changed(old["config"], cfg)
-            old["config"], old["status"] = cfg.as_dict(), "running"
-            if rebuild or not old["files"] or not all(Path(f).is_file() for f in old["files"].values()):
-                # an unpacked reference or a run moved from another checkout: its nets, for here;
-                # or a build-only key changed: the same numbers from nets built the new way
-                files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.solver, data_dir,
-                                       train_list(data_dir, cfg.data_seed))
-                old["files"], old["data"] = {k: str(v) for k, v in files.items()}, str(data_dir.resolve())
-            return old, last
+            return resumed(args, cfg, data_dir, run_dir, old)
+    if args.resume_from is not None:
+        raise TrainError(f"{run_dir} has no snapshot to resume from")
+    return fresh(args, cfg, data_dir, run_dir), None
+
+
+def chosen_snapshot(manifest, resume_from, run_dir):
+    """The manifest's last snapshot, or the one of iteration ``resume_from``."""
+    if resume_from is None:
+        return manifest["snapshots"][-1]
+    for snap in manifest["snapshots"]:
+        if snap["iter"] == resume_from:
+            return snap
+    listed = ", ".join(str(s["iter"]) for s in manifest["snapshots"])
+    raise TrainError(f"{run_dir} has no snapshot of iteration {resume_from} (it has: {listed})")
+
+
+def resumed(args, cfg, data_dir, run_dir, old):
+    """The manifest of a run continued from its last snapshot (or --resume-from's), with the
+    tests and snapshots after it dropped and its nets written for here where need be: a copied
+    or moved directory's solver names the original's paths, and a build-only key may change."""
+    last = chosen_snapshot(old, args.resume_from, run_dir)
+    old["tests"] = [t for t in old["tests"] if t["iter"] <= last["iter"]]
+    old["snapshots"] = [s for s in old["snapshots"] if s["iter"] <= last["iter"]]
+    old["iterations_done"] = min(old["iterations_done"], last["iter"])
+    rebuild = build_changed(old["config"], cfg) or old.get("data") != str(data_dir.resolve())
+    if not nets_here(run_dir, old) and old.get("files"):
+        print(f"train: {run_dir}: its nets name another directory or are missing (a copy, a move or an "
+              f"older run): written anew for this one")
+    old["config"], old["status"] = cfg.as_dict(), "running"
+    if rebuild or not nets_here(run_dir, old):
+        files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.solver, data_dir,
+                               train_list(data_dir, cfg.data_seed))
+        old["files"] = {k: relative_to_run(run_dir, v) for k, v in files.items()}
+        old["data"] = str(data_dir.resolve())
+    return old, last
+
+
+def fresh(args, cfg, data_dir, run_dir):
+    """A new run directory with its nets and first manifest, or none at all if that fails."""
     if run_dir.exists():
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
-    files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.solver, data_dir,
-                           train_list(data_dir, cfg.data_seed))
-    return new_manifest(cfg, args.dataset, args.act, args.solver, files, data_dir, args.seed), None
+    try:
+        files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.solver, data_dir,
+                               train_list(data_dir, cfg.data_seed))
+        manifest = new_manifest(cfg, args.dataset, args.act, args.solver,
+                                {k: relative_to_run(run_dir, v) for k, v in files.items()}, data_dir,
+                                args.seed)
+        save_manifest(run_dir, manifest)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-made that would block a rerun
+        raise
+    return manifest
 
 
-def point_state_at(solverstate, caffemodel):
-    """Make a .solverstate name ``caffemodel`` as its weights. Caffe keeps the weights' path in
-    the state (``learned_net``) and aborts the process when that file is gone, as it is for a run
-    directory moved, copied from another machine, or unpacked from a reference."""
-    state = caffe_pb2.SolverState()
-    state.ParseFromString(Path(solverstate).read_bytes())
-    if state.learned_net != str(caffemodel):
-        state.learned_net = str(caffemodel)
-        write_bytes(solverstate, state.SerializeToString())
-
-
-def make_solver(manifest, cfg, data_dir, restore):
-    """The pycaffe solver (on the device use_device chose), restored and with its data layer where
-    an uninterrupted run's would be."""
-    solver = caffe.get_solver(manifest["files"]["solver"])
+def make_solver(manifest, cfg, data_dir, restore, run_dir):
+    """The pycaffe solver (on the device use_device chose), restored from a checked snapshot and
+    with its data layer where an uninterrupted run's would be."""
+    solver = caffe.get_solver(str(run_path(run_dir, manifest["files"]["solver"], "solver")))
     if restore:
-        for key in ("caffemodel", "solverstate"):
-            if not Path(restore[key]).is_file():
-                raise TrainError(f"snapshot {restore[key]} is missing: use --force to start over")
-        point_state_at(restore["solverstate"], restore["caffemodel"])
-        solver.restore(restore["solverstate"])
+        caffemodel, state = snapshots.pair_paths(run_dir, restore)
+        try:
+            snapshots.check(solver.net, solver_type(manifest), restore["iter"], caffemodel, state)
+        except snapshots.SnapshotError as exc:
+            raise TrainError(unusable(exc, solver, manifest, run_dir, restore)) from None
+        snapshots.point_state_at(state, caffemodel)
+        solver.restore(str(state))
         advance_data_layer(solver, solver.iter % data_period(data_dir, cfg.batch_train))
     return solver
+
+
+def unusable(error, solver, manifest, run_dir, restore):
+    """The line for a snapshot that failed its check: which, why, and the one to fall back to."""
+    earlier = [s for s in manifest["snapshots"] if s["iter"] < restore["iter"]]
+    good = snapshots.newest_good(solver.net, solver_type(manifest), run_dir, earlier)
+    fallback = (f"the last good snapshot is of iteration {good['iter']}: add --resume-from {good['iter']}"
+                if good else "no earlier snapshot is usable: use --force to start over")
+    return f"the snapshot of iteration {restore['iter']} is unusable: {error}; {fallback}"
 
 
 def run(args):
@@ -342,21 +392,34 @@ def run(args):
     # Checked before the run directory is touched: Caffe aborts on a GPU it cannot use.
     device = None if cfg.solver_mode == "CPU" else (args.gpu or 0)
     use_device(device)
+    what = f"train --dataset {args.dataset} --act {args.act} --solver {args.solver} --seed {args.seed}"
+    with exclusive(lock_beside(run_dir), what, run_dir):  # one trainer per run directory
+        return train_run(args, cfg, data_dir, run_dir, device)
+
+
+def train_run(args, cfg, data_dir, run_dir, device):
+    """The run, once its directory is this process's alone; the exit status."""
     manifest, restore = prepare_run(args, cfg, data_dir, run_dir)
     if manifest is None:
         print(f"train: {run_dir} is finished ({cfg.max_iter} iterations); nothing to do")
         return 0
     manifest["device"] = "CPU" if device is None else f"GPU {device}"
     stop = StopRequest()
-    solver = make_solver(manifest, cfg, data_dir, restore)
+    solver = make_solver(manifest, cfg, data_dir, restore, run_dir)
     record_machine(manifest, solver.iter)
-    scorer = ImageScorer(data_dir, manifest["files"]["deploy"], cfg)
+    scorer = ImageScorer(data_dir, run_path(run_dir, manifest["files"]["deploy"], "deploy"), cfg)
     manifest["bicubic"] = scorer.bicubic
     steps = StepTimes()
-    status = train_loop(solver, cfg, run_dir, manifest, scorer, stop, steps)
-    manifest["step_time"] = steps.summary()  # this process's steps (a resumed run's last part)
-    if status != "diverged":  # a diverged net's weights are not worth a snapshot
-        snapshot(solver, run_dir, manifest)
+    try:
+        status = train_loop(solver, cfg, run_dir, manifest, scorer, stop, steps)
+        manifest["step_time"] = steps.summary()  # this process's steps (a resumed run's last part)
+        if status != "diverged":  # a diverged net's weights are not worth a snapshot
+            snapshot(solver, run_dir, manifest)
+    except snapshots.SnapshotError as exc:  # the disk is full: keep what was whole
+        manifest["status"], manifest["stopped"] = "stopped", now()
+        save_manifest(run_dir, manifest)
+        raise TrainError(f"{exc} (the run stopped at iteration {solver.iter}; its last snapshot "
+                         f"is of iteration {manifest['snapshots'][-1]['iter'] if manifest['snapshots'] else 'none'})")
     manifest["status"] = status
     manifest["finished" if status == "done" else "stopped"] = now()
     save_manifest(run_dir, manifest)
@@ -382,11 +445,17 @@ def run(args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.resume_from is not None and not args.resume:
+        print("train: error: --resume-from needs --resume", file=sys.stderr)
+        return 2
     try:
         return run(args)
     except (TrainError, ConfigError, DataError) as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, a read-only file system, no permission: where and why
+        print(f"train: error: cannot write {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

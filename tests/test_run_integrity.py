@@ -1,0 +1,196 @@
+"""Nothing silent about a run directory (issue #23): a copied run is scored and continued as
+itself; a snapshot is checked before --resume trusts it, and a bad one is refused with one line
+naming the good one to fall back to; one trainer per run directory; --iters 0 and numbers out of
+range are refused; a snapshot that the disk has no room for stops the run with one line and
+leaves the last whole snapshot."""
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from core.config import DEFAULT, ROOT, ConfigError
+from core.locks import lock_beside
+from core.run_files import final_snapshot
+from eval.__main__ import main as eval_main
+from tests.helpers import FAST
+from tests.test_train import run_cli, wait_for
+from tools import snapshots
+from tools.train import main as train_main
+
+pytestmark = pytest.mark.slow
+
+
+def args(data_root, run, iters, *extra):
+    return ["--dataset", "toy", "--act", "rrelu", "--solver", "nesterov", "--iters", str(iters),
+            "--data-root", str(data_root), "--run-dir", str(run), *extra, *FAST]
+
+
+def weights(run):
+    _, _, caffemodel = final_snapshot(run)
+    return caffemodel.read_bytes()
+
+
+def refused(capsys, main, argv, prog="train"):
+    """The one line ``main(argv)`` prints when it refuses (exit 2), and nothing else."""
+    capsys.readouterr()  # what earlier commands printed
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"{prog}: error:") and not captured.out.strip(), err
+    return err[0]
+
+
+@pytest.fixture
+def hr_folder(data_root):
+    return data_root / "toy" / "test_images"
+
+
+# ------------------------------------------------------------------ 1. a copy is a copy
+
+def test_a_copied_run_is_scored_as_itself(data_root, tmp_path, hr_folder, capsys):
+    assert train_main(args(data_root, tmp_path / "orig", 10)) == 0
+    shutil.copytree(tmp_path / "orig", tmp_path / "copy")
+    _, _, model = final_snapshot(tmp_path / "copy")
+    assert model.parent.parent == tmp_path / "copy"
+    model.write_bytes(b"corrupt")  # the copy's weights only
+    line = refused(capsys, eval_main, ["--hr", str(hr_folder), "--runs", str(tmp_path / "copy")], "eval")
+    assert "not a Caffe model" in line
+    assert eval_main(["--hr", str(hr_folder), "--runs", str(tmp_path / "orig")]) == 0
+
+
+def test_a_copied_interrupted_run_continues_in_the_copy_alone(data_root, tmp_path, capsys):
+    assert train_main(args(data_root, tmp_path / "orig", 10)) == 0
+    before = sorted(p.name for p in (tmp_path / "orig" / "snapshots").iterdir())
+    shutil.copytree(tmp_path / "orig", tmp_path / "copy")
+    assert train_main(args(data_root, tmp_path / "copy", 30, "--resume")) == 0
+    assert "written anew for this one" in capsys.readouterr().out
+    assert sorted(p.name for p in (tmp_path / "orig" / "snapshots").iterdir()) == before
+    manifest = json.loads((tmp_path / "copy" / "manifest.json").read_text())
+    assert manifest["status"] == "done" and manifest["snapshots"][-1]["iter"] == 30
+    assert (tmp_path / "copy" / manifest["snapshots"][-1]["caffemodel"]).is_file()
+    assert train_main(args(data_root, tmp_path / "straight", 30)) == 0
+    assert weights(tmp_path / "copy") == weights(tmp_path / "straight")
+
+
+# ----------------------------------------------------------- 2. snapshots checked, whole
+
+@pytest.mark.parametrize("damage,why", [
+    ({"caffemodel": b""}, "empty"),
+    ({"caffemodel": b"name: 'text, not a model'"}, "not a Caffe model"),
+    ({"caffemodel": None}, "caffemodel not found"),
+    ({"solverstate": b""}, "empty or not a solver state"),
+    ({"solverstate": b"\xff\x00garbage" * 20}, "not a solver state"),
+])
+def test_a_bad_snapshot_is_refused_and_names_the_one_to_fall_back_to(data_root, tmp_path, capsys,
+                                                                     damage, why):
+    run = tmp_path / "run"
+    assert train_main(args(data_root, run, 20)) == 0
+    for kind, data in damage.items():
+        path = run / "snapshots" / f"srcnn_iter_20.{kind}"
+        path.unlink() if data is None else path.write_bytes(data)
+    line = refused(capsys, train_main, args(data_root, run, 40, "--resume"))
+    assert "snapshot of iteration 20 is unusable" in line and why in line
+    assert "the last good snapshot is of iteration 10: add --resume-from 10" in line
+    # falling back gives the run an uninterrupted one would have been
+    assert train_main(args(data_root, run, 40, "--resume", "--resume-from", "10")) == 0
+    assert train_main(args(data_root, tmp_path / "straight", 40)) == 0
+    assert weights(run) == weights(tmp_path / "straight")
+    tests = json.loads((run / "manifest.json").read_text())["tests"]
+    assert [t["iter"] for t in tests] == [10, 20, 30, 40]
+
+
+def test_a_snapshot_the_disk_has_no_room_for_stops_the_run_with_one_line(data_root, tmp_path, capsys,
+                                                                        monkeypatch):
+    run = tmp_path / "run"
+    real = shutil.disk_usage
+    calls = []
+
+    def full_after_first(path):
+        calls.append(path)
+        usage = real(path)
+        return usage._replace(free=usage.free if len(calls) == 1 else 1000)
+    monkeypatch.setattr(snapshots.shutil, "disk_usage", full_after_first)
+    capsys.readouterr()
+    assert train_main(args(data_root, run, 30)) == 2
+    line = capsys.readouterr().err.strip().splitlines()[-1]  # after the progress bar
+    assert "no space left for a snapshot" in line and "its last snapshot is of iteration 10" in line
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "stopped" and [s["iter"] for s in manifest["snapshots"]] == [10]
+    assert sorted(p.name for p in (run / "snapshots").iterdir()) == [
+        "srcnn_iter_10.caffemodel", "srcnn_iter_10.solverstate"]
+    monkeypatch.setattr(snapshots.shutil, "disk_usage", real)
+    assert train_main(args(data_root, run, 30, "--resume")) == 0  # once there is room
+
+
+# ------------------------------------------------------------ 3. one trainer per run
+
+def test_a_second_trainer_on_a_run_directory_is_refused_naming_the_first(data_root, tmp_path):
+    run = tmp_path / "run"
+    first = run_cli(args(data_root, run, 100000, "--resume"))
+    try:
+        wait_for(run / "manifest.json")
+        second = run_cli(args(data_root, run, 100000, "--resume", "--seed", "1"))
+        out, err = second.communicate(timeout=120)
+        assert second.returncode == 2
+        assert f"is in use by pid {first.pid} (train --dataset toy" in err and len(err.splitlines()) == 1
+        assert first.poll() is None  # the first goes on, its directory untouched
+        assert json.loads((run / "manifest.json").read_text())["seed"] == 0
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=120)
+
+
+def test_a_lock_holder_keeps_trainers_out_and_its_death_frees_the_lock(data_root, tmp_path, capsys):
+    """Held by another process (python -m core.locks, as make grid holds runs/): refused before
+    anything is written; once the holder is killed, the kernel has released it."""
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-m", "core.locks", str(lock_beside(run)), "a test",
+                               str(run), "--", "sleep", "60"], cwd=ROOT)
+    try:
+        deadline = time.time() + 30
+        while not lock_beside(run).exists() or not lock_beside(run).read_text():
+            assert time.time() < deadline
+            time.sleep(0.01)
+        line = refused(capsys, train_main, args(data_root, run, 10))
+        assert f"is in use by pid {holder.pid} (a test)" in line and not run.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert train_main(args(data_root, run, 10)) == 0
+
+
+# ---------------------------------------------------------- 4. numbers out of range
+
+def test_iters_zero_is_refused_not_the_default(data_root, tmp_path, capsys):
+    for iters in ("0", "-5"):
+        line = refused(capsys, train_main, args(data_root, tmp_path / "run", iters))
+        assert f"--iters must be positive, got {iters}" in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("override,message", [
+    ("base_lr=-1e-4", "base_lr must be positive"),
+    ("base_lr=nan", "base_lr must be finite"),
+    ("base_lr=inf", "base_lr must be finite"),
+    ("momentum=1.5", "momentum must be below 1"),
+    ("lr_mult_weights=1,-1,0.1", "lr_mult_weights must be >= 0"),
+    ("random_seed=-1", "random_seed must be >= 0"),
+])
+def test_numbers_out_of_range_are_one_line(data_root, tmp_path, capsys, override, message):
+    assert message in refused(capsys, train_main, args(data_root, tmp_path / "run", 10, override))
+
+
+def test_every_number_in_the_config_has_a_range():
+    """A new numeric key must say whether it may be 0 (core.config POSITIVE / NON_NEGATIVE)."""
+    from core.config import FIELDS, NON_NEGATIVE, POSITIVE
+    numeric = {k for k, kind in FIELDS.items() if kind is not bool and kind is not str}
+    checked_apart = {"rrelu_lower", "rrelu_upper"}  # 1 <= lower <= upper, in validate()
+    assert numeric == set(POSITIVE) | set(NON_NEGATIVE) | checked_apart
+    with pytest.raises(ConfigError):
+        DEFAULT.with_overrides(["rrelu_lower=nan"])
+    assert np.isfinite(DEFAULT.base_lr)
