@@ -35,6 +35,15 @@ SLURM_DIR ?= $(ROOT)/.slurm
 SLURM_PORT ?= 16817
 # Without SLURM_CONF, a running local cluster (make slurm-up) is the one used; else the system's.
 SLURM_ENV = $(if $(SLURM_CONF),,$(if $(wildcard $(SLURM_DIR)/run/slurmctld.pid),SLURM_CONF=$(SLURM_DIR)/etc/slurm.conf))
+# $(call quote,TEXT): TEXT as one single-quoted shell word, so that a path a user gives reaches the
+# program as it is and is never run by the shell; $(value VAR) keeps make from expanding a '$' in it.
+quote = '$(subst ','\'',$(1))'
+# The directory make was called from (make -C changes it; the caller's shell exported PWD): a
+# relative IN or OUT is relative to it.
+CALLER_DIR := $(or $(PWD),$(CURDIR))
+# make grid holds runs/ (core/locks.py): a second grid or reproduce on this checkout is refused
+# with the first one's pid instead of training the same runs twice; each trainer locks its run too.
+HOLD_RUNS = $(PY) -m core.locks $(ROOT)/.runs.lock "make grid" $(ROOT)/runs --
 # $(call require,VARS): stop with one line naming the first unset variable (recipes only).
 require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
 
@@ -90,7 +99,7 @@ ifeq ($(SCHEDULER),slurm)
 	  --logs $(SLURM_LOGS) $(if $(DRY_RUN),--dry-run) -- $(TRAIN_ARGS)
 else ifeq ($(SCHEDULER),local)
 	@runs=$$($(PY) -m core.names grid $(GRID) $(SEEDS) "$(DATASETS)") && \
-	  $(MAKE) --no-print-directory $$(printf 'grid-%s ' $$runs)
+	  $(HOLD_RUNS) $(MAKE) --no-print-directory $$(printf 'grid-%s ' $$runs)
 else
 	$(error make grid: SCHEDULER=$(SCHEDULER): choose local (the default) or slurm)
 endif
@@ -141,4 +150,4 @@ bench: check-venv  ## Caffe training step of each configuration (tools/bench_tra
 	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.bench_train $(BENCH_ARGS)
 
 upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [MEM=MB]
-	$(call require,IN OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make upscale: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(ROOT) && $(PY) -m eval.upscale --in "$(IN)" --out "$(OUT)" $(if $(REFERENCE),--reference $(REFERENCE),--run "$(RUN)") $(if $(FORCE),--force) $(if $(MEM),--memory-budget $(MEM)) $(GPU_ARG)
+	$(call require,IN OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make upscale: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY) -m eval.upscale --in $(call quote,$(value IN)) --out $(call quote,$(value OUT)) $(if $(REFERENCE),--reference $(call quote,$(value REFERENCE)),--run $(call quote,$(value RUN))) $(if $(FORCE),--force) $(if $(MEM),--memory-budget $(call quote,$(value MEM))) $(GPU_ARG)

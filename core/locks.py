@@ -73,7 +73,7 @@ def run_holding(path, what, subject, command):
     """Run ``command`` while holding the lock; its exit status. Ctrl-C reaches the command from
     the terminal, and a SIGTERM sent here is passed on to it."""
     with exclusive(path, what, subject):
-        child = subprocess.Popen(command)
+        child = subprocess.Popen(command, close_fds=False)  # make -j's jobserver pipes too
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
         return child.wait()

@@ -11,7 +11,9 @@ import re
 import sys
 from pathlib import Path
 
+from core.cli import check_writable, os_error_line, terminate_as_interrupt
 from core.config import DATASETS, DEFAULT, ROOT, ConfigError
+from core.locks import exclusive, lock_beside
 
 from .build import DATA_KEYS, FORMAT_VERSION, build_dataset
 from core.datasets import DEFAULTS
@@ -47,9 +49,10 @@ def build_default(name, cfg, out, force):
     if not force and up_to_date(dest, cfg):
         print(f"data_prep: {name}: up to date ({dest})")
         return
-    train, test, manifest = loader(name)(cfg)
-    check_default_geometry(name, test)
-    manifest = build_dataset(dest, train, test, cfg, manifest)
+    with exclusive(lock_beside(dest), f"data_prep --dataset {name}", dest):
+        train, test, manifest = loader(name)(cfg)
+        check_default_geometry(name, test)
+        manifest = build_dataset(dest, train, test, cfg, manifest)
     print(f"data_prep: {name}: {manifest['patches']['train']} training and "
           f"{manifest['patches']['test']} test patches in {dest}")
 
@@ -66,7 +69,8 @@ def build_user(args, cfg):
     manifest = {"sources": [{"path": str(Path(args.input).resolve()), "format": info["format"]}],
                 "intensity": {"rule": info["rule"], "params": info["rule_params"]},
                 "split": split | {"axis": args.axis}, "skipped": info.get("skipped", [])}
-    manifest = build_dataset(dest, train, test, cfg, manifest)
+    with exclusive(lock_beside(dest), f"data_prep --name {args.name}", dest):
+        manifest = build_dataset(dest, train, test, cfg, manifest)
     print(f"data_prep: {args.name}: {manifest['patches']['train']} training and "
           f"{manifest['patches']['test']} test patches in {dest}")
 
@@ -94,9 +98,18 @@ def parse_args(argv):
     return args
 
 
+def check_out(out):
+    """DataError unless data sets can be written under ``out`` (before any is read or built)."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: --out is a file; it names the folder data sets go into")
+    check_writable(out / "x", "--out")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    terminate_as_interrupt()
     try:
+        check_out(args.out)
         cfg = DEFAULT.with_overrides(args.overrides)
         if args.input is not None:
             build_user(args, cfg)
@@ -106,6 +119,9 @@ def main(argv=None):
     except (DataError, ConfigError) as e:
         print(f"data_prep: error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # a full disk, say: the data set being built was removed
+        print(f"data_prep: error: {os_error_line(e)}; no partial data set was left", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("data_prep: interrupted; no partial data set was left", file=sys.stderr)
         return 130

@@ -19,6 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
+from core.cli import check_writable, os_error_line, terminate_as_interrupt  # noqa: E402
 from core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from core.config import ROOT  # noqa: E402
 from core.errors import DataError  # noqa: E402
@@ -59,11 +60,24 @@ def mean_line(name, method, r):
     return f"eval: {name} {method}: {values}"
 
 
+def outputs(args, name):
+    """{"json", "csv", "md"}: where the tables go (results/<name>.* unless given), each checked
+    writable before any image is scored."""
+    paths = {kind: getattr(args, kind) or ROOT / "results" / f"{name}.{kind}" for kind in ("json", "csv", "md")}
+    for kind, path in paths.items():
+        if path.is_dir():
+            raise DataError(f"{path}: --{kind} is a folder; name the file to write")
+        check_writable(path, f"--{kind}")
+    return paths
+
+
 def main(argv=None):
     args = parse_args(argv)
+    terminate_as_interrupt()
     name = args.dataset or args.hr.name
     hr_dir = ROOT / "data" / args.dataset / "test_images" if args.dataset else args.hr
     try:
+        paths = outputs(args, name)
         if args.runs is not None:
             runs = name_runs(args.runs)
         else:
@@ -71,13 +85,18 @@ def main(argv=None):
         scale = common_scale(runs, args.scale)  # refuse a mix of scales before loading anything
         use_device(args.gpu)
         result = evaluate(load_hr_folder(hr_dir), runs, scale, args.engine, args.border)
+        write_json_atomic(paths["json"], result)
+        write_text_atomic(paths["csv"], csv_text(result))
+        write_text_atomic(paths["md"], markdown_table(result, name))
     except DataError as e:
         print(f"eval: error: {e}", file=sys.stderr)
         return 2
-    out = ROOT / "results"
-    write_json_atomic(args.json or out / f"{name}.json", result)
-    write_text_atomic(args.csv or out / f"{name}.csv", csv_text(result))
-    write_text_atomic(args.md or out / f"{name}.md", markdown_table(result, name))
+    except OSError as e:
+        print(f"eval: error: {os_error_line(e)}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("eval: interrupted", file=sys.stderr)
+        return 130
     for method, r in result["methods"].items():
         print(mean_line(name, method, r))
     return 0

@@ -16,8 +16,8 @@ from core.errors import DataError
 
 
 def check_deploy(path):
-    """(path, NetParameter) of the deploy prototxt, after checking it exists and parses (Caffe
-    would abort)."""
+    """(path, NetParameter) of the deploy prototxt, after checking it exists, parses and is a
+    deploy net: one input, no data layer (Caffe would abort)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: deploy prototxt not found")
@@ -26,29 +26,39 @@ def check_deploy(path):
         text_format.Parse(path.read_text(), proto)
     except (text_format.ParseError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: not a Caffe prototxt ({err})") from None
+    inputs = [layer for layer in proto.layer if layer.type == "Input"] or list(proto.input)
+    readers = [layer.name for layer in proto.layer if layer.type.endswith("Data")]
+    if len(inputs) != 1 or readers:  # Caffe would abort on a data layer's missing files
+        raise DataError(f"{path}: not a deploy net (it needs one Input layer and no data layers; "
+                        "a run's deploy net is its deploy.prototxt, not train_val.prototxt)")
     return path, proto
 
 
 def read_caffemodel(path):
     """The caffemodel as a NetParameter; DataError if it is missing or does not parse."""
+    return read_binary_proto(path, caffe_pb2.NetParameter(), "caffemodel", "Caffe model")
+
+
+def read_binary_proto(path, message, kind, what):
+    """``message`` filled from the binary protobuf file ``path``; DataError naming the file when
+    it is missing ("<kind> not found") or does not parse whole ("not a <what>")."""
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path}: caffemodel not found")
+        raise DataError(f"{path}: {kind} not found")
     data = path.read_bytes()
-    model = caffe_pb2.NetParameter()
     try:
         # The C++ protobuf backend may stop early on garbage with only a RuntimeWarning and
         # return how many bytes it consumed: a short count means corrupt too.
         with warnings.catch_warnings(record=True):
             warnings.simplefilter("always")
-            consumed = model.ParseFromString(data)
+            consumed = message.ParseFromString(data)
     except (DecodeError, UnicodeDecodeError, ValueError, SystemError):
         consumed = None
     if consumed is not None and consumed != len(data):
         consumed = None
     if consumed is None:
-        raise DataError(f"{path}: not a Caffe model (cannot parse it)")
-    return model
+        raise DataError(f"{path}: not a {what} (cannot parse it)")
+    return message
 
 
 def _proto_shape(blob):

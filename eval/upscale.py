@@ -50,6 +50,8 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
+from core.cli import check_writable, os_error_line, terminate_as_interrupt  # noqa: E402
+from core.config import DATASETS  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.run_files import final_snapshot  # noqa: E402
 from data_prep.io import by_name, format_of  # noqa: E402
@@ -88,6 +90,7 @@ def check_io(src, dst, force=False):
     kind = "folder" if src.is_dir() else format_of(src).name
     if dst.resolve() == src.resolve():
         raise DataError(f"{dst}: --out is the input; write somewhere else")
+    check_writable(dst)  # before any work: a read-only or unwritable place is found out now
     if dst.exists() or dst.is_symlink():
         if not force:
             raise DataError(f"{dst}: already exists (add --force to replace it)")
@@ -149,7 +152,7 @@ def parse_args(argv):
     model.add_argument("--model", type=Path, help=f"a caffemodel (with --deploy; x{DEFAULT_SCALE})")
     model.add_argument("--reference", metavar="DATASET",
                        help="the committed long-schedule weights models/reference/DATASET/ "
-                            "(brain, prostate, breast): no training needed")
+                            f"({', '.join(DATASETS)}): no training needed")
     p.add_argument("--deploy", type=Path, help="the deploy prototxt of --model")
     p.add_argument("--engine", choices=("caffe", "opencv"), default="caffe")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2,
@@ -172,7 +175,18 @@ def parse_args(argv):
         p.error("--memory-budget must be a positive number of MB")
     if args.reference is not None:
         args.run = reference_run(args.reference, p)
+    elif args.run is not None:
+        args.run = run_folder(args.run)
     return args
+
+
+def run_folder(run):
+    """A --run as given, or, when it is relative and not found here, under the repository root
+    (make upscale runs from the directory make was called from; runs/ lives in the checkout)."""
+    from core.config import ROOT
+    if run.is_absolute() or run.exists() or not (ROOT / run).exists():
+        return run
+    return ROOT / run
 
 
 def reference_run(name, parser):
@@ -190,6 +204,7 @@ def reference_run(name, parser):
 
 def main(argv=None):
     args = parse_args(argv)
+    terminate_as_interrupt()
     try:
         check_io(args.input, args.out, args.force)  # before the net: fail fast on bad paths
         deploy, caffemodel, scale = resolve_run(args.run, args.model, args.deploy)
@@ -206,6 +221,9 @@ def main(argv=None):
         print("upscale: error: out of memory (try a smaller --memory-budget); no output was "
               "written", file=sys.stderr)
         return 2
+    except OSError as e:  # a disk that filled up during the writing: nothing of it is left
+        print(f"upscale: error: {os_error_line(e)}; no output was written", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("upscale: interrupted; no output was written", file=sys.stderr)
         return 130

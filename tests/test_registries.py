@@ -55,8 +55,7 @@ def test_a_literal_list_is_found_however_it_is_written():
 
 @pytest.mark.parametrize("path", [
     "Makefile",
-    # its --reference help names the data sets; its one home for models/reference/ is #24's item 4
-    pytest.param("eval/upscale.py", marks=pytest.mark.xfail(strict=True, reason="issue #24, item 4")),
+    "eval/upscale.py",
 ])
 def test_no_list_is_repeated_outside_its_registry(path):
     """The Makefile asks core.names, the CLIs core.config; a literal list would drift."""

@@ -11,12 +11,11 @@ import shutil
 from pathlib import Path
 
 from caffe.proto import caffe_pb2
-from google.protobuf.message import DecodeError
 
 from core.errors import DataError
 from data_prep.io.files import write_bytes
 from core.run_files import SNAPSHOT_NAME, relative_to_run, run_path, staging_prefix
-from eval.caffemodel import check_caffemodel, read_caffemodel
+from eval.caffemodel import check_caffemodel, read_binary_proto, read_caffemodel
 
 # History blobs Caffe's solvers keep per parameter blob: one (momentum, squared gradients), or
 # two for AdaDelta and Adam (sgd_solvers.cpp: their PreSolve adds a second set)
@@ -30,17 +29,11 @@ class SnapshotError(DataError):
 
 def read_state(path):
     """The .solverstate as a SolverState; SnapshotError if it is missing, empty or corrupt."""
-    path = Path(path)
-    if not path.is_file():
-        raise SnapshotError(f"{path} is missing")
-    data = path.read_bytes()
-    state = caffe_pb2.SolverState()
     try:
-        if state.ParseFromString(data) != len(data):
-            raise DecodeError("trailing bytes")
-    except (DecodeError, ValueError, SystemError) as exc:
-        raise SnapshotError(f"{path} is not a solver state ({exc})") from None
-    if not data or not state.HasField("iter"):
+        state = read_binary_proto(path, caffe_pb2.SolverState(), "solver state", "solver state")
+    except DataError as exc:
+        raise SnapshotError(str(exc)) from None
+    if not state.HasField("iter"):
         raise SnapshotError(f"{path} is empty or not a solver state")
     return state
 

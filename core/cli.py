@@ -1,0 +1,47 @@
+"""What every command-line entry point does alike about the world outside it: a SIGTERM is an
+interrupt (whatever cleans up after Ctrl-C cleans up after it too), a file system error is one
+line naming the path and the cause, and an output is checked for writability before the work."""
+import errno
+import os
+import signal
+from pathlib import Path
+
+from core.errors import DataError
+
+
+def _interrupt(signum, _frame):
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+def terminate_as_interrupt():
+    """From now on SIGTERM raises KeyboardInterrupt, as Ctrl-C does: temporaries are removed by
+    the same ``finally`` and ``except BaseException`` blocks (core.atomic)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def os_error_line(exc):
+    """One line for an OSError: the path and the cause (no space left, read-only, permission)."""
+    where = exc.filename if exc.filename is not None else "a file"
+    why = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
+    return f"cannot write {where}: {why}"
+
+
+def check_writable(path, what="--out"):
+    """DataError unless ``path`` could be created there: the nearest folder that exists above it
+    is a folder this process may write in, on a file system that is not read-only."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DataError(f"{path}: {what} lies under {folder}, which is a file")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        why = "a read-only file system" if _read_only(folder) else "no permission to write there"
+        raise DataError(f"{path}: {what} cannot be written in {folder} ({why})")
+
+
+def _read_only(folder):
+    try:
+        return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError as exc:
+        return exc.errno == errno.EROFS
