@@ -1,27 +1,70 @@
 """Atomic file writes: a reader never sees a half-written file, a crash leaves no partial output."""
 import json
 import os
+import secrets
 import shutil
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
 
+def _temp_name(beside):
+    """A temporary name beside ``beside``: hidden, this process's (its pid) and random."""
+    beside = Path(beside)
+    return beside.parent / f".{beside.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
+
+
 @contextmanager
 def atomic_path(path):
     """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds,
-    delete it if the block raises."""
+    delete it if the block raises (an interrupt included, whenever it lands)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes 0600; give what open() would
+    tmp = None
     try:
-        yield Path(tmp)
+        while True:
+            tmp = _temp_name(path)  # named before it exists: the cleanup below always knows it
+            try:
+                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies
+                break
+            except FileExistsError:  # a dead process's of the same pid: pass it over
+                continue
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
+
+
+@contextmanager
+def staging_dir(beside):
+    """Yield a new empty folder beside ``beside`` (the same file system, so that what the block
+    writes there can be renamed into place), removed with whatever is left in it at the end,
+    whenever an interrupt lands."""
+    Path(beside).parent.mkdir(parents=True, exist_ok=True)
+    tmp = None
+    try:
+        while True:
+            tmp = _temp_name(beside)
+            try:
+                os.mkdir(tmp)  # 0777 less the umask, as a plain mkdir
+                break
+            except FileExistsError:
+                continue
+        yield tmp
+    finally:
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextmanager
+def atomic_dir(dest):
+    """Yield a new empty folder beside ``dest``; it takes ``dest``'s place if the block succeeds
+    and is removed if it raises: a reader sees the old folder or the whole new one."""
+    with staging_dir(dest) as tmp:
+        yield tmp
+        replace_dir(tmp, dest)
 
 
 def current_umask():

@@ -19,11 +19,12 @@ def terminate_as_interrupt():
     signal.signal(signal.SIGTERM, _interrupt)
 
 
-def os_error_line(exc):
-    """One line for an OSError: the path and the cause (no space left, read-only, permission)."""
-    where = exc.filename if exc.filename is not None else "a file"
-    why = exc.strerror or (os.strerror(exc.errno) if exc.errno else str(exc))
-    return f"cannot write {where}: {why}"
+def os_error_line(exc, where=None):
+    """One line for an OSError: the path (the error's, else ``where``) and the cause (no space
+    left, read-only, permission), without what a library appends (h5py: its whole error stack)."""
+    place = exc.filename if exc.filename is not None else (where or "a file")
+    why = os.strerror(exc.errno) if exc.errno else (exc.strerror or str(exc))
+    return f"cannot write {place}: {why}"
 
 
 def check_writable(path, what="--out"):

@@ -120,7 +120,8 @@ def main(argv=None):
         print(f"data_prep: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, say: the data set being built was removed
-        print(f"data_prep: error: {os_error_line(e)}; no partial data set was left", file=sys.stderr)
+        print(f"data_prep: error: {os_error_line(e, args.out)}; no partial data set was left",
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("data_prep: interrupted; no partial data set was left", file=sys.stderr)

@@ -8,14 +8,13 @@
 The directory is built under a temporary name and renamed into place: an interrupted or failed
 build leaves the previous data set (or none), never a partial one.
 """
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 from tqdm import tqdm
 
-from core.atomic import replace_dir, temp_dir_beside, write_json_atomic
+from core.atomic import atomic_dir, write_json_atomic
 from core.config import ROOT
 
 from .degrade import degrade
@@ -95,8 +94,7 @@ def build_dataset(dest, train, test, cfg, manifest, max_elements=CAFFE_MAX_BLOB)
     (sources, split, intensity) is completed with the config and patch counts and saved."""
     dest = Path(dest)
     train, test = usable(train, cfg, "training"), usable(test, cfg, "test")
-    tmp = temp_dir_beside(dest)
-    try:
+    with atomic_dir(dest) as tmp:
         counts = write_contents(tmp, dest, train, test, cfg, max_elements)
         manifest = dict(manifest, format_version=FORMAT_VERSION, name=dest.name,
                         config={k: getattr(cfg, k) for k in DATA_KEYS},
@@ -105,7 +103,4 @@ def build_dataset(dest, train, test, cfg, manifest, max_elements=CAFFE_MAX_BLOB)
                         patches={k: v["patches"] for k, v in counts.items()},
                         files={k: v["files"] for k, v in counts.items()})
         write_json_atomic(tmp / "manifest.json", manifest)
-        replace_dir(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return manifest

@@ -7,13 +7,12 @@ once per seed under ``<data set>/shuffles/data_seed<k>/`` and shared by every ru
 """
 import fcntl
 import json
-import shutil
 from pathlib import Path
 
 import h5py
 import numpy as np
 
-from core.atomic import replace_dir, temp_dir_beside
+from core.atomic import atomic_dir
 from core.errors import DataError
 
 from .hdf5 import write_list_file, write_patch_files
@@ -45,13 +44,9 @@ def reorder(count, built_with, data_seed):
 def _write_reordered(data_dir, dest, built_with, data_seed):
     data, label = _read_patches(data_dir / "train.txt", data_dir)
     rows = reorder(len(data), built_with, data_seed)
-    tmp = temp_dir_beside(dest)
-    try:
+    with atomic_dir(dest) as tmp:
         paths = write_patch_files(tmp, "train", data[rows], label[rows])
         write_list_file(tmp / "train.txt", [dest / p.name for p in paths])
-        replace_dir(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _read_patches(list_file, data_dir):

@@ -4,12 +4,11 @@ series or volume through one intensity window (:func:`_window`). ``HANDLERS`` ma
 kind to its handler, ``handler(src, dst, fmt, net, axis, scale)``.
 """
 import math
-import shutil
 
 import numpy as np
 from tqdm import tqdm
 
-from core.atomic import replace_dir, temp_dir_beside
+from core.atomic import atomic_dir
 from core.errors import DataError, warn
 from data_prep.intensity import DEFAULT_PERCENTILES, check_numeric, percentile_window
 from data_prep.io import dicom, images
@@ -112,14 +111,8 @@ def _upscale_dicom(src, dst, fmt, net, axis, scale):
     if not src.is_dir():
         return _upscale_series([(src, fmt.read(src))], fmt, net, scale, lambda path: dst)
     items = _series_images(src, fmt)
-    tmp = temp_dir_beside(dst)
-    try:
-        info = _upscale_series(items, fmt, net, scale, lambda path: tmp / path.name)
-        replace_dir(tmp, dst)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return info
+    with atomic_dir(dst) as tmp:
+        return _upscale_series(items, fmt, net, scale, lambda path: tmp / path.name)
 
 
 def _series_images(folder, fmt):

@@ -21,7 +21,7 @@ from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: its INFO lines drown the bar
 
-from core.atomic import replace_dir, temp_dir_beside, write_json_atomic  # noqa: E402
+from core.atomic import atomic_dir, write_json_atomic  # noqa: E402
 from core.config import ROOT  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.run_files import final_snapshot, long_run_dir, read_manifest  # noqa: E402
@@ -40,8 +40,7 @@ def pack(run, dest):
     if manifest.get("status") != "done":
         raise DataError(f"{run}: the run is not finished ({manifest.get('iterations_done')} of "
                         f"{manifest['config']['max_iter']} iterations): train it first")
-    tmp = temp_dir_beside(dest)
-    try:
+    with atomic_dir(dest) as tmp:
         shutil.copy2(deploy, tmp / "deploy.prototxt")
         shutil.copy2(caffemodel, tmp / caffemodel.name)
         state = caffemodel.with_suffix(".solverstate")  # the trainer writes the two side by side
@@ -50,9 +49,6 @@ def pack(run, dest):
         packed = dict(manifest, reference=True, snapshots=[final],
                       files={"deploy": "deploy.prototxt"}, trained_in=str(Path(run).resolve()))
         write_json_atomic(tmp / "manifest.json", packed)
-        replace_dir(tmp, dest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return dest
 
 
@@ -66,8 +62,7 @@ def unpack(ref, run):
     final = ((manifest or {}).get("snapshots") or [{}])[-1]
     if read_manifest(run) is not None or not final.get("solverstate"):
         return False
-    tmp = temp_dir_beside(run)
-    try:
+    with atomic_dir(run) as tmp:
         (tmp / "snapshots").mkdir()
         paths = {}
         for key in ("caffemodel", "solverstate"):
@@ -76,9 +71,6 @@ def unpack(ref, run):
         unpacked = {k: v for k, v in manifest.items() if k not in ("reference", "trained_in")}
         unpacked.update(snapshots=[dict(final, **paths)], files={}, unpacked_from=str(ref.resolve()))
         write_json_atomic(tmp / "manifest.json", unpacked)
-        replace_dir(tmp, run)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return True
 
 

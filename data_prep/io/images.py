@@ -4,13 +4,12 @@ Reading goes through ``cv2.imdecode`` on the file's bytes (not ``cv2.imread``) s
 that are not ASCII work; a multi-page TIFF gives its first page.
 """
 import os
-import shutil
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from core.atomic import temp_dir_beside
+from core.atomic import staging_dir
 from core.errors import DataError
 from .files import to_stored, write_bytes
 
@@ -130,10 +129,7 @@ def write_pages(path, pages, dtype) -> None:
     built in a temporary folder beside ``path`` and renamed into place."""
     path = Path(path)
     check_pages_writable(path, dtype)
-    tmp = temp_dir_beside(path)
-    try:
+    with staging_dir(path) as tmp:
         if not cv2.imwritemulti(str(tmp / path.name), [to_stored(p, dtype) for p in pages]):
             raise DataError(f"{path}: cannot write a {np.dtype(dtype)} multi-page TIFF")
         os.replace(tmp / path.name, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

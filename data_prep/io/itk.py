@@ -14,13 +14,12 @@ NRRD file then gets one line saying what to install.
 """
 import os
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from core.atomic import temp_dir_beside
+from core.atomic import staging_dir
 from core.errors import DataError
 from .files import head, to_stored
 from .volume import Volume, upscaled_affine
@@ -129,8 +128,7 @@ def write(path, like, values, planes, scale, title, image_io) -> None:
     for key, value in header.metadata.items():
         if not key.startswith(_OWN_KEYS):
             image.SetMetaData(key, value)
-    tmp = temp_dir_beside(path)
-    try:
+    with staging_dir(path) as tmp:
         writer = sitk.ImageFileWriter()
         writer.SetImageIO(image_io)
         writer.SetFileName(str(tmp / path.name))
@@ -142,5 +140,3 @@ def write(path, like, values, planes, scale, title, image_io) -> None:
         files = sorted(tmp.iterdir(), key=lambda f: f.name == path.name)  # the header last
         for f in files:
             os.replace(f, path.parent / f.name)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

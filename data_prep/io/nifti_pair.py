@@ -6,10 +6,9 @@ beside them and renamed into place (voxels first, the header last): a failure le
 Analyze 7.5 headers (a ``.hdr`` without NIfTI's ``ni1``/``ni2`` magic) are refused: they carry no
 orientation, and readers disagree on the left-right flip."""
 import os
-import shutil
 from pathlib import Path
 
-from core.atomic import temp_dir_beside
+from core.atomic import staging_dir
 from . import nifti
 
 __all__ = ["read", "write", "data_files", "EXTENSIONS"]
@@ -25,13 +24,10 @@ def write(path, like, values, planes, scale) -> None:
     new = nifti.upscaled_like(like, values, planes, scale)
     partner = data_files(path)[0]
     header, voxels = (path, partner) if path.suffix.lower() == ".hdr" else (partner, path)
-    tmp = temp_dir_beside(path)
-    try:
+    with staging_dir(path) as tmp:
         new.to_filename(str(tmp / header.name))
         os.replace(tmp / voxels.name, voxels)
         os.replace(tmp / header.name, header)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def data_files(path):

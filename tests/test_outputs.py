@@ -1,0 +1,228 @@
+"""Where outputs go wrong (issue #23): a read-only place, a full disk, a folder where a file is
+meant, a SIGTERM mid-way, a second writer, a file name with shell in it. Each is one line, and
+nothing partial is left that would block a rerun. The file systems are small tmpfs mounts (root
+only: skipped, with the reason, where mounting is not allowed)."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from core.config import ROOT
+from core.locks import lock_beside
+from data_prep.__main__ import main as data_prep_main
+from eval.__main__ import main as eval_main
+from eval.upscale import main as upscale_main
+from tests.helpers import FAST, make_run, rng_image, write_dicom, write_nifti
+from tools.train import main as train_main
+
+pytestmark = pytest.mark.slow
+
+
+@contextmanager
+def small_fs(folder, kilobytes, read_only=False):
+    """A tmpfs of ``kilobytes`` mounted on ``folder`` while inside (read-only if asked)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    options = f"size={kilobytes}k" + (",ro" if read_only else "")
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (root only): {mounted.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def one_error_line(capsys, prog):
+    """The error line, which comes last and alone (a progress bar may stand above it)."""
+    err = capsys.readouterr().err.strip().splitlines()
+    errors = [line for line in err if "error:" in line]
+    assert len(errors) == 1 and err[-1] == errors[0] and errors[0].startswith(f"{prog}: error:"), err
+    return errors[0]
+
+
+@pytest.fixture
+def picture(tmp_path):
+    path = tmp_path / "in.png"
+    cv2.imwrite(str(path), rng_image((300, 260), 256, np.uint8))
+    return path
+
+
+# ------------------------------------------------------------------------- eval.upscale
+
+def test_upscale_to_a_read_only_place_is_one_line_before_any_work(model, picture, tmp_path, capsys):
+    with small_fs(tmp_path / "ro", 64, read_only=True) as ro:
+        argv = ["--in", str(picture), "--out", str(ro / "out.png"), "--model", str(model[1]),
+                "--deploy", str(model[0])]
+        started = time.time()
+        assert upscale_main(argv) == 2
+        assert "read-only file system" in one_error_line(capsys, "upscale")
+        assert time.time() - started < 5 and os.listdir(ro) == []
+
+
+def test_upscale_onto_a_full_disk_is_one_line_and_leaves_nothing(model, picture, tmp_path, capsys):
+    with small_fs(tmp_path / "small", 48) as small:
+        argv = ["--in", str(picture), "--out", str(small / "out.png"), "--model", str(model[1]),
+                "--deploy", str(model[0])]
+        assert upscale_main(argv) in (1, 2)
+        line = one_error_line(capsys, "upscale")
+        assert "No space left on device" in line or "cannot write" in line, line
+        assert os.listdir(small) == []
+
+
+def test_a_train_val_net_as_deploy_is_one_line(model, picture, tmp_path, capsys, data_root):
+    assert train_main(["--dataset", "toy", "--act", "relu", "--solver", "sgd", "--iters", "10",
+                       "--data-root", str(data_root), "--run-dir", str(tmp_path / "run"), *FAST]) == 0
+    capsys.readouterr()
+    argv = ["--in", str(picture), "--out", str(tmp_path / "out.png"), "--deploy",
+            str(tmp_path / "run" / "train_val.prototxt"),
+            "--model", str(tmp_path / "run" / "snapshots" / "srcnn_iter_10.caffemodel")]
+    assert upscale_main(argv) == 2
+    assert "not a deploy net" in one_error_line(capsys, "upscale")
+
+
+def sigterm_once(command, tmp_entries, cwd=ROOT, timeout=120):
+    """Start ``command``, SIGTERM it once ``tmp_entries()`` lists a temporary, return its result."""
+    env = dict(os.environ, GLOG_minloglevel="2")
+    child = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    deadline = time.time() + timeout
+    while not tmp_entries():
+        assert child.poll() is None, child.communicate()
+        assert time.time() < deadline, "no temporary ever appeared"
+        time.sleep(0.005)
+    child.send_signal(signal.SIGTERM)
+    out, err = child.communicate(timeout=timeout)
+    return child.returncode, err
+
+
+def test_sigterm_during_a_series_upscale_leaves_no_temporaries(model, tmp_path):
+    series = tmp_path / "series"
+    series.mkdir()
+    for i in range(40):
+        write_dicom(series / f"{i:03d}.dcm", rng_image((96, 96), 4000, np.uint16, seed=i), instance=i + 1)
+    out = tmp_path / "out"
+    code, err = sigterm_once([sys.executable, "-m", "eval.upscale", "--in", str(series), "--out", str(out),
+                              "--model", str(model[1]), "--deploy", str(model[0])],
+                             lambda: [p for p in tmp_path.iterdir() if p.name.startswith(".")])
+    assert code == 130 and "interrupted; no output was written" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]
+
+
+# ---------------------------------------------------------------------------- data_prep
+
+@pytest.fixture
+def volume(tmp_path):
+    data = np.random.RandomState(0).randint(0, 255, (80, 80, 40)).astype(np.uint8)
+    return write_nifti(tmp_path / "vol.nii.gz", data)
+
+
+def test_data_prep_out_that_is_a_file_or_read_only_is_one_line(volume, tmp_path, capsys):
+    (tmp_path / "afile").write_text("x")
+    assert data_prep_main(["--input", str(volume), "--name", "v", "--out", str(tmp_path / "afile")]) == 2
+    assert "--out is a file" in one_error_line(capsys, "data_prep")
+    with small_fs(tmp_path / "ro", 64, read_only=True) as ro:
+        assert data_prep_main(["--input", str(volume), "--name", "v", "--out", str(ro)]) == 2
+        assert "read-only file system" in one_error_line(capsys, "data_prep")
+
+
+def test_data_prep_onto_a_full_disk_is_one_line_and_leaves_nothing(volume, tmp_path, capsys):
+    with small_fs(tmp_path / "small", 256) as small:
+        assert data_prep_main(["--input", str(volume), "--name", "v", "--out", str(small)]) == 1
+        assert "No space left on device" in one_error_line(capsys, "data_prep")
+        assert [p for p in os.listdir(small) if not p.endswith(".lock")] == []
+        assert data_prep_main(["--input", str(volume), "--name", "v", "--out", str(small)]) == 1  # again
+
+
+def test_sigterm_during_data_prep_leaves_no_temporaries(volume, tmp_path):
+    out = tmp_path / "data"
+    code, err = sigterm_once([sys.executable, "-m", "data_prep", "--input", str(volume), "--name", "v",
+                              "--out", str(out)],
+                             lambda: out.is_dir() and [p for p in out.iterdir() if p.name.endswith(".tmp")])
+    assert code == 130 and "no partial data set was left" in err
+    assert [p.name for p in out.iterdir() if not p.name.endswith(".lock")] == []
+
+
+def test_a_second_data_prep_on_one_data_set_is_refused_naming_the_first(volume, tmp_path, capsys):
+    holder = subprocess.Popen([sys.executable, "-m", "core.locks", str(lock_beside(tmp_path / "data" / "v")),
+                               "data_prep --name v", str(tmp_path / "data" / "v"), "--", "sleep", "60"],
+                              cwd=ROOT)
+    try:
+        deadline = time.time() + 30
+        while not (lock_beside(tmp_path / "data" / "v").exists()
+                   and lock_beside(tmp_path / "data" / "v").read_text()):
+            assert time.time() < deadline
+            time.sleep(0.01)
+        assert data_prep_main(["--input", str(volume), "--name", "v", "--out", str(tmp_path / "data")]) == 2
+        assert f"in use by pid {holder.pid} (data_prep --name v)" in one_error_line(capsys, "data_prep")
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+# --------------------------------------------------------------------------------- eval
+
+def test_eval_tables_to_a_folder_or_a_read_only_place_are_one_line(model, tmp_path, capsys):
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    cv2.imwrite(str(hr / "a.png"), rng_image((60, 60), 256, np.uint8))
+    run = make_run(tmp_path, model)
+    (tmp_path / "folder.json").mkdir()
+    assert eval_main(["--hr", str(hr), "--runs", str(run), "--json", str(tmp_path / "folder.json")]) == 2
+    assert "is a folder" in one_error_line(capsys, "eval")
+    with small_fs(tmp_path / "ro", 64, read_only=True) as ro:
+        assert eval_main(["--hr", str(hr), "--runs", str(run), "--json", str(ro / "r.json"),
+                          "--csv", str(tmp_path / "r.csv"), "--md", str(tmp_path / "r.md")]) == 2
+        assert "read-only file system" in one_error_line(capsys, "eval")
+    assert not (tmp_path / "r.csv").exists()  # checked before any table was written
+
+
+# -------------------------------------------------------------------------------- train
+
+def test_training_on_a_disk_too_small_for_a_snapshot_stops_with_one_line(data_root, tmp_path, capsys):
+    with small_fs(tmp_path / "small", 96) as small:
+        run = small / "run"
+        argv = ["--dataset", "toy", "--act", "relu", "--solver", "sgd", "--iters", "30",
+                "--data-root", str(data_root), "--run-dir", str(run), *FAST]
+        assert train_main(argv) == 2
+        last = capsys.readouterr().err.strip().splitlines()[-1]
+        assert last.startswith("train: error:") and "no space left for a snapshot" in last
+        manifest = json.loads((run / "manifest.json").read_text())
+        assert manifest["status"] == "stopped" and manifest["snapshots"] == []
+        assert sorted(p.name for p in (run / "snapshots").iterdir()) == []
+
+
+def test_a_run_that_cannot_even_start_leaves_no_folder(data_root, tmp_path, capsys):
+    with small_fs(tmp_path / "tiny", 4) as tiny:
+        (tiny / "filler").write_bytes(b"\0" * 4096)  # the file system is full now
+        argv = ["--dataset", "toy", "--act", "relu", "--solver", "sgd", "--iters", "30",
+                "--data-root", str(data_root), "--run-dir", str(tiny / "run"), *FAST]
+        assert train_main(argv) == 1
+        assert "No space left on device" in one_error_line(capsys, "train")
+        assert sorted(os.listdir(tiny)) == [".run.lock", "filler"]
+
+
+# ------------------------------------------------------------------------------- make
+
+def test_make_upscale_runs_nothing_in_a_name_and_reads_paths_from_the_callers_folder(model, tmp_path):
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    picture = caller / "my scan.png"
+    cv2.imwrite(str(picture), rng_image((20, 20), 256, np.uint8))
+    run = make_run(tmp_path, model)
+    # as a shell starts it: PWD names the folder make is called from (make -C leaves it)
+    done = subprocess.run(["make", "-s", "-C", str(ROOT), "upscale", "IN=my scan.png", "OUT=x3 `touch pwned`.png",
+                           f"RUN={run}"], cwd=caller, capture_output=True, text=True,
+                          env=dict(os.environ, PWD=str(caller)))
+    assert done.returncode == 0, done.stderr
+    assert (caller / "x3 `touch pwned`.png").is_file()
+    assert not (caller / "pwned").exists() and not (ROOT / "pwned").exists()
+    assert Path(caller / "x3 `touch pwned`.png").stat().st_size > 0
