@@ -4,6 +4,7 @@ line naming the path and the cause, and an output is checked for writability bef
 import errno
 import os
 import signal
+import sys
 from pathlib import Path
 
 from core.errors import DataError
@@ -16,7 +17,20 @@ def _interrupt(signum, _frame):
 def terminate_as_interrupt():
     """From now on SIGTERM raises KeyboardInterrupt, as Ctrl-C does: temporaries are removed by
     the same ``finally`` and ``except BaseException`` blocks (core.atomic)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _exit_quietly(signum, _frame):
+    sys.exit(128 + signum)
+
+
+def exit_quietly_until_main():
+    """Ctrl-C or SIGTERM while an entry point still imports (Caffe, OpenCV: seconds) exits with
+    128 + the signal and no traceback, before anything was written; its main() then calls
+    terminate_as_interrupt. Call it first thing, under ``if __name__ == "__main__"``."""
+    for s in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(s, _exit_quietly)
 
 
 def os_error_line(exc, where=None):

@@ -5,6 +5,10 @@
     python -m data_prep --input PATH --name NAME [--test-count 7] [--axis 2] [--rule mr]
                                               your own DICOM/NIfTI/NRRD/MetaImage/PNG file or folder
 """
+if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (core.cli)
+    from core.cli import exit_quietly_until_main
+    exit_quietly_until_main()
+
 import argparse
 import json
 import re

@@ -12,6 +12,10 @@ Writes JSON ({"scale", "methods": {name: {"variant", "seed", "iterations", "run"
 "mean"}}}), CSV (one row per image and method) and a Markdown table shaped like the paper's Fig. 5
 (default: results/<name>.*).
 """
+if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (core.cli)
+    from core.cli import exit_quietly_until_main
+    exit_quietly_until_main()
+
 import argparse
 import os
 import sys

@@ -42,6 +42,10 @@ folder is built beside --out). An existing --out is refused unless --force.
 Here: the paths and the command line; ``eval.upscale_formats`` upscales each kind of input,
 ``eval.upscale_stream`` the slices, in bounded memory.
 """
+if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (core.cli)
+    from core.cli import exit_quietly_until_main
+    exit_quietly_until_main()
+
 import os
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: keep errors to one line
@@ -55,6 +59,8 @@ from core.config import DATASETS  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.run_files import final_snapshot  # noqa: E402
 from data_prep.io import by_name, format_of  # noqa: E402
+from data_prep.io.files import list_files  # noqa: E402
+from data_prep.io.formats import IMAGE_EXTS  # noqa: E402
 from data_prep.io.volume import upscaled_affine  # noqa: E402,F401 (API too)
 from eval.tiles import DEFAULT_BUDGET_MB  # noqa: E402
 from eval.upscale_formats import HANDLERS  # noqa: E402
@@ -88,6 +94,8 @@ def check_io(src, dst, force=False):
     if not src.exists():
         raise DataError(f"{src}: no such file or folder")
     kind = "folder" if src.is_dir() else format_of(src).name
+    if kind == "folder":
+        check_series_folder(src)
     if dst.resolve() == src.resolve():
         raise DataError(f"{dst}: --out is the input; write somewhere else")
     check_writable(dst)  # before any work: a read-only or unwritable place is found out now
@@ -108,6 +116,16 @@ def check_io(src, dst, force=False):
             raise DataError(f"{extra}: already exists and would be written with {dst.name} "
                             "(add --force to replace it)")
     return kind
+
+
+def check_series_folder(folder):
+    """DataError for a folder of pictures: a folder is read as one DICOM series (a picture is
+    upscaled on its own, one --in at a time), and each would otherwise be warned of in turn."""
+    files = list_files(folder)
+    pictures = [f for f in files if f.name.lower().endswith(IMAGE_EXTS)]
+    if files and len(pictures) == len(files):
+        raise DataError(f"{folder}: a folder of pictures ({pictures[0].name}, ...) is not a DICOM series: "
+                        f"upscale each picture with its own --in")
 
 
 def _format(kind):

@@ -226,3 +226,27 @@ def test_make_upscale_runs_nothing_in_a_name_and_reads_paths_from_the_callers_fo
     assert (caller / "x3 `touch pwned`.png").is_file()
     assert not (caller / "pwned").exists() and not (ROOT / "pwned").exists()
     assert Path(caller / "x3 `touch pwned`.png").stat().st_size > 0
+
+
+# ------------------------------------------------------------------ Ctrl-C while loading
+
+def loading_caffe(pid):
+    try:
+        return "libcaffe" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("command", [["eval.upscale", "--in", "x.png", "--out", "y.png", "--reference", "prostate"],
+                                     ["tools.train", "--dataset", "toy", "--act", "relu", "--solver", "sgd"],
+                                     ["eval", "--dataset", "prostate"]])
+def test_ctrl_c_while_an_entry_point_loads_caffe_is_no_traceback(command):
+    child = subprocess.Popen([sys.executable, "-m", *command], cwd=ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=dict(os.environ, GLOG_minloglevel="2"))
+    deadline = time.time() + 60
+    while not loading_caffe(child.pid) and child.poll() is None:
+        assert time.time() < deadline
+        time.sleep(0.001)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=60)
+    assert "Traceback" not in err and child.returncode in (130, 2), (child.returncode, err)

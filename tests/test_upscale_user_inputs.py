@@ -164,3 +164,12 @@ def test_a_multi_page_tiff_to_another_format_is_refused_before_the_work(tmp_path
     with pytest.raises(upscale.DataError, match="several pages need a TIFF"):
         upscale.upscale_path(tmp_path / "stack.tif", tmp_path / "x3.png", net)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["stack.tif"]
+
+
+def test_a_folder_of_pictures_is_one_line_not_a_warning_per_picture(net, tmp_path, capsys):
+    """A folder is one DICOM series; pictures go one --in at a time (said before any is read)."""
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), rng_image((20, 20), 256, np.uint8, seed=i))
+    with pytest.raises(upscale.DataError, match=r"a folder of pictures \(0.png, ...\) is not a DICOM series"):
+        upscale.upscale_path(tmp_path, tmp_path.parent / "out", net)
+    assert capsys.readouterr().err == ""

@@ -10,6 +10,10 @@ Caffe's generator from (random_seed, iteration), and a resumed run first advance
 alone by the batches already consumed: the resumed run ends with the same bytes as an
 uninterrupted one (on the CPU).
 """
+if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (core.cli)
+    from core.cli import exit_quietly_until_main
+    exit_quietly_until_main()
+
 import argparse
 import collections
 import json
@@ -32,6 +36,7 @@ from tqdm import tqdm  # noqa: E402
 
 from core.config import (BUILD_ONLY_KEYS, ROOT, ConfigError, check_name, dataset_config,  # noqa: E402
                          SOLVERS, with_added_keys)
+from core.cli import os_error_line, terminate_as_interrupt  # noqa: E402
 from core.device import use_device  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.locks import exclusive, lock_beside  # noqa: E402
@@ -448,14 +453,18 @@ def main(argv=None):
     if args.resume_from is not None and not args.resume:
         print("train: error: --resume-from needs --resume", file=sys.stderr)
         return 2
+    terminate_as_interrupt()  # until the loop's own handler snapshots on either
     try:
         return run(args)
     except (TrainError, ConfigError, DataError) as e:
         print(f"train: error: {e}", file=sys.stderr)
         return 2
     except OSError as e:  # a full disk, a read-only file system, no permission: where and why
-        print(f"train: error: cannot write {e.filename or 'a file'}: {e.strerror or e}", file=sys.stderr)
+        print(f"train: error: {os_error_line(e)}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before training started: nothing half-made is left (fresh())
+        print("train: interrupted before training started", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
