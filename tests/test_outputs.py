@@ -250,3 +250,23 @@ def test_ctrl_c_while_an_entry_point_loads_caffe_is_no_traceback(command):
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=60)
     assert "Traceback" not in err and child.returncode in (130, 2), (child.returncode, err)
+
+
+def test_a_second_make_grid_on_one_checkout_is_refused_naming_the_first():
+    """make grid holds runs/ (core.locks): make reproduce run twice at once would otherwise train
+    the same runs twice. Refused before any data set is built or run started."""
+    lock = lock_beside(ROOT / "runs")
+    holder = subprocess.Popen([sys.executable, "-m", "core.locks", str(lock), "make grid", str(ROOT / "runs"),
+                               "--", "sleep", "60"], cwd=ROOT)
+    try:
+        deadline = time.time() + 30
+        while not (lock.exists() and lock.read_text()):
+            assert time.time() < deadline
+            time.sleep(0.01)
+        done = subprocess.run(["make", "-s", "grid", "DATASETS=prostate", "ITERS=1"], cwd=ROOT,
+                              capture_output=True, text=True)
+        assert done.returncode != 0
+        assert f"make grid: error: {ROOT / 'runs'} is in use by pid {holder.pid} (make grid)" in done.stderr
+    finally:
+        holder.kill()
+        holder.wait()
