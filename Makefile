@@ -48,7 +48,7 @@ HOLD_RUNS = $(PY) -m core.locks $(ROOT)/.runs.lock "make grid" $(ROOT)/runs --
 require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
 
 .PHONY: help setup test test-kernels test-fast check-venv nets data train grid curves eval figures reproduce bench upscale
-.PHONY: grid-status slurm-up slurm-down gpu-check regions
+.PHONY: grid-status slurm-up slurm-down gpu-check regions export
 # make setup GPU=1: Caffe with CUDA (tools/setup/setup_gpu.sh); GPU=0: CPU-only; auto: 1 when
 # nvidia-smi lists a GPU.
 GPU ?= auto
@@ -151,3 +151,6 @@ bench: check-venv  ## Caffe training step of each configuration (tools/bench_tra
 
 upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [MEM=MB]
 	$(call require,IN OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make upscale: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY) -m eval.upscale --in $(call quote,$(value IN)) --out $(call quote,$(value OUT)) $(if $(REFERENCE),--reference $(call quote,$(value REFERENCE)),--run $(call quote,$(value RUN))) $(if $(FORCE),--force) $(if $(MEM),--memory-budget $(call quote,$(value MEM))) $(GPU_ARG)
+
+export: check-venv  ## a run's net as ONNX, verified against pycaffe in ONNX Runtime and OpenCV: OUT=model.onnx RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [FORCE=1]
+	$(call require,OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make export: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY) -m eval.export --out $(call quote,$(value OUT)) $(if $(REFERENCE),--reference $(call quote,$(value REFERENCE)),--run $(call quote,$(value RUN))) $(if $(FORCE),--force)

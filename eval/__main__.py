@@ -32,6 +32,7 @@ from eval.metrics import METRICS  # noqa: E402
 from eval.results import (common_scale, csv_text, dataset_methods, evaluate,  # noqa: E402
                           markdown_table, name_runs)
 from eval.score import load_hr_folder  # noqa: E402
+from eval.tiles import ENGINES  # noqa: E402
 
 
 def parse_args(argv):
@@ -44,7 +45,9 @@ def parse_args(argv):
                         "schedule)")
     p.add_argument("--scale", type=int, default=None,
                    help="default: the runs' config.scale (they must agree); x3 with no run")
-    p.add_argument("--engine", choices=("caffe", "opencv"), default="caffe")
+    p.add_argument("--engine", choices=ENGINES, default="caffe",
+                   help="what runs the nets (eval.infer.SRNet; onnx: ONNX Runtime on the graph "
+                        "make export writes)")
     p.add_argument("--gpu", type=int, metavar="N",
                    help="run the nets on GPU N (engine caffe; a CUDA build: make setup GPU=1)")
     p.add_argument("--border", choices=("replicate", "bicubic"), default="replicate",
@@ -54,7 +57,7 @@ def parse_args(argv):
     p.add_argument("--md", type=Path, help="default results/<name>.md")
     args = p.parse_args(argv)
     if args.gpu is not None and args.engine != "caffe":
-        p.error("--gpu needs --engine caffe (the OpenCV engine runs on the CPU)")
+        p.error(f"--gpu needs --engine caffe (the {args.engine} engine runs on the CPU)")
     return args
 
 

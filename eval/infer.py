@@ -1,4 +1,5 @@
-"""Super-resolution through a deploy net, with pycaffe or OpenCV's DNN module, tile by tile.
+"""Super-resolution through a deploy net, with pycaffe, OpenCV's DNN module or ONNX Runtime, tile
+by tile.
 
 The deploy nets have no padding: an HxW input gives an (H-12)x(W-12) estimate. ``SRNet`` returns
 an estimate of the input's size; its ``border`` says where the 6-px frame comes from.
@@ -26,9 +27,8 @@ from tqdm import tqdm
 from core.errors import DataError
 from data_prep.degrade import degrade
 from eval.caffemodel import check_caffemodel, check_deploy, copy_params, read_caffemodel
-from eval.tiles import DEFAULT_BUDGET_MB, TilePlanner
+from eval.tiles import DEFAULT_BUDGET_MB, ENGINES, TilePlanner
 
-ENGINES = ("caffe", "opencv")
 BORDERS = ("replicate", "bicubic")
 PROGRESS_DELAY_S = 3.0  # a progress bar over tiles appears for images that take longer
 
@@ -39,10 +39,11 @@ class SRNet:
     Args:
         deploy_prototxt: a deploy net (Input ``data`` 1x1xHxW, one output blob, ``conv3``).
         caffemodel: trained weights; checked against the prototxt (DataError on mismatch).
-        engine: "caffe" (pycaffe, in Caffe's current CPU/GPU mode) or "opencv" (cv2.dnn, needs
-            a caffemodel file).
-        params: ``{layer name: [arrays or pycaffe Blobs]}`` copied over the weights, engine
-            "caffe" only: lets the trainer score its current weights without writing a file.
+        engine: "caffe" (pycaffe, in Caffe's current CPU/GPU mode), "opencv" (cv2.dnn, needs
+            a caffemodel file) or "onnx" (ONNX Runtime, on the CPU, running the graph that
+            ``make export`` writes: :meth:`to_onnx`).
+        params: ``{layer name: [arrays or pycaffe Blobs]}`` copied over the weights, engines
+            "caffe" and "onnx": lets the trainer score its current weights without writing a file.
             Without a caffemodel it must cover every parameter layer.
         border: how the estimate gets the input's size although the net loses 6 px per side:
             "replicate" (default) pads the input by 6 px with edge replication so the valid
@@ -70,6 +71,7 @@ class SRNet:
         if not budget_mb > 0:
             raise DataError(f"memory budget must be positive, got {budget_mb!r} MB")
         deploy, proto = check_deploy(deploy_prototxt)
+        self._proto = proto
         self.engine, self.border, self.budget_mb = engine, border, float(budget_mb)
         # A weightless Caffe net gives the parameter shapes to check and the pixels lost.
         self._net = caffe.Net(str(deploy), caffe.TEST)
@@ -80,12 +82,13 @@ class SRNet:
         self.floats_per_pixel = self._tiles.floats_per_pixel
         if caffemodel is not None:
             check_caffemodel(self._net, read_caffemodel(caffemodel), caffemodel)
-            if engine == "caffe":
-                self._net.copy_from(str(caffemodel))
-            else:
+            self._net.copy_from(str(caffemodel))  # engine "opencv" too: weights() and to_onnx()
+            if engine == "opencv":
                 self._cv = cv2.dnn.readNetFromCaffe(str(deploy), str(caffemodel))
         if params is not None:
             copy_params(self._net, params, complete=caffemodel is None)
+        if engine == "onnx":
+            self._ort = _onnx_runner(self.to_onnx())
 
     # ------------------------------------------------------------------ what the net is
 
@@ -112,6 +115,15 @@ class SRNet:
     def _frame(self):
         """((top, bottom), (left, right)) widths of the frame the net does not produce."""
         return tuple((n // 2, n - n // 2) for n in self.lost)
+
+    def weights(self):
+        """``{layer: [float32 arrays]}``: the weights the net runs with."""
+        return {name: [b.data.copy() for b in blobs] for name, blobs in self._net.params.items()}
+
+    def to_onnx(self, metadata=None):
+        """The net and its weights as an ONNX ModelProto (``eval.onnx_graph.to_onnx``)."""
+        from eval.onnx_graph import to_onnx
+        return to_onnx(self._net, self._proto, self.weights(), metadata)
 
     # ------------------------------------------------------------------------ tiling
 
@@ -209,6 +221,8 @@ class SRNet:
     def _forward(self, x):
         """One pass of the net over a float32 2-D input small enough for one tile."""
         x = np.ascontiguousarray(x, dtype=np.float32)
+        if self.engine == "onnx":
+            return self._ort(x)
         if self.engine == "opencv":
             try:
                 self._cv.setInput(x[None, None])
@@ -222,6 +236,22 @@ class SRNet:
         blob.data[0, 0] = x
         self._net.forward()
         return self._net.blobs[self._output].data[0, 0]
+
+
+def _onnx_runner(model):
+    """A function running one 2-D float32 tile through ``model`` in ONNX Runtime; its failures
+    (out of memory, an input it refuses) become one-line DataErrors."""
+    from eval.onnx_graph import ort_session
+    session = ort_session(model)
+    source, target = session.get_inputs()[0].name, session.get_outputs()[0].name
+
+    def run(x):
+        try:
+            return session.run([target], {source: x[None, None]})[0][0, 0]
+        except Exception as exc:  # onnxruntime's own classes (Fail, RuntimeException, ...)
+            raise DataError(f"ONNX Runtime failed on a {x.shape[0]}x{x.shape[1]} tile: "
+                            f"{str(exc).strip().splitlines()[-1]}") from None
+    return run
 
 
 def _replicated(rows, shape, frame):

@@ -14,6 +14,10 @@ import numpy as np
 
 from core.errors import DataError
 
+# The engines that run a deploy net (eval.infer.SRNet): pycaffe, OpenCV DNN's Caffe reader, and
+# ONNX Runtime on the graph eval.onnx_graph builds. Here, not in eval.infer, so that the command
+# lines can offer them without loading Caffe; tiles are planned per engine below.
+ENGINES = ("caffe", "opencv", "onnx")
 DEFAULT_BUDGET_MB = 768  # per tile: Caffe's blobs and im2col buffers (an upper bound, see below)
 BLOB_LIMIT = 2 ** 31 - 1  # Caffe's Blob::Reshape aborts past this many elements (blob.cpp)
 FLOAT_BYTES = 4
@@ -63,7 +67,8 @@ class TilePlanner:
     def for_net(cls, net, proto, engine, lost, budget_mb):
         """The planner of a pycaffe ``net`` (its NetParameter ``proto``) run by ``engine``:
         per-pixel memory is every blob of the net plus the im2col buffer of every convolution
-        that is not 1x1, at the tile's input size."""
+        that is not 1x1, at the tile's input size (ONNX Runtime's convolutions also expand their
+        input into columns, so its tiles are planned as Caffe's)."""
         channels = [b.data.shape[1] for b in net.blobs.values()]
         columns, gemm_mk = [], []
         for layer in proto.layer:

@@ -2,7 +2,7 @@
 
     python -m eval.upscale --in PATH --out PATH
         (--run RUN_DIR | --reference DATASET | --model CAFFEMODEL --deploy PROTOTXT)
-        [--engine caffe|opencv] [--axis 2] [--memory-budget MB] [--gpu N] [--force]
+        [--engine ENGINE] [--axis 2] [--memory-budget MB] [--gpu N] [--force]
 
 The factor is the run's ``config.scale`` (3, ``DEFAULT_SCALE``, for a bare --model or a manifest
 without a config). Files are read and written through :mod:`data_prep.io`, whose writers say
@@ -62,7 +62,7 @@ from data_prep.io import by_name, format_of  # noqa: E402
 from data_prep.io.files import list_files  # noqa: E402
 from data_prep.io.formats import IMAGE_EXTS  # noqa: E402
 from data_prep.io.volume import upscaled_affine  # noqa: E402,F401 (API too)
-from eval.tiles import DEFAULT_BUDGET_MB  # noqa: E402
+from eval.tiles import DEFAULT_BUDGET_MB, ENGINES  # noqa: E402
 from eval.upscale_formats import HANDLERS  # noqa: E402
 from eval.upscale_stream import DEFAULT_SCALE  # noqa: E402
 
@@ -172,7 +172,9 @@ def parse_args(argv):
                        help="the committed long-schedule weights models/reference/DATASET/ "
                             f"({', '.join(DATASETS)}): no training needed")
     p.add_argument("--deploy", type=Path, help="the deploy prototxt of --model")
-    p.add_argument("--engine", choices=("caffe", "opencv"), default="caffe")
+    p.add_argument("--engine", choices=ENGINES, default="caffe",
+                   help="what runs the net (eval.infer.SRNet; onnx: ONNX Runtime on the graph "
+                        "make export writes)")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2,
                    help="volumes: RAS+ axis to slice along, as in data_prep: 0 sagittal, "
                         "1 coronal, 2 axial (default); the file's closest voxel axis is used")
@@ -184,7 +186,7 @@ def parse_args(argv):
                    help="run the net on GPU N (engine caffe; a CUDA build: make setup GPU=1)")
     args = p.parse_args(argv)
     if args.gpu is not None and args.engine != "caffe":
-        p.error("--gpu needs --engine caffe (the OpenCV engine runs on the CPU)")
+        p.error(f"--gpu needs --engine caffe (the {args.engine} engine runs on the CPU)")
     if args.model is not None and args.deploy is None:
         p.error("--model needs --deploy")
     if args.run is not None and args.deploy is not None:
