@@ -18,6 +18,10 @@ Errors are one line, ``export: error: ...`` on stderr, exit code 2 (1 for a file
 the file is written under a temporary name and renamed when whole. An existing --out is refused
 unless --force.
 """
+if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (core.cli)
+    from core.cli import exit_quietly_until_main
+    exit_quietly_until_main()
+
 import os
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: keep errors to one line
