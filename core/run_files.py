@@ -22,6 +22,7 @@ from google.protobuf import text_format
 from core.errors import DataError
 from core.atomic import write_json_atomic, write_text_atomic
 from core.config import ROOT
+from core.data_files import list_file
 from core.machine import machine
 from core.nets import deploy_net, train_val_net
 from core.solvers import solver_param
@@ -95,8 +96,8 @@ def write_run_nets(run_dir, cfg, dataset, act, solver, data_dir, train_list=None
     staged in the run directory, no Caffe-side testing or snapshotting: the trainer does both
     itself). ``train_list`` replaces the data set's own train.txt (another seed's patch order)."""
     data_dir = Path(data_dir).resolve()
-    return trainable_net_files(run_dir, cfg, act, solver, train_list or data_dir / "train.txt",
-                               data_dir / "test.txt", dataset=dataset,
+    return trainable_net_files(run_dir, cfg, act, solver, train_list or list_file(data_dir, "train"),
+                               list_file(data_dir, "test"), dataset=dataset,
                                snapshot_prefix=staging_prefix(run_dir))
 
 

@@ -16,7 +16,8 @@ import sys
 from pathlib import Path
 
 from core.cli import check_writable, os_error_line, terminate_as_interrupt
-from core.config import DATASETS, DEFAULT, ROOT, ConfigError
+from core.config import DATASETS, DEFAULT, ConfigError
+from core.data_files import DATA_ROOT, manifest_path
 from core.locks import exclusive, lock_beside
 
 from .build import DATA_KEYS, FORMAT_VERSION, build_dataset
@@ -26,13 +27,12 @@ from .intensity import RULES
 from .readers import read_volume
 from .sources import loader, split_central
 
-DATA_ROOT = ROOT / "data"
 
 
 def up_to_date(dest, cfg):
     """True when ``dest`` holds a complete data set built by this recipe and config."""
     try:
-        manifest = json.loads((dest / "manifest.json").read_text())
+        manifest = json.loads(manifest_path(dest).read_text())
     except (OSError, ValueError):
         return False
     wanted = {k: getattr(cfg, k) for k in DATA_KEYS}

@@ -1,9 +1,5 @@
-"""Build one data set directory from train and test slices:
-
-    data/<name>/train.txt, test.txt          HDF5 list files (Caffe's HDF5Data `source`)
-    data/<name>/train_000.h5, test_000.h5    patches: `data` (N,1,33,33), `label` (N,1,21,21)
-    data/<name>/test_images/<slice>.png      8-bit HR ground truth, exactly what evaluation scores
-    data/<name>/manifest.json                sources, split, intensity rule, patch counts
+"""Build one data set directory (core/data_files.py: its layout) from train and test slices; the
+HDF5 patches are `data` (N,1,33,33) and `label` (N,1,21,21).
 
 The directory is built under a temporary name and renamed into place: an interrupted or failed
 build leaves the previous data set (or none), never a partial one.
@@ -15,6 +11,7 @@ import numpy as np
 from tqdm import tqdm
 
 from core.atomic import atomic_dir, write_json_atomic
+from core.data_files import list_file, manifest_path, test_images
 from core.config import ROOT
 
 from .degrade import degrade
@@ -79,12 +76,12 @@ def write_contents(tmp, dest, train, test, cfg, max_elements):
             data, label = data[order], label[order]
         paths = write_patch_files(tmp, role, data, label, max_elements)
         root = list_root(dest)
-        write_list_file(tmp / f"{role}.txt", [dest.resolve() / p.name for p in paths], root)
+        write_list_file(list_file(tmp, role), [dest.resolve() / p.name for p in paths], root)
         counts[role] = {"patches": len(data), "files": [p.name for p in paths]}
-    (tmp / "test_images").mkdir()
+    test_images(tmp).mkdir()
     for s in test:
         hr = modcrop(s.image, cfg.scale)  # exactly what degrade() takes as ground truth
-        if not cv2.imwrite(str(tmp / "test_images" / f"{s.name}.png"), hr):
+        if not cv2.imwrite(str(test_images(tmp) / f"{s.name}.png"), hr):
             raise DataError(f"could not write test image {s.name}.png")
     return counts
 
@@ -102,5 +99,5 @@ def build_dataset(dest, train, test, cfg, manifest, max_elements=CAFFE_MAX_BLOB)
                         test_shapes={s.name: [d - d % cfg.scale for d in s.image.shape] for s in test},
                         patches={k: v["patches"] for k, v in counts.items()},
                         files={k: v["files"] for k, v in counts.items()})
-        write_json_atomic(tmp / "manifest.json", manifest)
+        write_json_atomic(manifest_path(tmp), manifest)
     return manifest

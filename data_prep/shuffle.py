@@ -13,6 +13,7 @@ import h5py
 import numpy as np
 
 from core.atomic import atomic_dir
+from core.data_files import list_file, manifest_path, shuffle_dir
 from core.errors import DataError
 
 from .hdf5 import write_list_file, write_patch_files
@@ -22,16 +23,16 @@ def train_list(data_dir, data_seed):
     """The HDF5 list file of ``data_dir``'s training patches in ``data_seed``'s order (the data
     set's own list when it was built with that seed); made on first use, atomically."""
     data_dir = Path(data_dir).resolve()
-    built_with = json.loads((data_dir / "manifest.json").read_text())["config"]["data_seed"]
+    built_with = json.loads(manifest_path(data_dir).read_text())["config"]["data_seed"]
     if data_seed == built_with:
-        return data_dir / "train.txt"
-    dest = data_dir / "shuffles" / f"data_seed{data_seed}"
+        return list_file(data_dir, "train")
+    dest = shuffle_dir(data_dir, data_seed)
     dest.parent.mkdir(exist_ok=True)
     with open(dest.parent / ".lock", "w") as lock:  # runs of one seed may start side by side
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (dest / "train.txt").is_file():
+        if not list_file(dest, "train").is_file():
             _write_reordered(data_dir, dest, built_with, data_seed)
-    return dest / "train.txt"
+    return list_file(dest, "train")
 
 
 def reorder(count, built_with, data_seed):
@@ -42,11 +43,11 @@ def reorder(count, built_with, data_seed):
 
 
 def _write_reordered(data_dir, dest, built_with, data_seed):
-    data, label = _read_patches(data_dir / "train.txt", data_dir)
+    data, label = _read_patches(list_file(data_dir, "train"), data_dir)
     rows = reorder(len(data), built_with, data_seed)
     with atomic_dir(dest) as tmp:
         paths = write_patch_files(tmp, "train", data[rows], label[rows])
-        write_list_file(tmp / "train.txt", [dest / p.name for p in paths])
+        write_list_file(list_file(tmp, "train"), [dest / p.name for p in paths])
 
 
 def _read_patches(list_file, data_dir):

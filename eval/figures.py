@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from data_prep.degrade import degrade, low_resolution  # noqa: E402
+from core.data_files import data_dir, test_images  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from eval.results import dataset_runs, reference_dir, run_info  # noqa: E402
 from eval.infer import SRNet  # noqa: E402
@@ -77,7 +78,7 @@ def figure_for(dataset, run_dir, out_dir, scale=None, hr_dir=None, label=None):
     info = run_info(run_dir)
     if scale is not None and scale != info["scale"]:
         raise DataError(f"scale {scale} contradicts {run_dir}, trained for x{info['scale']}")
-    name, image = load_hr_folder(hr_dir or ROOT / "data" / dataset / "test_images")[0]
+    name, image = load_hr_folder(hr_dir or test_images(data_dir(dataset)))[0]
     path = Path(out_dir) / f"{dataset}_fig6.png"
     net = SRNet(info["deploy"], info["caffemodel"])
     draw(f"{dataset} {name}", f"{label or info['label']}, {info['iterations']} iterations",
@@ -113,7 +114,7 @@ def main(argv=None):
     try:
         for dataset in datasets:
             runs, reference = dataset_runs(dataset), reference_dir(dataset)
-            if not args.dataset and not (ROOT / "data" / dataset / "test_images").is_dir():
+            if not args.dataset and not test_images(data_dir(dataset)).is_dir():
                 # e.g. the committed reference weights of a data set this checkout has not built
                 print(f"figures: {dataset}: skipped (no data/{dataset}: make data DATASET={dataset})",
                       file=sys.stderr)

@@ -23,7 +23,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: keep error
 
 import numpy as np  # noqa: E402
 
-from core.config import ROOT  # noqa: E402
+from core.data_files import data_dir, test_images  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.run_files import final_snapshot  # noqa: E402
 from data_prep.degrade import degrade  # noqa: E402
@@ -98,7 +98,7 @@ def main(argv=None):
     p.add_argument("--engine", choices=("caffe", "opencv"), default="caffe")
     args = p.parse_args(argv)
     try:
-        hr = load_hr_folder(args.hr or ROOT / "data" / args.dataset / "test_images")
+        hr = load_hr_folder(args.hr or test_images(data_dir(args.dataset)))
         manifest, _, _ = final_snapshot(args.run)
         scale = run_scale(args.run, manifest)
         from eval.infer import SRNet  # imports Caffe: only once the inputs are known good

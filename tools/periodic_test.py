@@ -1,8 +1,8 @@
 """The trainer's periodic test: the current weights on the data set's test images, at full size,
 through the deploy net, with the evaluator's degradation and metrics (the paper's curves are
 test-image PSNR, not patch loss)."""
-from pathlib import Path
 
+from core.data_files import test_images
 from eval.infer import SRNet
 from eval.score import load_hr_folder, score_method
 
@@ -11,7 +11,7 @@ class ImageScorer:
     """Scores nets on one data set's ``test_images``; the bicubic baseline is computed once."""
 
     def __init__(self, data_dir, deploy_prototxt, cfg):
-        self.images = load_hr_folder(Path(data_dir) / "test_images")
+        self.images = load_hr_folder(test_images(data_dir))
         self.deploy = str(deploy_prototxt)
         self.scale = cfg.scale
         self.bicubic = self.summary(score_method(self.images, lambda up: up, scale=self.scale))

@@ -37,6 +37,8 @@ from tqdm import tqdm  # noqa: E402
 from core.config import (BUILD_ONLY_KEYS, ROOT, ConfigError, check_name, dataset_config,  # noqa: E402
                          SOLVERS, with_added_keys)
 from core.cli import os_error_line, terminate_as_interrupt  # noqa: E402
+from core.data_files import DATA_ROOT, built, is_built, list_file  # noqa: E402
+from core.data_files import data_dir as data_dir_of  # noqa: E402
 from core.device import use_device  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.locks import exclusive, lock_beside  # noqa: E402
@@ -60,7 +62,7 @@ def iteration_seed(random_seed, iteration):
 def data_period(data_dir, batch):
     """Batches after which the HDF5Data layer (no shuffle) is back at its first row."""
     rows = 0
-    for name in (Path(data_dir) / "train.txt").read_text().split():
+    for name in list_file(data_dir, "train").read_text().split():
         with h5py.File(name if Path(name).is_absolute() else ROOT / name) as f:
             rows += len(f["data"])
     return rows // np.gcd(rows, batch)
@@ -217,7 +219,7 @@ def parse_args(argv):
     p.add_argument("--seed", type=int, default=0, help="repeat K: adds K to random_seed (weights, "
                    "RReLU draws) and data_seed (training patch order); default 0")
     p.add_argument("--run-dir", type=Path, help="default runs/<dataset>/<act>_<solver>/seed<k>")
-    p.add_argument("--data-root", type=Path, default=ROOT / "data", help="where data sets are")
+    p.add_argument("--data-root", type=Path, default=DATA_ROOT, help="where data sets are")
     p.add_argument("--resume", action="store_true", help="continue from the latest snapshot "
                    "(starts the run if it does not exist; a finished run is left as it is)")
     p.add_argument("--resume-from", type=int, metavar="ITER", help="with --resume: continue from the "
@@ -233,9 +235,9 @@ def resolve(args):
     """Checked names, config and paths, or TrainError/ConfigError with one line."""
     check_name("activation", args.act)
     check_name("solver", args.solver)
-    data_dir = args.data_root / args.dataset
-    if not (data_dir / "manifest.json").is_file():
-        known = sorted(p.parent.name for p in args.data_root.glob("*/manifest.json"))
+    data_dir = data_dir_of(args.dataset, args.data_root)
+    if not is_built(data_dir):
+        known = built(args.data_root)
         raise TrainError(f"no data set {args.dataset!r} in {args.data_root} (built: "
                          f"{', '.join(known) or 'none'}; run `make data`)")
     if args.iters is not None and args.iters <= 0:

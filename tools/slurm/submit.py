@@ -22,6 +22,7 @@ from pathlib import Path
 
 from core.atomic import write_json_atomic
 from core.config import ROOT, ConfigError, dataset_config
+from core.data_files import data_dir, is_built
 from core.names import grid_runs
 from core.run_files import now
 
@@ -102,7 +103,7 @@ def check_ready(datasets):
     if shutil.which("sbatch") is None:
         raise SubmitError("sbatch not found: run this where Slurm's client is (a login node); to try it "
                           "on this machine: make slurm-up, then the export SLURM_CONF=... line it prints")
-    missing = [d for d in datasets if not (ROOT / "data" / d / "manifest.json").is_file()]
+    missing = [d for d in datasets if not is_built(data_dir(d))]
     if missing:
         raise SubmitError(f"no data set {', '.join(missing)} in data/: run `make data` first")
 
