@@ -60,3 +60,27 @@ def _read_only(folder):
         return bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
     except OSError as exc:
         return exc.errno == errno.EROFS
+
+
+def guarded(prog, work, user_errors=(DataError,), left="", where=None):
+    """``work()``'s exit status, with what can go wrong outside the program as one line each on
+    stderr: a user's mistake (``user_errors``) or too little memory exits 2, a file system error
+    (no space, read-only, permission; ``where`` names the place when the error does not) exits 1,
+    Ctrl-C or SIGTERM exits 130. ``left`` ends the lines of what can stop the work midway (memory,
+    the file system, an interrupt) with what was left behind, e.g. "; no output was written"."""
+    terminate_as_interrupt()
+    try:
+        return work()
+    except user_errors as e:  # refused before any work
+        return _fail(f"{prog}: error: {e}", 2)
+    except MemoryError:
+        return _fail(f"{prog}: error: out of memory{left}", 2)
+    except OSError as e:
+        return _fail(f"{prog}: error: {os_error_line(e, where)}{left}", 1)
+    except KeyboardInterrupt:
+        return _fail(f"{prog}: interrupted{left}", 130)
+
+
+def _fail(line, status):
+    print(line, file=sys.stderr)
+    return status

@@ -15,7 +15,7 @@ import re
 import sys
 from pathlib import Path
 
-from core.cli import check_writable, os_error_line, terminate_as_interrupt
+from core.cli import check_writable, guarded
 from core.config import DATASETS, DEFAULT, ConfigError
 from core.data_files import DATA_ROOT, manifest_path
 from core.locks import exclusive, lock_beside
@@ -111,25 +111,18 @@ def check_out(out):
 
 def main(argv=None):
     args = parse_args(argv)
-    terminate_as_interrupt()
-    try:
-        check_out(args.out)
-        cfg = DEFAULT.with_overrides(args.overrides)
-        if args.input is not None:
-            build_user(args, cfg)
-        else:
-            for name in args.dataset or DATASETS:
-                build_default(name, cfg, args.out, args.force)
-    except (DataError, ConfigError) as e:
-        print(f"data_prep: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a full disk, say: the data set being built was removed
-        print(f"data_prep: error: {os_error_line(e, args.out)}; no partial data set was left",
-              file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("data_prep: interrupted; no partial data set was left", file=sys.stderr)
-        return 130
+    return guarded("data_prep", lambda: run(args), (DataError, ConfigError),
+                   left="; no partial data set was left", where=args.out)
+
+
+def run(args):
+    check_out(args.out)
+    cfg = DEFAULT.with_overrides(args.overrides)
+    if args.input is not None:
+        build_user(args, cfg)
+    else:
+        for name in args.dataset or DATASETS:
+            build_default(name, cfg, args.out, args.force)
     return 0
 
 

@@ -23,9 +23,10 @@ from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
-from core.cli import check_writable, os_error_line, terminate_as_interrupt  # noqa: E402
+from core.cli import check_writable, guarded  # noqa: E402
 from core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from core.config import ROOT  # noqa: E402
+from core.data_files import data_dir, test_images  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.device import use_device  # noqa: E402
 from eval.metrics import METRICS  # noqa: E402
@@ -80,30 +81,23 @@ def outputs(args, name):
 
 def main(argv=None):
     args = parse_args(argv)
-    terminate_as_interrupt()
+    return guarded("eval", lambda: run(args))
+
+
+def run(args):
     name = args.dataset or args.hr.name
-    hr_dir = ROOT / "data" / args.dataset / "test_images" if args.dataset else args.hr
-    try:
-        paths = outputs(args, name)
-        if args.runs is not None:
-            runs = name_runs(args.runs)
-        else:
-            runs = dataset_methods(args.dataset) if args.dataset else {}
-        scale = common_scale(runs, args.scale)  # refuse a mix of scales before loading anything
-        use_device(args.gpu)
-        result = evaluate(load_hr_folder(hr_dir), runs, scale, args.engine, args.border)
-        write_json_atomic(paths["json"], result)
-        write_text_atomic(paths["csv"], csv_text(result))
-        write_text_atomic(paths["md"], markdown_table(result, name))
-    except DataError as e:
-        print(f"eval: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"eval: error: {os_error_line(e)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("eval: interrupted", file=sys.stderr)
-        return 130
+    hr_dir = test_images(data_dir(args.dataset)) if args.dataset else args.hr
+    paths = outputs(args, name)
+    if args.runs is not None:
+        runs = name_runs(args.runs)
+    else:
+        runs = dataset_methods(args.dataset) if args.dataset else {}
+    scale = common_scale(runs, args.scale)  # refuse a mix of scales before loading anything
+    use_device(args.gpu)
+    result = evaluate(load_hr_folder(hr_dir), runs, scale, args.engine, args.border)
+    write_json_atomic(paths["json"], result)
+    write_text_atomic(paths["csv"], csv_text(result))
+    write_text_atomic(paths["md"], markdown_table(result, name))
     for method, r in result["methods"].items():
         print(mean_line(name, method, r))
     return 0

@@ -34,7 +34,7 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core.atomic import atomic_path  # noqa: E402
-from core.cli import check_writable, os_error_line, terminate_as_interrupt  # noqa: E402
+from core.cli import check_writable, guarded  # noqa: E402
 from core.config import DEFAULT  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.run_files import final_snapshot  # noqa: E402
@@ -184,19 +184,12 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    terminate_as_interrupt()
-    try:
-        check_out(args.out, args.force)
-        found = export(args.run, args.out)
-    except DataError as e:
-        print(f"export: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:
-        print(f"export: error: {os_error_line(e)}; nothing was written", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("export: interrupted; nothing was written", file=sys.stderr)
-        return 130
+    return guarded("export", lambda: run(args), left="; nothing was written")
+
+
+def run(args):
+    check_out(args.out, args.force)
+    found = export(args.run, args.out)
     diffs = ", ".join(f"{e} {found[e]:.2g}" for e in VERIFIED_ENGINES)
     print(f"export: {args.out}: verified against pycaffe (largest difference: {diffs}; the "
           f"float32 bound is {found['bound']:.2g} or more per pixel)")

@@ -23,6 +23,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: keep error
 
 import numpy as np  # noqa: E402
 
+from core.cli import guarded  # noqa: E402
 from core.data_files import data_dir, test_images  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.run_files import final_snapshot  # noqa: E402
@@ -97,18 +98,18 @@ def main(argv=None):
     p.add_argument("--dark", type=float, default=20, help="HR grey level below which a pixel is dark")
     p.add_argument("--engine", choices=("caffe", "opencv"), default="caffe")
     args = p.parse_args(argv)
-    try:
-        hr = load_hr_folder(args.hr or test_images(data_dir(args.dataset)))
-        manifest, _, _ = final_snapshot(args.run)
-        scale = run_scale(args.run, manifest)
-        from eval.infer import SRNet  # imports Caffe: only once the inputs are known good
-        rows = [("bicubic", method_regions(hr, lambda x: x, scale, args.dark))]
-        for label, deploy, model in snapshot_models(args.run, args.iters):
-            net = SRNet(str(deploy), str(model), engine=args.engine)
-            rows.append((label, method_regions(hr, net, scale, args.dark)))
-    except DataError as exc:
-        print(f"regions: error: {exc}", file=sys.stderr)
-        return 2
+    return guarded("regions", lambda: run(args))
+
+
+def run(args):
+    hr = load_hr_folder(args.hr or test_images(data_dir(args.dataset)))
+    manifest, _, _ = final_snapshot(args.run)
+    scale = run_scale(args.run, manifest)
+    from eval.infer import SRNet  # imports Caffe: only once the inputs are known good
+    rows = [("bicubic", method_regions(hr, lambda x: x, scale, args.dark))]
+    for label, deploy, model in snapshot_models(args.run, args.iters):
+        net = SRNet(str(deploy), str(model), engine=args.engine)
+        rows.append((label, method_regions(hr, net, scale, args.dark)))
     print(f"{len(hr)} images, x{scale}, dark: HR below {args.dark:g} grey levels\n")
     print(table(rows))
     return 0

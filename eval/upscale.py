@@ -54,7 +54,7 @@ import argparse  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from core.cli import check_writable, os_error_line, terminate_as_interrupt  # noqa: E402
+from core.cli import check_writable, guarded  # noqa: E402
 from core.config import DATASETS  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.run_files import final_snapshot  # noqa: E402
@@ -224,29 +224,21 @@ def reference_run(name, parser):
 
 def main(argv=None):
     args = parse_args(argv)
-    terminate_as_interrupt()
+    return guarded("upscale", lambda: run(args), left="; no output was written")
+
+
+def run(args):
+    check_io(args.input, args.out, args.force)  # before the net: fail fast on bad paths
+    deploy, caffemodel, scale = resolve_run(args.run, args.model, args.deploy)
+    from eval.infer import SRNet  # imports Caffe: only once the paths are known good
+    from core.device import use_device
+    use_device(args.gpu)
+    net = SRNet(deploy, caffemodel, engine=args.engine, budget_mb=args.memory_budget)
     try:
-        check_io(args.input, args.out, args.force)  # before the net: fail fast on bad paths
-        deploy, caffemodel, scale = resolve_run(args.run, args.model, args.deploy)
-        from eval.infer import SRNet  # imports Caffe: only once the paths are known good
-        from core.device import use_device
-        use_device(args.gpu)
-        net = SRNet(deploy, caffemodel, engine=args.engine, budget_mb=args.memory_budget)
         info = upscale_path(args.input, args.out, net, axis=args.axis, force=args.force,
                             scale=scale)
-    except DataError as e:
-        print(f"upscale: error: {e}", file=sys.stderr)
-        return 2
     except MemoryError:
-        print("upscale: error: out of memory (try a smaller --memory-budget); no output was "
-              "written", file=sys.stderr)
-        return 2
-    except OSError as e:  # a disk that filled up during the writing: nothing of it is left
-        print(f"upscale: error: {os_error_line(e)}; no output was written", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("upscale: interrupted; no output was written", file=sys.stderr)
-        return 130
+        raise DataError("out of memory (try a smaller --memory-budget)") from None
     lo, hi = info["window"]
     print(f"upscale: {info['slices']} slice(s) x{info['scale']}, window {lo:.6g}..{hi:.6g} "
           f"-> {info['out']}")

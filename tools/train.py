@@ -36,7 +36,7 @@ from tqdm import tqdm  # noqa: E402
 
 from core.config import (BUILD_ONLY_KEYS, ROOT, ConfigError, check_name, dataset_config,  # noqa: E402
                          SOLVERS, with_added_keys)
-from core.cli import os_error_line, terminate_as_interrupt  # noqa: E402
+from core.cli import guarded  # noqa: E402
 from core.data_files import DATA_ROOT, built, is_built, list_file  # noqa: E402
 from core.data_files import data_dir as data_dir_of  # noqa: E402
 from core.device import use_device  # noqa: E402
@@ -455,18 +455,9 @@ def main(argv=None):
     if args.resume_from is not None and not args.resume:
         print("train: error: --resume-from needs --resume", file=sys.stderr)
         return 2
-    terminate_as_interrupt()  # until the loop's own handler snapshots on either
-    try:
-        return run(args)
-    except (TrainError, ConfigError, DataError) as e:
-        print(f"train: error: {e}", file=sys.stderr)
-        return 2
-    except OSError as e:  # a full disk, a read-only file system, no permission: where and why
-        print(f"train: error: {os_error_line(e)}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:  # before training started: nothing half-made is left (fresh())
-        print("train: interrupted before training started", file=sys.stderr)
-        return 130
+    # An interrupt before training starts leaves nothing half-made (fresh()); once it runs, the
+    # loop's own handler snapshots first (StopRequest)
+    return guarded("train", lambda: run(args), (TrainError, ConfigError, DataError))
 
 
 if __name__ == "__main__":
