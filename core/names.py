@@ -7,10 +7,25 @@ import sys
 
 from core.config import ACTIVATIONS, DATASETS, SOLVERS, ConfigError
 
+# (activation, solver): the paper's net, and its baseline (the SRCNN release's ReLU and SGD)
+PAPER_NET = ("rrelu", "nesterov")
+BASELINE = ("relu", "sgd")
+
+
+def variant(act, solver):
+    """How a variant is named in run folders, tables and plots: ``<act>_<solver>``."""
+    return f"{act}_{solver}"
+
+
+def manifest_variant(manifest):
+    """The variant name of a run's manifest."""
+    return variant(manifest["act"], manifest["solver"])
+
+
 # The grids `make grid` / `make reproduce` train, as (activation, solver) pairs. "paper": the paper's
-# net (RReLU + Nesterov) and its baseline (ReLU + SGD); "full": Figs. 3-4's 2 x 2 comparison.
+# net and its baseline; "full": Figs. 3-4's 2 x 2 comparison.
 GRIDS = {
-    "paper": (("rrelu", "nesterov"), ("relu", "sgd")),
+    "paper": (PAPER_NET, BASELINE),
     "full": tuple((act, solver) for act in ("relu", "rrelu") for solver in SOLVERS),
 }
 LISTS = {"datasets": DATASETS, "activations": ACTIVATIONS, "solvers": tuple(SOLVERS),

@@ -24,13 +24,14 @@ from core.atomic import write_json_atomic, write_text_atomic
 from core.config import ROOT
 from core.data_files import list_file
 from core.machine import machine
+from core.names import manifest_variant, variant
 from core.nets import deploy_net, train_val_net
 from core.solvers import solver_param
 
 
 def default_run_dir(dataset, act, solver, seed=0):
     """runs/<dataset>/<act>_<solver>/seed<k>: one directory per variant and seed."""
-    return ROOT / "runs" / dataset / f"{act}_{solver}" / f"seed{seed}"
+    return ROOT / "runs" / dataset / variant(act, solver) / f"seed{seed}"
 
 
 # runs/<dataset>/long_schedule/: where `make reference` trains; not a run of the default grid, so
@@ -42,9 +43,34 @@ def long_run_dir(dataset):
     return ROOT / "runs" / dataset / LONG_RUN
 
 
+def reference_root(root=None):
+    """models/reference/ of the checkout at ``root`` (default: this one): the committed
+    long-schedule weights, one folder per data set (`make reference` packs them)."""
+    return Path(ROOT if root is None else root) / "models" / "reference"
+
+
+REFERENCE_ROOT = reference_root()
+
+
+def reference_dir(dataset, root=None):
+    """``models/reference/<dataset>`` when it holds trained long-schedule weights, else None."""
+    ref = reference_root(root) / dataset
+    return ref if (read_manifest(ref) or {}).get("snapshots") else None
+
+
+def references(root=None):
+    """The data sets that have committed reference weights."""
+    return sorted(d.name for d in reference_root(root).glob("*") if reference_dir(d.name, root))
+
+
+def is_reference(run_dir, root=None):
+    """True for a folder of models/reference/."""
+    return Path(run_dir).resolve().parent == reference_root(root).resolve()
+
+
 def run_label(manifest):
     """How tables and plots name a run: ``<act>_<solver>/seed<k>`` (seed 0 for older manifests)."""
-    return f"{manifest['act']}_{manifest['solver']}/seed{manifest.get('seed', 0)}"
+    return f"{manifest_variant(manifest)}/seed{manifest.get('seed', 0)}"
 
 
 # Caffe writes a run's snapshots here first; the trainer renames a pair into snapshots/ once it

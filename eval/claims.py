@@ -5,6 +5,8 @@ bicubic, the same for every seed, for "the net beats bicubic"). See :data:`RULE`
 """
 import statistics
 
+from core.names import BASELINE as PAPER_BASELINE
+from core.names import PAPER_NET, variant
 from eval.metrics import METRICS
 
 SPREAD = 2.0  # a mean difference must exceed SPREAD sample standard deviations of the d_k
@@ -88,7 +90,7 @@ def seed_values(variants, variant):
     return {k: {seed: e["mean"][k] for seed, e in variants[variant].items()} for k in METRICS}
 
 
-NET, BASELINE = "rrelu_nesterov", "relu_sgd"  # the paper's net and the grid's baseline
+NET, BASELINE = variant(*PAPER_NET), variant(*PAPER_BASELINE)  # as the grid names them
 
 
 def claim_lines(variants, bicubic_mean):

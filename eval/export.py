@@ -37,6 +37,7 @@ from core.atomic import atomic_path  # noqa: E402
 from core.cli import check_writable, guarded  # noqa: E402
 from core.config import DEFAULT  # noqa: E402
 from core.errors import DataError  # noqa: E402
+from core.names import variant  # noqa: E402
 from core.run_files import final_snapshot  # noqa: E402
 from data_prep.degrade import degrade  # noqa: E402
 from data_prep.sources import prostate, sha256  # noqa: E402
@@ -67,7 +68,7 @@ def metadata(run_dir, manifest, caffemodel, net, scale):
                   "bicubic)",
         "postprocess": "clip to [0, 1], then uint8(255 y) rounded half away from zero "
                        "(MATLAB's uint8; eval.metrics.to_uint8)",
-        "variant": f"{act}_{solver}" if act and solver else None,
+        "variant": variant(act, solver) if act and solver else None,
         "act": act, "solver": solver, "seed": manifest.get("seed"),
         "iterations": manifest["snapshots"][-1].get("iter"),
         "dataset": manifest.get("dataset"),

@@ -19,14 +19,15 @@ from matplotlib.patches import Rectangle  # noqa: E402
 
 from data_prep.degrade import degrade, low_resolution  # noqa: E402
 from core.data_files import data_dir, test_images  # noqa: E402
+from core.names import PAPER_NET  # noqa: E402
 from core.errors import DataError  # noqa: E402
-from eval.results import dataset_runs, reference_dir, run_info  # noqa: E402
+from eval.results import dataset_runs, run_info  # noqa: E402
 from eval.infer import SRNet  # noqa: E402
 from eval.metrics import psnr, to_uint8  # noqa: E402
 from eval.score import load_hr_folder  # noqa: E402
 from core.atomic import atomic_path  # noqa: E402
 from core.config import ROOT  # noqa: E402
-from core.run_files import read_manifest  # noqa: E402
+from core.run_files import REFERENCE_ROOT, read_manifest, reference_dir  # noqa: E402
 
 
 def detail_box(hr, size):
@@ -96,10 +97,8 @@ def preferred_run(runs, reference=None):
     def pick(test):
         return next((r for m, r in manifests if test(m)), None)
 
-    paper_net = pick(lambda m: (m.get("act"), m.get("solver"), m.get("seed", 0)) ==
-                     ("rrelu", "nesterov", 0))
-    paper_net = paper_net or pick(lambda m: (m.get("act"), m.get("solver")) ==
-                                  ("rrelu", "nesterov"))
+    paper_net = pick(lambda m: (m.get("act"), m.get("solver"), m.get("seed", 0)) == (*PAPER_NET, 0))
+    paper_net = paper_net or pick(lambda m: (m.get("act"), m.get("solver")) == PAPER_NET)
     return paper_net or runs[0], None
 
 
@@ -108,8 +107,8 @@ def main(argv=None):
     p.add_argument("--dataset", action="append", help="default: every data set with runs")
     p.add_argument("--out", type=Path, default=ROOT / "figures")
     args = p.parse_args(argv)
-    datasets = args.dataset or sorted({d.name for base in ("runs", "models/reference")
-                                       for d in (ROOT / base).glob("*") if d.is_dir()})
+    datasets = args.dataset or sorted({d.name for base in (ROOT / "runs", REFERENCE_ROOT)
+                                       for d in base.glob("*") if d.is_dir()})
     written = 0
     try:
         for dataset in datasets:

@@ -10,12 +10,12 @@ from core import paper
 from core.atomic import write_text_atomic
 from core.config import DATASETS, ROOT
 from core.machine import machine_line
-from core.run_files import git_commit, read_manifest, run_label
+from core.run_files import git_commit, read_manifest, reference_dir, run_label
 from eval.claims import RULE, claim_lines
 from eval.metrics import METRICS
 from eval.report_tables import (dataset_title, fig5_table, paper_images_table, sci, seeds_table,
                                 signed, split, summary_table)
-from eval.results import LONG_SCHEDULE, find_run_dirs, reference_dir
+from eval.results import LONG_SCHEDULE, find_run_dirs
 
 DEFAULT_COMMAND = "make reproduce"
 FIGURES = (("fig3", "Fig. 3: ReLU vs RReLU (test PSNR against iterations; faint: each seed, bold: "

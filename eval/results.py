@@ -11,7 +11,8 @@ from pathlib import Path
 
 from core.config import DEFAULT, ROOT
 from core.errors import DataError
-from core.run_files import LONG_RUN, final_snapshot, read_manifest, run_label
+from core.names import manifest_variant
+from core.run_files import LONG_RUN, final_snapshot, is_reference, read_manifest, reference_dir, run_label
 from eval.metrics import METRICS
 from eval.score import score_method
 
@@ -31,7 +32,7 @@ def display_path(path, root=ROOT):
 def run_model(run_dir):
     """(variant ``<act>_<solver>``, deploy prototxt, final caffemodel) of a run directory."""
     manifest, deploy, caffemodel = final_snapshot(run_dir)
-    return f"{manifest['act']}_{manifest['solver']}", str(deploy), str(caffemodel)
+    return manifest_variant(manifest), str(deploy), str(caffemodel)
 
 
 def run_scale(run_dir, manifest):
@@ -48,7 +49,7 @@ def run_info(run_dir):
     """What a table needs of a trained run: its label, variant, seed, iterations, files, scale."""
     manifest, deploy, caffemodel = final_snapshot(run_dir)
     last = manifest["snapshots"][-1]
-    return {"label": run_label(manifest), "variant": f"{manifest['act']}_{manifest['solver']}",
+    return {"label": run_label(manifest), "variant": manifest_variant(manifest),
             "act": manifest["act"], "solver": manifest["solver"],
             "seed": int(manifest.get("seed", 0)),
             "iterations": last.get("iter", manifest.get("iterations_done")),
@@ -72,7 +73,7 @@ def run_dirs_under(base):
                 continue
             manifest = read_manifest(path.parent)
             if manifest and "act" in manifest and "solver" in manifest:
-                found.append(((f"{manifest['act']}_{manifest['solver']}",
+                found.append(((manifest_variant(manifest),
                                int(manifest.get("seed", 0)), str(path.parent)), path.parent))
     return [d for _, d in sorted(found)]
 
@@ -80,16 +81,6 @@ def run_dirs_under(base):
 def dataset_runs(dataset, root=ROOT):
     """Run directories of a data set that have a final snapshot (:func:`find_run_dirs` order)."""
     return [d for d in find_run_dirs(dataset, root) if (read_manifest(d) or {}).get("snapshots")]
-
-
-def reference_dir(dataset, root=ROOT):
-    """``models/reference/<dataset>`` when it holds trained long-schedule weights, else None."""
-    ref = Path(root) / "models" / "reference" / dataset
-    return ref if (read_manifest(ref) or {}).get("snapshots") else None
-
-
-def is_reference(run_dir, root=ROOT):
-    return Path(run_dir).resolve().parent == (Path(root) / "models" / "reference").resolve()
 
 
 def name_runs(run_dirs, root=ROOT):

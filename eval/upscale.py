@@ -211,15 +211,14 @@ def run_folder(run):
 
 def reference_run(name, parser):
     """models/reference/<name>, or a usage error listing the references there are."""
-    from core import config
-    base = config.ROOT / "models" / "reference"
-    there = sorted(d.name for d in base.glob("*") if (d / "manifest.json").is_file())
+    from core.run_files import reference_dir, references
+    there = references()
     if name not in there:
-        how = (f"make reference DATASET={name} trains it" if name in config.DATASETS else
-               f"the data sets are {', '.join(config.DATASETS)}")
+        how = (f"make reference DATASET={name} trains it" if name in DATASETS else
+               f"the data sets are {', '.join(DATASETS)}")
         parser.error(f"--reference {name}: no models/reference/{name}/ (there are: "
                      f"{', '.join(there) or 'none'}; {how})")
-    return base / name
+    return reference_dir(name)
 
 
 def main(argv=None):

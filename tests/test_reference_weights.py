@@ -11,7 +11,8 @@ import pytest
 
 from core.config import DATASETS, ROOT
 from data_prep.__main__ import main as data_prep_main
-from eval.results import BICUBIC, evaluate, name_runs, reference_dir
+from core.run_files import reference_dir
+from eval.results import BICUBIC, evaluate, name_runs
 from eval.score import load_hr_folder
 
 pytestmark = [pytest.mark.slow, pytest.mark.blas]

@@ -40,8 +40,8 @@ def test_cli_run_directory(model, net, tmp_path):
 
 
 def test_cli_reference_names_the_committed_weights_by_data_set(model, tmp_path, monkeypatch, capsys):
-    from core import config
-    monkeypatch.setattr(config, "ROOT", tmp_path)
+    from core import run_files
+    monkeypatch.setattr(run_files, "ROOT", tmp_path)  # where models/reference/ is looked for
     (tmp_path / "models" / "reference").mkdir(parents=True)
     make_run(tmp_path, model).rename(tmp_path / "models" / "reference" / "brain")
     img = rng_image((7, 9), 256, np.uint8)

@@ -19,7 +19,7 @@ from core.activations import ACTIVATIONS  # noqa: E402
 from core import paper  # noqa: E402
 from core.atomic import atomic_path  # noqa: E402
 from core.config import ROOT  # noqa: E402
-from core.run_files import read_manifest  # noqa: E402
+from core.run_files import REFERENCE_ROOT, read_manifest  # noqa: E402
 from eval.metrics import METRICS  # noqa: E402
 from eval.report_tables import sci  # noqa: E402
 from eval.results import run_dirs_under  # noqa: E402
@@ -131,7 +131,7 @@ def plot_long(reference, dataset, out_dir, key="psnr"):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tools.curves", description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, default=ROOT / "runs", help="runs root (default runs/)")
-    p.add_argument("--reference", type=Path, default=ROOT / "models" / "reference",
+    p.add_argument("--reference", type=Path, default=REFERENCE_ROOT,
                    help="long-schedule reference runs (default models/reference/)")
     p.add_argument("--out", type=Path, default=ROOT / "figures", help="output folder")
     p.add_argument("--dataset", action="append", help="data sets (default: every one with runs)")

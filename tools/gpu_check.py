@@ -27,9 +27,10 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from core.atomic import write_json_atomic  # noqa: E402
 from core.config import DEFAULT, ROOT  # noqa: E402
 from core.device import DeviceError, check_gpu, machine_gpus  # noqa: E402
+from core.names import PAPER_NET  # noqa: E402
 
 LOSS_RTOL = 1e-2  # GPU vs CPU loss, per iteration, relative
-ACT, SOLVER = "rrelu", "nesterov"  # the paper's net
+ACT, SOLVER = PAPER_NET
 
 
 def loss_curve(workdir, listing, iters, gpu):

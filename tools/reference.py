@@ -24,11 +24,12 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: its INFO l
 from core.atomic import atomic_dir, write_json_atomic  # noqa: E402
 from core.config import ROOT  # noqa: E402
 from core.errors import DataError  # noqa: E402
-from core.run_files import final_snapshot, long_run_dir, read_manifest  # noqa: E402
+from core.names import PAPER_NET  # noqa: E402
+from core.run_files import REFERENCE_ROOT, final_snapshot, long_run_dir, read_manifest  # noqa: E402
 from tools.train import main as train_main  # noqa: E402
 
 REFERENCE_ITERS = 100000  # the "at least 1e5": 2.5% of the paper's 4e6 (docs/training.md)
-ACT, SOLVER = "rrelu", "nesterov"  # the paper's net
+ACT, SOLVER = PAPER_NET
 
 
 def pack(run, dest):
@@ -82,7 +83,7 @@ def main(argv=None):
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     args = p.parse_args(argv)
     run = long_run_dir(args.dataset)
-    packed = ROOT / "models" / "reference" / args.dataset
+    packed = REFERENCE_ROOT / args.dataset
     if not args.pack_only and unpack(packed, run):
         print(f"reference: continuing the packed {packed} in {run}")
     if not args.pack_only:
@@ -91,7 +92,7 @@ def main(argv=None):
         if code != 0:
             return code
     try:
-        dest = pack(run, ROOT / "models" / "reference" / args.dataset)
+        dest = pack(run, packed)
     except DataError as e:
         print(f"reference: error: {e}", file=sys.stderr)
         return 2
