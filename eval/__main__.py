@@ -33,7 +33,7 @@ from eval.metrics import METRICS  # noqa: E402
 from eval.results import (common_scale, csv_text, dataset_methods, evaluate,  # noqa: E402
                           markdown_table, name_runs)
 from eval.score import load_hr_folder  # noqa: E402
-from eval.tiles import ENGINES  # noqa: E402
+from eval.tiles import BORDERS, ENGINES  # noqa: E402
 
 
 def parse_args(argv):
@@ -51,7 +51,7 @@ def parse_args(argv):
                         "make export writes)")
     p.add_argument("--gpu", type=int, metavar="N",
                    help="run the nets on GPU N (engine caffe; a CUDA build: make setup GPU=1)")
-    p.add_argument("--border", choices=("replicate", "bicubic"), default="replicate",
+    p.add_argument("--border", choices=BORDERS, default=BORDERS[0],
                    help="how the 6-px frame the valid convolutions lose is filled (README)")
     p.add_argument("--json", type=Path, help="default results/<name>.json")
     p.add_argument("--csv", type=Path, help="default results/<name>.csv")

@@ -61,11 +61,20 @@ def read_binary_proto(path, message, kind, what):
     return message
 
 
+LEGACY_FIELDS = ("num", "channels", "height", "width")
+
+
+def _is_legacy(blob):
+    """True for a BlobProto with the old 4-D fields, as Caffe's Blob::FromProto decides."""
+    return any(blob.HasField(f) for f in LEGACY_FIELDS)
+
+
 def _proto_shape(blob):
-    """A BlobProto's shape, 4-D legacy fields (num, channels, height, width) if it has no shape."""
-    if blob.HasField("shape"):
+    """A BlobProto's shape: its ``shape``; the 4-D legacy fields (num, channels, height, width)
+    where it has those; else none at all, a 0-d blob (PReLU's one shared slope)."""
+    if blob.HasField("shape") or not _is_legacy(blob):
         return tuple(blob.shape.dim)
-    return (blob.num, blob.channels, blob.height, blob.width)
+    return tuple(getattr(blob, f) for f in LEGACY_FIELDS)
 
 
 def _legacy4(shape):
@@ -96,7 +105,7 @@ def check_caffemodel(net, model, path):
                 raise DataError(f"{path}: no weights for layer {name!r} of the deploy net "
                                 "(not a model of this net?)")
             continue
-        legacy = [not b.HasField("shape") for b in source.blobs]
+        legacy = [not b.HasField("shape") and _is_legacy(b) for b in source.blobs]
         found = [_proto_shape(b) for b in source.blobs]
         if len(found) != len(wanted) or not all(
                 _same_shape(f, w, lg) for f, w, lg in zip(found, wanted, legacy)):

@@ -27,9 +27,8 @@ from tqdm import tqdm
 from core.errors import DataError
 from data_prep.degrade import degrade
 from eval.caffemodel import check_caffemodel, check_deploy, copy_params, read_caffemodel
-from eval.tiles import DEFAULT_BUDGET_MB, ENGINES, TilePlanner
+from eval.tiles import BORDERS, DEFAULT_BUDGET_MB, ENGINES, TilePlanner
 
-BORDERS = ("replicate", "bicubic")
 PROGRESS_DELAY_S = 3.0  # a progress bar over tiles appears for images that take longer
 
 

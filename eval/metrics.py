@@ -48,7 +48,16 @@ def _shaved_pair(reference, estimate, border):
 def psnr(reference, estimate, border=3, peak=255.0):
     """PSNR in dB of quantised 2-D images over the region inside ``border``; ``inf`` if equal."""
     a, b = _shaved_pair(reference, estimate, border)
-    mse = np.mean((a - b) ** 2)
+    return psnr_of(a - b, peak)
+
+
+def psnr_of(differences, peak=255.0):
+    """PSNR in dB of any set of pixel differences (float64): ``inf`` when all are 0, NaN when
+    there are none (an empty region)."""
+    differences = np.asarray(differences, dtype=np.float64)
+    if differences.size == 0:
+        return float("nan")
+    mse = np.mean(differences ** 2)
     if mse == 0:
         return float("inf")
     return float(20.0 * np.log10(peak / np.sqrt(mse)))

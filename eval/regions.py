@@ -28,7 +28,7 @@ from core.data_files import data_dir, test_images  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.run_files import final_snapshot  # noqa: E402
 from data_prep.degrade import degrade  # noqa: E402
-from eval.metrics import SSIM_WINDOW, shave, ssim_map, to_uint8  # noqa: E402
+from eval.metrics import SSIM_WINDOW, psnr_of, shave, ssim_map, to_uint8  # noqa: E402
 from eval.results import run_scale  # noqa: E402
 from eval.score import load_hr_folder  # noqa: E402
 
@@ -42,17 +42,9 @@ def region_scores(hr_uint8, estimate_uint8, border, dark):
     pad = (SSIM_WINDOW - 1) // 2
     smap, centre = ssim_map(hr_uint8, estimate_uint8, border), ref[pad:-pad, pad:-pad]
     masks = {"dark": (ref < dark, centre < dark), "bright": (ref >= dark, centre >= dark)}
-    return {name: (float(mask.mean()), _psnr(ref[mask] - est[mask]),
+    return {name: (float(mask.mean()), psnr_of(ref[mask] - est[mask]),
                    float(smap[smask].mean()) if smask.any() else float("nan"))
             for name, (mask, smask) in masks.items()}
-
-
-def _psnr(diff):
-    """PSNR (peak 255) of a region's differences; NaN for an empty region, inf for no error."""
-    if diff.size == 0:
-        return float("nan")
-    mse = float(np.mean(diff ** 2))
-    return float("inf") if mse == 0 else float(20 * np.log10(255 / np.sqrt(mse)))
 
 
 def method_regions(hr_images, method, scale, dark):

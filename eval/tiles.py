@@ -18,6 +18,9 @@ from core.errors import DataError
 # ONNX Runtime on the graph eval.onnx_graph builds. Here, not in eval.infer, so that the command
 # lines can offer them without loading Caffe; tiles are planned per engine below.
 ENGINES = ("caffe", "opencv", "onnx")
+# How an estimate gets its input's size back (eval.infer.SRNet): "replicate" pads the input by the
+# net's frame, "bicubic" keeps the bicubic values there
+BORDERS = ("replicate", "bicubic")
 DEFAULT_BUDGET_MB = 768  # per tile: Caffe's blobs and im2col buffers (an upper bound, see below)
 BLOB_LIMIT = 2 ** 31 - 1  # Caffe's Blob::Reshape aborts past this many elements (blob.cpp)
 FLOAT_BYTES = 4

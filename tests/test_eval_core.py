@@ -220,3 +220,17 @@ def test_load_hr_folder_errors(tmp_path):
     cv2.imwrite(str(tmp_path / "deep.png"), np.zeros((16, 16), np.uint16))
     with pytest.raises(DataError, match="8-bit"):
         load_hr_folder(tmp_path)
+
+
+def test_a_prelu_net_with_one_shared_slope_loads_from_its_caffemodel(tmp_path):
+    """Its slope is a 0-d blob, which Caffe stores with no shape field at all: the check before
+    Caffe sees the file reads it as Caffe does, not as an empty legacy 4-D blob."""
+    prototxt = tmp_path / "shared.prototxt"
+    prototxt.write_text(text_format.MessageToString(
+        deploy_net(DEFAULT.with_overrides(["prelu_channel_shared=true"]), "prelu")))
+    params = random_params(str(prototxt), seed=4)
+    assert params["act1"][0].shape == ()
+    model = save_caffemodel(str(prototxt), params, tmp_path / "shared.caffemodel")
+    image = np.random.RandomState(4).rand(30, 31)
+    from_file = SRNet(str(prototxt), model)(image)
+    np.testing.assert_array_equal(from_file, SRNet(str(prototxt), params=params)(image))
