@@ -48,14 +48,12 @@ HOLD_RUNS = $(PY) -m core.locks $(ROOT)/.runs.lock "make grid" $(ROOT)/runs --
 require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
 
 .PHONY: help setup test test-kernels test-fast check-venv nets data train grid curves eval figures reproduce bench upscale
-.PHONY: grid-status slurm-up slurm-down gpu-check regions export
+.PHONY: grid-status slurm-up slurm-down gpu-check regions export reference
 # make setup GPU=1: Caffe with CUDA (tools/setup/setup_gpu.sh); GPU=0: CPU-only; auto: 1 when
 # nvidia-smi lists a GPU.
 GPU ?= auto
 # GPU_ID=N: train, grid, eval and upscale compute on GPU N (a CUDA build: make setup GPU=1)
 GPU_ARG = $(if $(GPU_ID),--gpu $(GPU_ID))
-# true when nvidia-smi lists a GPU (recipes only)
-HAVE_GPU = command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L 2>/dev/null | grep -q '^GPU '
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
@@ -63,11 +61,8 @@ help:  ## list the targets
 setup:  ## Debian packages, Caffe (built once into ~/.cache/medsr-caffe), .venv [GPU=1|0|auto]
 	@GPU=$(GPU) bash $(ROOT)/tools/setup/setup.sh
 
-gpu-check:  ## on a machine with a GPU: device query, GPU vs CPU loss curve, step times [GPU_ID=0]; without one, says so
-	@if ! { $(HAVE_GPU); }; then \
-	  echo "make gpu-check: no GPU on this machine (nvidia-smi lists none): nothing to check"; \
-	else test -x $(PY) || { echo "make gpu-check: .venv is missing: run 'make setup' first" >&2; exit 1; }; \
-	  cd $(ROOT) && $(PY) -m tools.gpu_check --gpu $(or $(GPU_ID),0); fi
+gpu-check: check-venv  ## on a machine with a GPU: device query, GPU vs CPU loss curve, step times [GPU_ID=0]; without one, says so
+	@cd $(ROOT) && $(PY) -m tools.gpu_check --gpu $(or $(GPU_ID),0)
 
 check-venv:
 	@test -x $(PY) || { echo "make: .venv is missing: run 'make setup' first" >&2; exit 1; }
@@ -118,9 +113,8 @@ slurm-down:  ## stop the daemons slurm-up started (their jobs are cancelled firs
 # Under make -j (make reproduce) several runs share the terminal: each prints its progress as
 # lines (tools/train.py, progress_style) instead of a bar that redraws over the others'.
 grid-%: data
-	@cd $(ROOT) && $(if $(filter-out -j1,$(filter -j%,$(MAKEFLAGS))),MEDSR_PROGRESS=lines) $(PY) -m tools.train --resume --dataset $(word 1,$(subst -, ,$*)) \
-	  --act $(word 2,$(subst -, ,$*)) --solver $(word 3,$(subst -, ,$*)) \
-	  --seed $(word 4,$(subst -, ,$*)) $(GPU_ARG) $(TRAIN_ARGS)
+	@cd $(ROOT) && $(if $(filter-out -j1,$(filter -j%,$(MAKEFLAGS))),MEDSR_PROGRESS=lines) $(PY) -m tools.train --resume \
+	  --grid-run $* $(GPU_ARG) $(TRAIN_ARGS)
 
 reference: check-venv data  ## long-schedule weights: DATASET= [ITERS=] [SET="k=v ..."] -> models/reference/<dataset>/ (resumes)
 	$(call require,DATASET)@cd $(ROOT) && $(PY) -m tools.reference --dataset $(DATASET) $(if $(ITERS),--iters $(ITERS)) $(LAYERS) $(SET)
@@ -129,8 +123,7 @@ curves: check-venv  ## Figs. 3-4 (PSNR vs iterations) per data set into figures/
 	@cd $(ROOT) && $(PY) -m tools.curves
 
 eval: check-venv  ## PSNR/SSIM of bicubic and every run, per data set: results/<dataset>.{json,csv,md}
-	@cd $(ROOT) && for d in $(DATASETS); do \
-	  if [ -f data/$$d/manifest.json ]; then $(PY) -m eval --dataset $$d $(GPU_ARG) || exit 1; fi; done
+	@cd $(ROOT) && $(PY) -m eval --built $(DATASETS) $(GPU_ARG)
 
 regions: check-venv  ## where a run gains on bicubic: dark region vs the rest: DATASET= RUN= [ITERS="6000 40000"] [DARK=20]
 	$(call require,DATASET RUN)@cd $(ROOT) && $(PY) -m eval.regions --dataset $(DATASET) --run "$(RUN)" $(if $(ITERS),--iters $(ITERS)) $(if $(DARK),--dark $(DARK))

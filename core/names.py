@@ -44,6 +44,14 @@ def grid_runs(grid, datasets=DATASETS, seeds=1):
     return [f"{d}-{a}-{s}-{k}" for d in datasets for a, s in GRIDS[grid] for k in range(seeds)]
 
 
+def parse_run(name):
+    """(dataset, act, solver, seed) of a grid run's name (``grid_runs``); ConfigError otherwise."""
+    parts = name.split("-")
+    if len(parts) != 4 or not parts[3].isdigit():
+        raise ConfigError(f"run name {name!r} is not dataset-act-solver-seed")
+    return parts[0], parts[1], parts[2], int(parts[3])
+
+
 def main(argv=None):
     args = sys.argv[1:] if argv is None else argv
     try:

@@ -26,7 +26,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 from core.cli import check_writable, guarded  # noqa: E402
 from core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
 from core.config import ROOT  # noqa: E402
-from core.data_files import data_dir, test_images  # noqa: E402
+from core.data_files import data_dir, is_built, test_images  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.device import use_device  # noqa: E402
 from eval.metrics import METRICS  # noqa: E402
@@ -41,6 +41,8 @@ def parse_args(argv):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="score data/<dataset>/test_images and runs/<dataset>/*")
     src.add_argument("--hr", type=Path, help="any folder of HR images (grey, or RGB -> MATLAB Y)")
+    src.add_argument("--built", nargs="+", metavar="DATASET",
+                     help="as --dataset, for each of these data sets that is built (make eval)")
     p.add_argument("--runs", nargs="*", type=Path, action="extend",
                    help="run directories, repeatable (default with --dataset: all, and the long "
                         "schedule)")
@@ -59,6 +61,9 @@ def parse_args(argv):
     args = p.parse_args(argv)
     if args.gpu is not None and args.engine != "caffe":
         p.error(f"--gpu needs --engine caffe (the {args.engine} engine runs on the CPU)")
+    if args.built and (args.runs is not None or args.json or args.csv or args.md):
+        p.error("--built scores each data set with its own runs into results/<dataset>.*: "
+                "no --runs, --json, --csv or --md")
     return args
 
 
@@ -85,6 +90,18 @@ def main(argv=None):
 
 
 def run(args):
+    if args.built:
+        for name in args.built:
+            if not is_built(data_dir(name)):
+                print(f"eval: {name}: not built (make data DATASET={name}); skipped")
+                continue
+            score(argparse.Namespace(**{**vars(args), "dataset": name, "built": None}))
+        return 0
+    return score(args)
+
+
+def score(args):
+    """One data set, or a folder of HR images, against its runs: the tables and the means."""
     name = args.dataset or args.hr.name
     hr_dir = test_images(data_dir(args.dataset)) if args.dataset else args.hr
     paths = outputs(args, name)

@@ -76,7 +76,7 @@ def test_gpu_check_without_a_gpu_says_so_and_succeeds(tmp_path):
     out = subprocess.run(["make", "--no-print-directory", "gpu-check"], cwd=ROOT, env=env,
                          capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.strip().splitlines() == [
-        "make gpu-check: no GPU on this machine (nvidia-smi lists none): nothing to check"]
+        "gpu-check: no GPU on this machine (nvidia-smi lists none): nothing to check"]
 
 
 def test_gpu_check_refuses_a_gpu_this_build_or_machine_cannot_use(tmp_path):

@@ -100,3 +100,17 @@ def test_figures_skip_a_reference_whose_data_set_is_not_built(tmp_path, monkeypa
     err = capsys.readouterr().err
     assert "figures: brain: skipped (no data/brain: make data DATASET=brain)" in err
     assert "Traceback" not in err and "not a folder" not in err
+
+
+def test_eval_built_scores_each_built_data_set_and_skips_the_rest(trained, capsys, monkeypatch):
+    """make eval: `python -m eval --built DATASETS`, each built one as --dataset would."""
+    root, run, hr = trained
+    from eval import __main__ as entry
+    calls = []
+    monkeypatch.setattr(entry, "score", lambda args: calls.append(args.dataset) or 0)
+    monkeypatch.setattr(entry, "is_built", lambda folder: folder.name == "prostate")
+    assert eval_main(["--built", "brain", "prostate"]) == 0
+    assert calls == ["prostate"]
+    assert "eval: brain: not built (make data DATASET=brain); skipped" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        eval_main(["--built", "prostate", "--json", "x.json"])

@@ -161,8 +161,7 @@ def make_grid_runs(*variables):
     """(dataset, act, solver, seed) of every run `make -n grid VARIABLES` would start."""
     out = subprocess.run(["make", "-n", "grid", *variables], cwd=ROOT, capture_output=True, text=True,
                          check=True).stdout
-    return re.findall(r"tools\.train --resume --dataset (\w+)\s*\\?\s*--act (\w+) --solver (\w+)"
-                      r"\s*\\?\s*--seed (\d+)", out)
+    return re.findall(r"tools\.train --resume\s*\\?\s*--grid-run (\w+)-(\w+)-(\w+)-(\d+)", out)
 
 
 def test_make_grid_lists_independent_runs():

@@ -35,11 +35,12 @@ import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 from core.config import (BUILD_ONLY_KEYS, ROOT, ConfigError, check_name, dataset_config,  # noqa: E402
-                         SOLVERS, with_added_keys)
+                         ACTIVATIONS, SOLVERS, with_added_keys)
 from core.cli import guarded  # noqa: E402
 from core.data_files import DATA_ROOT, built, is_built, list_file  # noqa: E402
 from core.data_files import data_dir as data_dir_of  # noqa: E402
 from core.device import use_device  # noqa: E402
+from core.names import parse_run  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.locks import exclusive, lock_beside  # noqa: E402
 from data_prep.shuffle import train_list  # noqa: E402
@@ -212,9 +213,11 @@ def step_ms(manifest):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="python -m tools.train", description=__doc__.splitlines()[0])
-    p.add_argument("--dataset", required=True, help="a data set under data/ (make data)")
-    p.add_argument("--act", required=True, help="relu, rrelu, leaky or prelu")
-    p.add_argument("--solver", required=True, help="sgd or nesterov")
+    p.add_argument("--dataset", help="a data set under data/ (make data)")
+    p.add_argument("--act", help=f"{', '.join(ACTIVATIONS)}")
+    p.add_argument("--solver", help=f"{', '.join(SOLVERS)}")
+    p.add_argument("--grid-run", metavar="DATASET-ACT-SOLVER-SEED",
+                   help="one run of make grid by its name: sets the four (core.names.grid_runs)")
     p.add_argument("--iters", type=int, help="iterations (overrides max_iter)")
     p.add_argument("--seed", type=int, default=0, help="repeat K: adds K to random_seed (weights, "
                    "RReLU draws) and data_seed (training patch order); default 0")
@@ -228,7 +231,16 @@ def parse_args(argv):
     p.add_argument("--gpu", type=int, metavar="N", help="train on GPU N (sets solver_mode=GPU; a "
                    "CUDA build: make setup GPU=1); default: the config's solver_mode, GPU 0")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.grid_run is not None:
+        try:
+            args.dataset, args.act, args.solver, args.seed = parse_run(args.grid_run)
+        except ConfigError as e:
+            p.error(str(e))
+    missing = [f"--{k}" for k in ("dataset", "act", "solver") if getattr(args, k) is None]
+    if missing:
+        p.error(f"the following arguments are required: {', '.join(missing)} (or --grid-run)")
+    return args
 
 
 def resolve(args):

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from core.config import ConfigError, dataset_config
+from core.names import parse_run
 from core.run_files import default_run_dir, read_manifest
 from tools.slurm.submit import DEFAULT_LOGS, relative
 
@@ -138,8 +139,8 @@ def report(record, states):
     """The status table, as lines."""
     array, rows = record["array_job"], []
     for i, name in enumerate(record["runs"]):
-        dataset, act, solver, seed = name.split("-")
-        manifest = read_manifest(default_run_dir(dataset, act, solver, int(seed)))
+        dataset, act, solver, seed = parse_run(name)
+        manifest = read_manifest(default_run_dir(dataset, act, solver, seed))
         log = record["task_log"].replace("%a", str(i))
         queued = states.get(f"{array}_{i}") if states is not None else None
         if states is not None and queued is None and f"{array}" in states:

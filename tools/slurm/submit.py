@@ -23,7 +23,7 @@ from pathlib import Path
 from core.atomic import write_json_atomic
 from core.config import ROOT, ConfigError, dataset_config
 from core.data_files import data_dir, is_built
-from core.names import grid_runs
+from core.names import grid_runs, parse_run
 from core.run_files import now
 
 HERE = Path(__file__).resolve().parent
@@ -132,7 +132,7 @@ def relative(path):
 def submit(args):
     datasets = args.datasets.split() or None
     runs = grid_runs(args.grid, *([datasets] if datasets else []), seeds=args.seeds)
-    datasets = list(dict.fromkeys(r.split("-")[0] for r in runs))
+    datasets = list(dict.fromkeys(parse_run(r)[0] for r in runs))
     logs = args.logs.resolve()
     array_cmd, eval_cmd = sbatch_commands(args, runs, datasets, logs)
     if args.dry_run:
