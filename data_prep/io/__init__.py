@@ -6,8 +6,7 @@
     dicom.py         DICOM files: forced reads, frames, modality LUT, MONOCHROME1, writing
     dicom_series.py  DICOM series: grouping by SeriesInstanceUID, slice order, spacing
     nifti.py         NIfTI files: read into a Volume, write an upscaled copy
-    nrrd.py          NRRD files (.nrrd, .nhdr), through itk.py
-    metaimage.py     MetaImage files (.mha, .mhd), through itk.py
+    itk_formats.py   NRRD (.nrrd, .nhdr) and MetaImage (.mha, .mhd): one entry each, through itk.py
     itk.py           what NRRD and MetaImage share: SimpleITK, LPS geometry, atomic writes
     volume.py        what affine volumes share: Volume, RAS+ reorientation, voxel axes
     images.py        PNG/TIFF/BMP/JPEG: decode, grey (MATLAB luma), encode
@@ -17,7 +16,8 @@
 Errors are :class:`core.errors.DataError` with one line naming the file.
 """
 # The format modules, for callers that need one directly.
-from . import dicom, images, metaimage, nifti, nrrd
+from . import dicom, images, nifti
+from .itk_formats import metaimage, nrrd
 from .files import list_files, natural_key, stem
 from .formats import FORMATS, IMAGE_EXTS, SUPPORTED, Format, by_name, format_of, sniff
 from .volume import Volume

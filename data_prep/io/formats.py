@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Callable
 
 from core.errors import DataError
-from . import dicom, images, metaimage, nifti, nifti_pair, nrrd
+from . import dicom, images, nifti, nifti_pair
+from .itk_formats import metaimage, nrrd
 from .files import head
 
 __all__ = ["Format", "FORMATS", "SUPPORTED", "IMAGE_EXTS", "by_name", "sniff", "format_of"]
