@@ -9,6 +9,7 @@ with the published numbers.
 import numpy as np
 from skimage.metrics import structural_similarity
 
+from core.config import DEFAULT
 from data_prep.matlab import round_half_away
 
 SSIM_WINDOW = 11  # ssim_index.m's fspecial('gaussian', 11, 1.5)
@@ -45,7 +46,7 @@ def _shaved_pair(reference, estimate, border):
             shave(estimate, border).astype(np.float64))
 
 
-def psnr(reference, estimate, border=3, peak=255.0):
+def psnr(reference, estimate, border=DEFAULT.scale, peak=255.0):
     """PSNR in dB of quantised 2-D images over the region inside ``border``; ``inf`` if equal."""
     a, b = _shaved_pair(reference, estimate, border)
     return psnr_of(a - b, peak)
@@ -63,7 +64,7 @@ def psnr_of(differences, peak=255.0):
     return float(20.0 * np.log10(peak / np.sqrt(mse)))
 
 
-def ssim(reference, estimate, border=3):
+def ssim(reference, estimate, border=DEFAULT.scale):
     """Mean SSIM of quantised 2-D images (``ssim_index.m``) over the region inside ``border``.
 
     scikit-image filters with the same separable 11-tap Gaussian (truncate 3.5 at sigma 1.5) and
@@ -73,7 +74,7 @@ def ssim(reference, estimate, border=3):
     return float(ssim_map(reference, estimate, border).mean())
 
 
-def ssim_map(reference, estimate, border=3):
+def ssim_map(reference, estimate, border=DEFAULT.scale):
     """The SSIM map whose mean :func:`ssim` is: one value per pixel of the shaved image that
     an 11x11 window fits around ((11 - 1) // 2 = 5 px less per side, MATLAB's 'valid')."""
     a, b = _shaved_pair(reference, estimate, border)

@@ -9,13 +9,14 @@ from pathlib import Path
 import numpy as np
 
 from data_prep.degrade import degrade
+from core.config import DEFAULT
 from core.errors import DataError
 from data_prep.io import IMAGE_EXTS, images, list_files, sniff, stem
 from data_prep.matlab import modcrop
 from eval.metrics import METRICS, SSIM_WINDOW, to_uint8
 
 
-def score_method(hr_images, method, scale=3, border=None):
+def score_method(hr_images, method, scale=DEFAULT.scale, border=None):
     """PSNR and SSIM of ``method`` on each HR image, and their arithmetic means (as the paper's
     tables average per-image PSNR, not MSE).
 

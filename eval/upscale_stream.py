@@ -12,11 +12,12 @@ import math
 import numpy as np
 from tqdm import tqdm
 
+from core.config import DEFAULT
 from core.errors import DataError
 from data_prep.io.files import chunks
 from data_prep.matlab import imresize
 
-DEFAULT_SCALE = 3  # the paper's factor: a caffemodel given without its run says nothing of its own
+DEFAULT_SCALE = DEFAULT.scale  # a caffemodel given without its run says nothing of its own
 
 
 def upscale_slice(net, x01, scale=DEFAULT_SCALE, out=None):

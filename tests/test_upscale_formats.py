@@ -26,7 +26,7 @@ def test_identity_net_is_identity(net):
 def test_upscaled_affine_keeps_the_first_voxel_centre():
     affine = np.array([[0.0, -2.0, 0.5, 10.0], [1.5, 0.0, 0.0, -4.0],
                        [0.0, 0.3, 3.0, 7.0], [0, 0, 0, 1]])
-    new = upscale.upscaled_affine(affine, (0, 1))
+    new = upscale.upscaled_affine(affine, (0, 1), 3)
     np.testing.assert_allclose(new[:3, :2], affine[:3, :2] / 3)
     np.testing.assert_allclose(new[:, 2], affine[:, 2])
     for k in (0, 3):

@@ -70,7 +70,7 @@ def voxel_axis(affine, ras_axis, source) -> int:
     return int(found[0])
 
 
-def upscaled_affine(affine, axes, scale=3):
+def upscaled_affine(affine, axes, scale):
     """A voxel-to-world affine for a volume upscaled by ``scale`` along ``axes``: those columns
     divided by ``scale``, the origin moved so new index n lies at old index
     (n + 0.5) / scale - 0.5 (imresize's convention: the image keeps its extent)."""
