@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from data_prep.degrade import degrade, low_resolution  # noqa: E402
+from core.cli import guarded  # noqa: E402
 from core.data_files import data_dir, test_images  # noqa: E402
 from core.names import PAPER_NET  # noqa: E402
 from core.errors import DataError  # noqa: E402
@@ -107,24 +108,24 @@ def main(argv=None):
     p.add_argument("--dataset", action="append", help="default: every data set with runs")
     p.add_argument("--out", type=Path, default=ROOT / "figures")
     args = p.parse_args(argv)
+    return guarded("figures", lambda: run(args))
+
+
+def run(args):
     datasets = args.dataset or sorted({d.name for base in (ROOT / "runs", REFERENCE_ROOT)
                                        for d in base.glob("*") if d.is_dir()})
     written = 0
-    try:
-        for dataset in datasets:
-            runs, reference = dataset_runs(dataset), reference_dir(dataset)
-            if not args.dataset and not test_images(data_dir(dataset)).is_dir():
-                # e.g. the committed reference weights of a data set this checkout has not built
-                print(f"figures: {dataset}: skipped (no data/{dataset}: make data DATASET={dataset})",
-                      file=sys.stderr)
-                continue
-            if runs or reference:
-                run_dir, label = preferred_run(runs, reference)
-                print(f"figures: wrote {figure_for(dataset, run_dir, args.out, label=label)}")
-                written += 1
-    except DataError as e:
-        print(f"figures: error: {e}", file=sys.stderr)
-        return 2
+    for dataset in datasets:
+        runs, reference = dataset_runs(dataset), reference_dir(dataset)
+        if not args.dataset and not test_images(data_dir(dataset)).is_dir():
+            # e.g. the committed reference weights of a data set this checkout has not built
+            print(f"figures: {dataset}: skipped (no data/{dataset}: make data DATASET={dataset})",
+                  file=sys.stderr)
+            continue
+        if runs or reference:
+            run_dir, label = preferred_run(runs, reference)
+            print(f"figures: wrote {figure_for(dataset, run_dir, args.out, label=label)}")
+            written += 1
     if not written:
         print("figures: no trained run found under runs/ (make grid first)", file=sys.stderr)
         return 2

@@ -24,6 +24,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: its INFO l
 from core.atomic import atomic_dir, write_json_atomic  # noqa: E402
 from core.config import ROOT  # noqa: E402
 from core.errors import DataError  # noqa: E402
+from core.cli import guarded  # noqa: E402
 from core.names import PAPER_NET  # noqa: E402
 from core.run_files import REFERENCE_ROOT, final_snapshot, long_run_dir, read_manifest  # noqa: E402
 from tools.train import main as train_main  # noqa: E402
@@ -91,11 +92,10 @@ def main(argv=None):
                            "--iters", str(args.iters), "--run-dir", str(run), *args.overrides])
         if code != 0:
             return code
-    try:
-        dest = pack(run, packed)
-    except DataError as e:
-        print(f"reference: error: {e}", file=sys.stderr)
-        return 2
+    return guarded("reference", lambda: report_pack(pack(run, packed)))
+
+
+def report_pack(dest):
     manifest = json.loads((dest / "manifest.json").read_text())
     print(f"reference: {dest} ({manifest['iterations_done']} iterations, test PSNR "
           f"{manifest['tests'][-1]['psnr']:.2f} dB, bicubic {manifest['bicubic']['psnr']:.2f})")
