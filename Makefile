@@ -85,15 +85,15 @@ data: check-venv  ## build the default data sets (core/datasets.py) into data/
 train: check-venv  ## one run: DATASET= ACT= SOLVER= [ITERS=] [PROFILE=paper] [SET="k=v ..."]
 	$(call require,DATASET ACT SOLVER)@cd $(ROOT) && $(PY) -m tools.train --dataset $(DATASET) --act $(ACT) --solver $(SOLVER) $(if $(SEED),--seed $(SEED)) $(GPU_ARG) $(TRAIN_ARGS)
 
-grid: check-venv  ## GRID=paper (rrelu_nesterov, relu_sgd) or full (2x2) x DATASETS x SEEDS; -j safe; resumes; SCHEDULER=slurm
+grid: check-venv  ## GRID=paper (rrelu_nesterov, relu_sgd) or full (2x2) x DATASETS x SEEDS [SOLVERS="TYPE ...": Caffe solver types (core.config.SOLVERS), each with the paper's two activations]; -j safe; resumes; SCHEDULER=slurm
 ifeq ($(SCHEDULER),slurm)
-	@$(PY) -m core.names grid $(GRID) $(SEEDS) "$(DATASETS)" >/dev/null
+	@$(PY) -m core.names grid $(GRID) $(SEEDS) "$(DATASETS)" "$(SOLVERS)" >/dev/null
 	@$(if $(DRY_RUN),,$(MAKE) --no-print-directory data)
 	@cd $(ROOT) && $(SLURM_ENV) $(PY) -m tools.slurm.submit --grid $(GRID) --seeds $(SEEDS) \
-	  --datasets "$(DATASETS)" --profile $(PROFILE) --iters "$(ITERS)" --set "$(SET)" \
+	  --datasets "$(DATASETS)" --solvers "$(SOLVERS)" --profile $(PROFILE) --iters "$(ITERS)" --set "$(SET)" \
 	  --logs $(SLURM_LOGS) $(if $(DRY_RUN),--dry-run) -- $(TRAIN_ARGS)
 else ifeq ($(SCHEDULER),local)
-	@runs=$$($(PY) -m core.names grid $(GRID) $(SEEDS) "$(DATASETS)") && \
+	@runs=$$($(PY) -m core.names grid $(GRID) $(SEEDS) "$(DATASETS)" "$(SOLVERS)") && \
 	  $(HOLD_RUNS) $(MAKE) --no-print-directory $$(printf 'grid-%s ' $$runs)
 else
 	$(error make grid: SCHEDULER=$(SCHEDULER): choose local (the default) or slurm)

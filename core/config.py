@@ -18,7 +18,15 @@ ROOT = Path(__file__).resolve().parent.parent  # the repository root: every path
 
 DATASETS = tuple(DEFAULTS)  # the paper's three data sets, declared in core/datasets.py
 ACTIVATIONS = tuple(ACTIVATION_REGISTRY)  # relu/rrelu are the paper's; leaky/prelu compare
-SOLVERS = {"sgd": "SGD", "nesterov": "Nesterov"}  # our name -> Caffe's solver type
+# Caffe 1.0's solver types, our name -> Caffe's: the paper compares the first two
+SOLVERS = {"sgd": "SGD", "nesterov": "Nesterov", "adagrad": "AdaGrad", "rmsprop": "RMSProp",
+           "adadelta": "AdaDelta", "adam": "Adam"}
+# The solver fields each type reads besides base_lr and the learning-rate policy (Caffe's
+# sgd_solvers.hpp): momentum is Adam's beta1 and AdaDelta's decay; AdaGrad and RMSProp refuse any
+MOMENTUM_FREE = ("adagrad", "rmsprop")
+SOLVER_FIELDS = {"sgd": ("momentum",), "nesterov": ("momentum",), "adagrad": ("delta",),
+                 "rmsprop": ("rms_decay", "delta"), "adadelta": ("momentum", "delta"),
+                 "adam": ("momentum", "momentum2", "delta")}
 
 
 class ConfigError(ValueError):
@@ -82,7 +90,10 @@ class Config:
     # Bias lr_mult as the SRCNN release (0.1 everywhere); the paper says nothing of biases, read
     # literally it gives biases their layer's rate: lr_mult_biases=1,1,0.1 (README, differences).
     lr_mult_biases: typing.Tuple[float, float, float] = (0.1, 0.1, 0.1)
-    momentum: float = 0.9  # both solvers
+    momentum: float = 0.9  # SGD and Nesterov (the paper's), Adam's beta1, AdaDelta's decay
+    momentum2: float = 0.999  # Adam's beta2 (Caffe's default, Kingma & Ba's)
+    delta: float = 1e-8  # AdaGrad, RMSProp, AdaDelta, Adam: added to the denominator (Caffe's default)
+    rms_decay: float = 0.99  # RMSProp: decay of the squared-gradient average (Caffe's default)
     weight_decay: float = 0.0  # SRCNN release: none
     lr_policy: str = "fixed"  # paper: fixed learning rates; "step": x gamma every stepsize iterations
     stepsize: int = 0  # lr_policy=step: iterations between drops
@@ -177,6 +188,9 @@ class Config:
         if not self.momentum < 1:
             raise ConfigError(f"momentum must be below 1 (the steps would grow without bound), got "
                               f"{self.momentum}")
+        for key in ("momentum2", "rms_decay"):  # averages' decays, as Caffe checks them
+            if not 0 <= getattr(self, key) < 1:
+                raise ConfigError(f"{key} must lie in [0, 1), got {getattr(self, key)}")
 
     def as_dict(self):
         """Every field, for manifests."""
@@ -187,13 +201,14 @@ FIELDS = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fie
 # The numbers that must be above 0, and those that may be 0 (the rest are checked on their own)
 POSITIVE = ("scale", "patch", "label", "stride_train", "stride_test", "n1", "n2", "f1", "f2", "f3",
             "init_std", "base_lr", "gamma", "loss_weight", "batch_train", "batch_test", "max_iter",
-            "snapshot", "test_interval")
+            "snapshot", "test_interval", "delta")
 NON_NEGATIVE = ("data_seed", "random_seed", "lr_mult_weights", "lr_mult_biases", "momentum",
-                "weight_decay", "stepsize", "test_first", "display")
+                "momentum2", "rms_decay", "weight_decay", "stepsize", "test_first", "display")
 
 # Config keys added after runs had been made, with the value that gives the behaviour from before
 # them: a manifest without one was trained with that value (resume and comparisons read it so).
-ADDED_KEYS = {"residual": False, "rrelu_layer": "graph", "act_layer": "separate"}
+ADDED_KEYS = {"residual": False, "rrelu_layer": "graph", "act_layer": "separate",
+              "momentum2": 0.999, "delta": 1e-8, "rms_decay": 0.99}
 
 
 # Keys that choose how Caffe computes, not what: every choice gives the same numbers bit for bit
@@ -250,7 +265,25 @@ DATASET_SETTINGS = {
 }
 
 
-def dataset_config(dataset, overrides=(), base=DEFAULT):
-    """The config of ``dataset``'s runs: ``base``, its DATASET_SETTINGS (none for a user's own
-    data set), then ``overrides``; ConfigError on a bad override."""
-    return base.with_overrides([*DATASET_SETTINGS.get(dataset, ()), *overrides])
+# Settings of each solver type over the data set's, under the user's overrides: the paper's 1e-4
+# is a rate for SGD's steps, not for an adaptive method's, whose steps are about base_lr in size.
+# Each is the setting of Caffe's own example solver of that type (examples/mnist/: lenet_solver_adam,
+# mnist_autoencoder_solver_adagrad, lenet_solver_rmsprop, lenet_adadelta_solver); AdaGrad and
+# RMSProp take no momentum (Caffe aborts on one).
+SOLVER_SETTINGS = {
+    "adam": ("base_lr=1e-3",),
+    "adagrad": ("base_lr=1e-2", "momentum=0"),
+    "rmsprop": ("base_lr=1e-2", "momentum=0", "rms_decay=0.98"),
+    "adadelta": ("base_lr=1.0", "momentum=0.95", "delta=1e-6"),
+}
+
+
+def dataset_config(dataset, overrides=(), base=DEFAULT, solver=None):
+    """The config of ``dataset``'s runs (with ``solver``: of that solver type's): ``base``, the
+    data set's DATASET_SETTINGS (none for a user's own data set), the solver's SOLVER_SETTINGS,
+    then ``overrides``; ConfigError on a bad override, or a momentum the solver cannot take."""
+    cfg = base.with_overrides([*DATASET_SETTINGS.get(dataset, ()), *SOLVER_SETTINGS.get(solver, ()),
+                               *overrides])
+    if solver in MOMENTUM_FREE and cfg.momentum != 0:
+        raise ConfigError(f"{solver} takes no momentum (Caffe refuses one): momentum=0, not {cfg.momentum}")
+    return cfg

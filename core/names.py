@@ -2,6 +2,7 @@
 
     python -m core.names datasets        brain prostate breast
     python -m core.names grid paper      dataset-act-solver-seed run names of a grid (paper, full)
+    python -m core.names grid paper 1 "prostate" "sgd adam"   the paper's activations with these solvers
 """
 import sys
 
@@ -10,6 +11,7 @@ from core.config import ACTIVATIONS, DATASETS, SOLVERS, ConfigError
 # (activation, solver): the paper's net, and its baseline (the SRCNN release's ReLU and SGD)
 PAPER_NET = ("rrelu", "nesterov")
 BASELINE = ("relu", "sgd")
+PAPER_SOLVERS = (BASELINE[1], PAPER_NET[1])  # the two the paper compares
 
 
 def variant(act, solver):
@@ -26,22 +28,34 @@ def manifest_variant(manifest):
 # net and its baseline; "full": Figs. 3-4's 2 x 2 comparison.
 GRIDS = {
     "paper": (PAPER_NET, BASELINE),
-    "full": tuple((act, solver) for act in ("relu", "rrelu") for solver in SOLVERS),
+    "full": tuple((act, solver) for act in ("relu", "rrelu") for solver in PAPER_SOLVERS),
 }
 LISTS = {"datasets": DATASETS, "activations": ACTIVATIONS, "solvers": tuple(SOLVERS),
          "grids": tuple(GRIDS)}
 
 
-def grid_runs(grid, datasets=DATASETS, seeds=1):
-    """``dataset-act-solver-seed`` names of every run of ``grid`` (ConfigError for a bad name)."""
+def grid_variants(grid, solvers=()):
+    """(act, solver) pairs of ``grid``; with ``solvers``, each of them with the paper's two
+    activations instead (make grid SOLVERS="sgd nesterov adam")."""
     if grid not in GRIDS:
         raise ConfigError(f"unknown grid {grid!r}; choose from {', '.join(GRIDS)}")
+    unknown = [s for s in solvers if s not in SOLVERS]
+    if unknown:
+        raise ConfigError(f"unknown solver {unknown[0]!r}; choose from {', '.join(SOLVERS)}")
+    if not solvers:
+        return GRIDS[grid]
+    return tuple((act, solver) for act in (PAPER_NET[0], BASELINE[0]) for solver in solvers)
+
+
+def grid_runs(grid, datasets=DATASETS, seeds=1, solvers=()):
+    """``dataset-act-solver-seed`` names of every run of ``grid`` (ConfigError for a bad name)."""
+    variants = grid_variants(grid, solvers)
     for name in datasets:
         if name not in DATASETS:
             raise ConfigError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
     if seeds < 1:
         raise ConfigError(f"SEEDS must be at least 1, got {seeds}")
-    return [f"{d}-{a}-{s}-{k}" for d in datasets for a, s in GRIDS[grid] for k in range(seeds)]
+    return [f"{d}-{a}-{s}-{k}" for d in datasets for a, s in variants for k in range(seeds)]
 
 
 def parse_run(name):
@@ -55,15 +69,16 @@ def parse_run(name):
 def main(argv=None):
     args = sys.argv[1:] if argv is None else argv
     try:
-        if args[:1] == ["grid"] and len(args) in (2, 3, 4):
+        if args[:1] == ["grid"] and len(args) in (2, 3, 4, 5):
             seeds = int(args[2]) if len(args) > 2 else 1
-            datasets = args[3].split() if len(args) > 3 else DATASETS
-            print(" ".join(grid_runs(args[1], datasets, seeds)))
+            datasets = (args[3].split() if len(args) > 3 else []) or DATASETS
+            solvers = args[4].split() if len(args) > 4 else ()
+            print(" ".join(grid_runs(args[1], datasets, seeds, solvers)))
         elif len(args) == 1 and args[0] in LISTS:
             print(" ".join(LISTS[args[0]]))
         else:
             raise ConfigError(f"usage: python -m core.names {{{','.join(LISTS)}}} | "
-                              "grid GRID [SEEDS] [DATASETS]")
+                              "grid GRID [SEEDS] [DATASETS] [SOLVERS]")
     except (ConfigError, ValueError) as e:
         print(f"names: error: {e}", file=sys.stderr)
         return 2

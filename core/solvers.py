@@ -3,7 +3,7 @@ import math
 
 from caffe.proto import caffe_pb2
 
-from core.config import SOLVERS
+from core.config import SOLVER_FIELDS, SOLVERS
 
 
 def solver_param(cfg, dataset, act, solver, test_patches, net=None, snapshot_prefix=None):
@@ -13,7 +13,8 @@ def solver_param(cfg, dataset, act, solver, test_patches, net=None, snapshot_pre
     s.net = net or f"models/{dataset}/srcnn_{act}_train_val.prototxt"
     s.type = SOLVERS[solver]  # "SGD" (momentum) or "Nesterov": the paper's comparison
     s.base_lr = cfg.base_lr  # per-layer rates come from the nets' lr_mult
-    s.momentum = cfg.momentum
+    for field in SOLVER_FIELDS[solver]:  # only what the type reads: SGD's files stay as they were
+        setattr(s, field, getattr(cfg, field))
     s.weight_decay = cfg.weight_decay
     s.lr_policy = cfg.lr_policy
     if cfg.lr_policy == "step":  # a fixed-rate solver file names neither (files stay the same)

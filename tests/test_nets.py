@@ -128,13 +128,13 @@ def test_prelu_starts_at_two_elevenths_per_channel():
 @pytest.mark.parametrize("solver", SOLVERS)
 def test_solver_files_hold_the_config(solver):
     for dataset in DATASETS:
-        cfg = dataset_config(dataset)  # DEFAULT with the data set's own settings
+        cfg = dataset_config(dataset, solver=solver)  # DEFAULT with the data set's and solver's settings
         text = (ROOT / f"solvers/{dataset}/srcnn_rrelu_{solver}.prototxt").read_text()
         s = text_format.Parse(text, caffe_pb2.SolverParameter())
         assert s.type == SOLVERS[solver]
         assert s.net == f"models/{dataset}/srcnn_rrelu_train_val.prototxt"
         assert s.lr_policy == cfg.lr_policy and s.random_seed == cfg.random_seed
-        for key in ("base_lr", "momentum", "weight_decay"):
+        for key in ("base_lr", "momentum", "weight_decay"):  # momentum: 0 where the type has none
             assert getattr(s, key) == np.float32(getattr(cfg, key)), key
         assert (s.max_iter, s.snapshot, s.test_interval) == (cfg.max_iter, cfg.snapshot,
                                                             cfg.test_interval)

@@ -146,7 +146,7 @@ def test_a_folder_that_is_not_a_run_is_never_replaced(data_root, tmp_path, capsy
     assert train_main(train_args(data_root, tmp_path / "empty", 5)) == 0
 
 
-@pytest.mark.parametrize("bad", [["--dataset", "nope"], ["--act", "tanh"], ["--solver", "adam"]])
+@pytest.mark.parametrize("bad", [["--dataset", "nope"], ["--act", "tanh"], ["--solver", "lbfgs"]])
 def test_bad_names_give_one_clear_line(data_root, tmp_path, capsys, bad):
     args = train_args(data_root, tmp_path / "run", 5)
     i = args.index(bad[0])

@@ -41,11 +41,12 @@ def generated_files(overrides=()):
         files[f"models/srcnn_{act}_deploy.prototxt"] = prototxt(
             deploy_net(cfg, act), f"Deploy net ({act}): reshape `data` to 1x1xHxW; output is 12 px smaller.")
         for dataset in DATASETS:
-            dcfg = dataset_config(dataset, overrides)
+            dcfg = dataset_config(dataset, overrides)  # the nets: no solver setting touches them
             files[f"models/{dataset}/srcnn_{act}_train_val.prototxt"] = prototxt(
                 train_val_net(dcfg, act, dataset), f"Train/test net: {dataset}, {act}.")
             for solver in SOLVERS:
-                param = solver_param(dcfg, dataset, act, solver, count_test_patches(dataset, dcfg))
+                scfg = dataset_config(dataset, overrides, solver=solver)
+                param = solver_param(scfg, dataset, act, solver, count_test_patches(dataset, scfg))
                 files[f"solvers/{dataset}/srcnn_{act}_{solver}.prototxt"] = prototxt(
                     param, f"Solver: {dataset}, {act}, {solver}. Run from the repo root.")
     return files

@@ -256,7 +256,7 @@ def resolve(args):
         raise TrainError(f"--iters must be positive, got {args.iters}")
     overrides = list(args.overrides) + ([f"max_iter={args.iters}"] if args.iters is not None else [])
     overrides += ["solver_mode=GPU"] if args.gpu is not None else []
-    cfg = dataset_config(args.dataset, overrides)
+    cfg = dataset_config(args.dataset, overrides, solver=args.solver)
     if args.seed < 0:
         raise TrainError(f"--seed must be >= 0, got {args.seed}")
     cfg = cfg.with_overrides([f"random_seed={cfg.random_seed + args.seed}",

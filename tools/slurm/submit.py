@@ -43,6 +43,8 @@ def parse_args(argv):
     p.add_argument("--grid", default="paper", help="paper or full (core.names.GRIDS)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0 .. N-1 of every run")
     p.add_argument("--datasets", default="", help="data sets, space-separated (default: all)")
+    p.add_argument("--solvers", default="", help="solver types, space-separated: each with the paper's "
+                   "two activations (default: the grid's variants)")
     p.add_argument("--profile", default="short", help="the make PROFILE, for the report's command")
     p.add_argument("--iters", default="", help="the make ITERS, for the report's command")
     p.add_argument("--set", default="", help="the make SET, for the report's command")
@@ -131,7 +133,8 @@ def relative(path):
 
 def submit(args):
     datasets = args.datasets.split() or None
-    runs = grid_runs(args.grid, *([datasets] if datasets else []), seeds=args.seeds)
+    runs = grid_runs(args.grid, *([datasets] if datasets else []), seeds=args.seeds,
+                     solvers=args.solvers.split())
     datasets = list(dict.fromkeys(parse_run(r)[0] for r in runs))
     logs = args.logs.resolve()
     array_cmd, eval_cmd = sbatch_commands(args, runs, datasets, logs)
