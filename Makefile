@@ -116,8 +116,8 @@ grid-%: data
 	@cd $(ROOT) && $(if $(filter-out -j1,$(filter -j%,$(MAKEFLAGS))),MEDSR_PROGRESS=lines) $(PY) -m tools.train --resume \
 	  --grid-run $* $(GPU_ARG) $(TRAIN_ARGS)
 
-reference: check-venv data  ## long-schedule weights: DATASET= [ITERS=] [SET="k=v ..."] -> models/reference/<dataset>/ (resumes)
-	$(call require,DATASET)@cd $(ROOT) && $(PY) -m tools.reference --dataset $(DATASET) $(if $(ITERS),--iters $(ITERS)) $(LAYERS) $(SET)
+reference: check-venv data  ## long-schedule weights: DATASET= [ACT= SOLVER=: another variant] [ITERS=] [SET="k=v ..."] -> models/reference/<dataset>/ (models/long/<dataset>/<act>_<solver>/; resumes)
+	$(call require,DATASET)@cd $(ROOT) && $(PY) -m tools.reference --dataset $(DATASET) $(if $(ACT),--act $(ACT)) $(if $(SOLVER),--solver $(SOLVER)) $(if $(ITERS),--iters $(ITERS)) $(LAYERS) $(SET)
 
 curves: check-venv  ## Figs. 3-4 (PSNR vs iterations) per data set into figures/
 	@cd $(ROOT) && $(PY) -m tools.curves

@@ -24,7 +24,7 @@ from core.atomic import write_json_atomic, write_text_atomic
 from core.config import ROOT
 from core.data_files import list_file
 from core.machine import machine
-from core.names import manifest_variant, variant
+from core.names import PAPER_NET, manifest_variant, variant
 from core.nets import deploy_net, train_val_net
 from core.solvers import solver_param
 
@@ -39,8 +39,24 @@ def default_run_dir(dataset, act, solver, seed=0):
 LONG_RUN = "long_schedule"
 
 
-def long_run_dir(dataset):
-    return ROOT / "runs" / dataset / LONG_RUN
+# runs/<dataset>/long/<act>_<solver>/: make reference's runs of the paper's other variants, packed
+# into models/long/<dataset>/<act>_<solver>/ (the paper's net keeps long_schedule/ and reference/)
+LONG_VARIANTS = "long"
+
+
+def long_run_dir(dataset, act=PAPER_NET[0], solver=PAPER_NET[1]):
+    """Where `make reference` trains a variant's long schedule."""
+    if (act, solver) == PAPER_NET:
+        return ROOT / "runs" / dataset / LONG_RUN
+    return ROOT / "runs" / dataset / LONG_VARIANTS / variant(act, solver)
+
+
+def long_pack_dir(dataset, act=PAPER_NET[0], solver=PAPER_NET[1], root=None):
+    """Where `make reference` packs a variant's long schedule: models/reference/<dataset>/ for the
+    paper's net, models/long/<dataset>/<act>_<solver>/ for another."""
+    if (act, solver) == PAPER_NET:
+        return reference_root(root) / dataset
+    return Path(ROOT if root is None else root) / "models" / "long" / dataset / variant(act, solver)
 
 
 def reference_root(root=None):

@@ -8,6 +8,7 @@ import h5py
 import numpy as np
 import pytest
 
+from core.errors import DataError
 from core.run_files import final_snapshot
 from data_prep.shuffle import reorder, train_list
 from tests.helpers import FAST
@@ -107,3 +108,41 @@ def test_a_packed_reference_continues_byte_exactly_in_a_fresh_run_directory(data
     assert states[0] == states[1]
     manifest = json.loads((tmp_path / "again" / "manifest.json").read_text())
     assert [t["iter"] for t in manifest["tests"]] == [10, 20] and manifest["unpacked_from"] == str(ref)
+
+
+@pytest.mark.slow
+def test_an_unfinished_long_run_packs_only_when_asked_and_continues_byte_exactly(data_root, tmp_path):
+    """make reference's other variants train over several sittings: a run stopped on the way is
+    packed with --partial (never by default), and unpacking it continues it to the bytes of a run
+    trained at once."""
+    def args(run, iters):
+        return ["--dataset", "toy", "--act", "relu", "--solver", "sgd", "--iters", str(iters),
+                "--data-root", str(data_root), "--run-dir", str(run), "--resume", *FAST]
+    assert train_main(args(tmp_path / "whole", 200)) == 0
+    stopped = run_cli_stopped_at(args(tmp_path / "first", 200), tmp_path / "first", 10)
+    assert json.loads((stopped / "manifest.json").read_text())["status"] == "interrupted"
+    with pytest.raises(DataError, match="not finished"):
+        pack(stopped, tmp_path / "models" / "long" / "toy" / "relu_sgd")
+    ref = pack(stopped, tmp_path / "models" / "long" / "toy" / "relu_sgd", partial=True)
+    assert unpack(ref, tmp_path / "again")
+    assert train_main(args(tmp_path / "again", 200)) == 0
+    name = "snapshots/srcnn_iter_200.caffemodel"
+    assert (tmp_path / "again" / name).read_bytes() == (tmp_path / "whole" / name).read_bytes()
+
+
+def run_cli_stopped_at(argv, run, iteration):
+    """Train in a child process and SIGINT it once the snapshot of ``iteration`` is written."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from core.config import ROOT
+    child = subprocess.Popen([sys.executable, "-m", "tools.train", *argv], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (run / "snapshots" / f"srcnn_iter_{iteration}.caffemodel").exists():
+        assert time.time() < deadline and child.poll() is None
+        time.sleep(0.005)
+    child.send_signal(signal.SIGINT)
+    assert child.wait(timeout=120) == 128 + signal.SIGINT
+    return run

@@ -1,6 +1,7 @@
 """`make reference DATASET=D` / `python -m tools.reference`: the long-schedule reference weights.
 
-    python -m tools.reference --dataset prostate [--iters 100000] [--pack-only]
+    python -m tools.reference --dataset prostate [--act relu --solver sgd] [--iters 100000]
+                              [--pack-only [--partial]]
 
 Trains the paper's net (RReLU + Nesterov, seed 0, the data set's settings) for ``--iters``
 iterations in ``runs/<dataset>/long_schedule/`` (resuming: a run stopped in one sitting continues
@@ -11,6 +12,11 @@ commit. `make reproduce` scores that folder as the "long schedule" column withou
 Where ``runs/<dataset>/long_schedule/`` does not exist (a fresh clone), a packed reference is
 unpacked into it first, so ``--iters`` beyond the packed length continues the committed weights
 (byte-exactly, on the CPU) instead of starting over.
+
+``--act``/``--solver`` train and pack another variant the same way, for the paper's claims at
+the long schedule: in ``runs/<dataset>/long/<act>_<solver>/``, packed into
+``models/long/<dataset>/<act>_<solver>/`` (core.run_files.long_pack_dir). ``--pack-only
+--partial`` packs a run stopped on the way, which the next ``make reference`` continues.
 """
 import argparse
 import json
@@ -22,24 +28,23 @@ from pathlib import Path
 os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: its INFO lines drown the bar
 
 from core.atomic import atomic_dir, write_json_atomic  # noqa: E402
-from core.config import ROOT  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.cli import guarded  # noqa: E402
 from core.names import PAPER_NET  # noqa: E402
-from core.run_files import REFERENCE_ROOT, final_snapshot, long_run_dir, read_manifest  # noqa: E402
+from core.run_files import final_snapshot, long_pack_dir, long_run_dir, read_manifest  # noqa: E402
 from tools.train import main as train_main  # noqa: E402
 
 REFERENCE_ITERS = 100000  # the issue's "at least 1e5": 2.5% of the paper's 4e6 (docs/training.md)
-ACT, SOLVER = PAPER_NET
 
 
-def pack(run, dest):
+def pack(run, dest, partial=False):
     """Copy a finished run's manifest, deploy net, final caffemodel and solver state into
     ``dest`` (atomically), with the manifest's paths made relative to ``dest`` and only the final
-    snapshot listed."""
+    snapshot listed. ``partial``: a run stopped on the way too (its last snapshot), so that a long
+    schedule trained over several sittings on several machines can be committed and continued."""
     dest = Path(dest)
     manifest, deploy, caffemodel = final_snapshot(run)
-    if manifest.get("status") != "done":
+    if manifest.get("status") != "done" and not partial:
         raise DataError(f"{run}: the run is not finished ({manifest.get('iterations_done')} of "
                         f"{manifest['config']['max_iter']} iterations): train it first")
     with atomic_dir(dest) as tmp:
@@ -79,20 +84,25 @@ def unpack(ref, run):
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tools.reference", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True)
+    p.add_argument("--act", default=PAPER_NET[0], help="default: the paper's net")
+    p.add_argument("--solver", default=PAPER_NET[1], help="default: the paper's net")
     p.add_argument("--iters", type=int, default=REFERENCE_ITERS)
-    p.add_argument("--pack-only", action="store_true", help="pack a finished run, train nothing")
+    p.add_argument("--pack-only", action="store_true", help="pack the run as it is, train nothing")
+    p.add_argument("--partial", action="store_true", help="with --pack-only: a run not finished too")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     args = p.parse_args(argv)
-    run = long_run_dir(args.dataset)
-    packed = REFERENCE_ROOT / args.dataset
+    if args.partial and not args.pack_only:
+        p.error("--partial goes with --pack-only")
+    run = long_run_dir(args.dataset, args.act, args.solver)
+    packed = long_pack_dir(args.dataset, args.act, args.solver)
     if not args.pack_only and unpack(packed, run):
         print(f"reference: continuing the packed {packed} in {run}")
     if not args.pack_only:
-        code = train_main(["--dataset", args.dataset, "--act", ACT, "--solver", SOLVER, "--resume",
-                           "--iters", str(args.iters), "--run-dir", str(run), *args.overrides])
+        code = train_main(["--dataset", args.dataset, "--act", args.act, "--solver", args.solver,
+                           "--resume", "--iters", str(args.iters), "--run-dir", str(run), *args.overrides])
         if code != 0:
             return code
-    return guarded("reference", lambda: report_pack(pack(run, packed)))
+    return guarded("reference", lambda: report_pack(pack(run, packed, args.partial)))
 
 
 def report_pack(dest):
