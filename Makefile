@@ -82,8 +82,8 @@ nets: check-venv  ## regenerate models/ and solvers/ from core/config.py
 data: check-venv  ## build the default data sets (core/datasets.py) into data/
 	@cd $(ROOT) && $(PY) -m data_prep $(foreach d,$(or $(DATASET),$(DATASETS)),--dataset $(d))
 
-train: check-venv  ## one run: DATASET= ACT= SOLVER= [ITERS=] [PROFILE=paper] [SET="k=v ..."]
-	$(call require,DATASET ACT SOLVER)@cd $(ROOT) && $(PY) -m tools.train --dataset $(DATASET) --act $(ACT) --solver $(SOLVER) $(if $(SEED),--seed $(SEED)) $(GPU_ARG) $(TRAIN_ARGS)
+train: check-venv  ## one run: DATASET= ACT= SOLVER= (or SOLVER_FILE=your_solver.prototxt) [ITERS=] [PROFILE=paper] [SET="k=v ..."]
+	$(call require,DATASET ACT)$(if $(or $(SOLVER),$(SOLVER_FILE)),,$(error make train: set SOLVER=... or SOLVER_FILE=...; see make help))@cd $(ROOT) && $(PY) -m tools.train --dataset $(DATASET) --act $(ACT) $(if $(SOLVER_FILE),--solver-file $(call quote,$(if $(filter /%,$(value SOLVER_FILE)),,$(CALLER_DIR)/)$(value SOLVER_FILE)),--solver $(SOLVER)) $(if $(SEED),--seed $(SEED)) $(GPU_ARG) $(TRAIN_ARGS)
 
 grid: check-venv  ## GRID=paper (rrelu_nesterov, relu_sgd) or full (2x2) x DATASETS x SEEDS [SOLVERS="TYPE ...": Caffe solver types (core.config.SOLVERS), each with the paper's two activations]; -j safe; resumes; SCHEDULER=slurm
 ifeq ($(SCHEDULER),slurm)

@@ -4,11 +4,18 @@ import math
 from caffe.proto import caffe_pb2
 
 from core.config import SOLVER_FIELDS, SOLVERS
+from core.user_solver import UserSolver
 
 
 def solver_param(cfg, dataset, act, solver, test_patches, net=None, snapshot_prefix=None):
     """The SolverParameter of one run. Paths are relative to the repository root (where `caffe train`
-    and the trainer run) unless given; ``test_patches`` sizes test_iter to cover the test set once."""
+    and the trainer run) unless given; ``test_patches`` sizes test_iter to cover the test set once.
+    ``solver``: a name of SOLVERS, or a user's solver file (core.user_solver.UserSolver) whose
+    optimisation fields go over SGD's (max_iter stays the config's: the trainer's schedule)."""
+    if isinstance(solver, UserSolver):
+        s = solver.apply(solver_param(cfg, dataset, act, "sgd", test_patches, net, snapshot_prefix))
+        s.max_iter = cfg.max_iter
+        return s
     s = caffe_pb2.SolverParameter()
     s.net = net or f"models/{dataset}/srcnn_{act}_train_val.prototxt"
     s.type = SOLVERS[solver]  # "SGD" (momentum) or "Nesterov": the paper's comparison

@@ -41,6 +41,7 @@ from core.data_files import DATA_ROOT, built, is_built, list_file  # noqa: E402
 from core.data_files import data_dir as data_dir_of  # noqa: E402
 from core.device import use_device  # noqa: E402
 from core.names import parse_run  # noqa: E402
+from core.user_solver import read_solver_file  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.locks import exclusive, lock_beside  # noqa: E402
 from data_prep.shuffle import train_list  # noqa: E402
@@ -91,7 +92,9 @@ class StopRequest:
 
 
 def solver_type(manifest):
-    """Caffe's name of the run's solver ("SGD", "Nesterov")."""
+    """Caffe's name of the run's solver ("SGD", "Nesterov"; a user's solver file's type)."""
+    if manifest.get("solver_file"):
+        return manifest["solver_file"]["type"] or "SGD"
     return SOLVERS[manifest["solver"]]
 
 
@@ -216,6 +219,9 @@ def parse_args(argv):
     p.add_argument("--dataset", help="a data set under data/ (make data)")
     p.add_argument("--act", help=f"{', '.join(ACTIVATIONS)}")
     p.add_argument("--solver", help=f"{', '.join(SOLVERS)}")
+    p.add_argument("--solver-file", type=Path, metavar="PROTOTXT",
+                   help="your own solver prototxt as the solver (core/user_solver.py): its "
+                        "optimisation fields, the run named <act>_<file's stem>")
     p.add_argument("--grid-run", metavar="DATASET-ACT-SOLVER-SEED",
                    help="one run of make grid by its name: sets the four (core.names.grid_runs)")
     p.add_argument("--iters", type=int, help="iterations (overrides max_iter)")
@@ -232,6 +238,11 @@ def parse_args(argv):
                    "CUDA build: make setup GPU=1); default: the config's solver_mode, GPU 0")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
     args = p.parse_args(argv)
+    args.user_solver = None  # read in resolve(): a bad file is one line, not a usage message
+    if args.solver_file is not None:
+        if args.solver is not None:
+            p.error("--solver-file is the solver: give --solver or --solver-file, not both")
+        args.solver = args.solver_file.stem
     if args.grid_run is not None:
         try:
             args.dataset, args.act, args.solver, args.seed = parse_run(args.grid_run)
@@ -246,7 +257,10 @@ def parse_args(argv):
 def resolve(args):
     """Checked names, config and paths, or TrainError/ConfigError with one line."""
     check_name("activation", args.act)
-    check_name("solver", args.solver)
+    if args.solver_file is not None:
+        args.user_solver = read_solver_file(args.solver_file)
+    else:
+        check_name("solver", args.solver)
     data_dir = data_dir_of(args.dataset, args.data_root)
     if not is_built(data_dir):
         known = built(args.data_root)
@@ -254,7 +268,10 @@ def resolve(args):
                          f"{', '.join(known) or 'none'}; run `make data`)")
     if args.iters is not None and args.iters <= 0:
         raise TrainError(f"--iters must be positive, got {args.iters}")
-    overrides = list(args.overrides) + ([f"max_iter={args.iters}"] if args.iters is not None else [])
+    iters = args.iters
+    if iters is None and args.user_solver is not None and args.user_solver.param.HasField("max_iter"):
+        iters = args.user_solver.param.max_iter  # the file's schedule, unless --iters says otherwise
+    overrides = list(args.overrides) + ([f"max_iter={iters}"] if iters is not None else [])
     overrides += ["solver_mode=GPU"] if args.gpu is not None else []
     cfg = dataset_config(args.dataset, overrides, solver=args.solver)
     if args.seed < 0:
@@ -322,6 +339,10 @@ def prepare_run(args, cfg, data_dir, run_dir):
     if args.resume and old is not None:
         if comparable(old["config"]) != comparable(cfg.as_dict()):
             raise TrainError(f"{run_dir} was trained with another config: use --force for a new run")
+        recorded = (old.get("solver_file") or {}).get("sha256")
+        if recorded != (args.user_solver.sha256 if args.user_solver else None):
+            raise TrainError(f"{run_dir} was trained with another solver file (or none): its text "
+                             "is in the manifest; use --force for a new run")
         if args.resume_from is None and old["iterations_done"] >= cfg.max_iter and old["status"] == "done":
             return None, None
         if old["snapshots"]:
@@ -356,7 +377,7 @@ def resumed(args, cfg, data_dir, run_dir, old):
               f"older run): written anew for this one")
     old["config"], old["status"] = cfg.as_dict(), "running"
     if rebuild or not nets_here(run_dir, old):
-        files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.solver, data_dir,
+        files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.user_solver or args.solver, data_dir,
                                train_list(data_dir, cfg.data_seed))
         old["files"] = {k: relative_to_run(run_dir, v) for k, v in files.items()}
         old["data"] = str(data_dir.resolve())
@@ -369,11 +390,13 @@ def fresh(args, cfg, data_dir, run_dir):
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True)
     try:
-        files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.solver, data_dir,
+        files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.user_solver or args.solver, data_dir,
                                train_list(data_dir, cfg.data_seed))
         manifest = new_manifest(cfg, args.dataset, args.act, args.solver,
                                 {k: relative_to_run(run_dir, v) for k, v in files.items()}, data_dir,
                                 args.seed)
+        if args.user_solver is not None:
+            manifest["solver_file"] = args.user_solver.record(args.solver_file)
         save_manifest(run_dir, manifest)
     except BaseException:
         shutil.rmtree(run_dir, ignore_errors=True)  # nothing half-made that would block a rerun
@@ -418,6 +441,8 @@ def run(args):
 
 def train_run(args, cfg, data_dir, run_dir, device):
     """The run, once its directory is this process's alone; the exit status."""
+    for field in (args.user_solver.kept if args.user_solver else ()):
+        print(f"train: {args.solver_file}: {field} is the harness's own (not taken from the file)")
     manifest, restore = prepare_run(args, cfg, data_dir, run_dir)
     if manifest is None:
         print(f"train: {run_dir} is finished ({cfg.max_iter} iterations); nothing to do")
