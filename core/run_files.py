@@ -56,7 +56,10 @@ def long_pack_dir(dataset, act=PAPER_NET[0], solver=PAPER_NET[1], root=None):
     paper's net, models/long/<dataset>/<act>_<solver>/ for another."""
     if (act, solver) == PAPER_NET:
         return reference_root(root) / dataset
-    return Path(ROOT if root is None else root) / "models" / "long" / dataset / variant(act, solver)
+    return (LONG_ROOT if root is None else Path(root) / "models" / "long") / dataset / variant(act, solver)
+
+
+LONG_ROOT = ROOT / "models" / "long"  # the other variants' packs (long_pack_dir)
 
 
 def reference_root(root=None):

@@ -18,10 +18,11 @@ from eval.report_tables import (dataset_title, fig5_table, paper_images_table, s
 from eval.results import LONG_SCHEDULE, find_run_dirs
 
 DEFAULT_COMMAND = "make reproduce"
-FIGURES = (("fig3", "Fig. 3: ReLU vs RReLU (test PSNR against iterations; faint: each seed, bold: "
-                    "their mean)"),
-           ("fig4", "Fig. 4: SGD vs Nesterov (NAG)"),
-           ("long", "The long-schedule reference run's curve"),
+FIGURES = (("fig3", "Fig. 3: the activations compared, per solver (test PSNR against iterations; "
+                    "faint: each seed, bold: their mean; one panel of every variant where no two "
+                    "differ in the activation alone)"),
+           ("fig4", "Fig. 4: the solvers compared, per activation"),
+           ("long", "The long schedules: the reference weights and the other variants packed beside them"),
            ("fig6", "Fig. 6: LR | bicubic | network | original"))
 
 

@@ -219,7 +219,8 @@ def test_curve_panel_draws_seeds_mean_bicubic_and_the_papers_points(fake_paper):
 
     fig, ax = plt.subplots()
     plot_panel(ax, [curve_manifest("rrelu", "nesterov", 0, 3000)], "act", "t")
-    assert [t.get_text() for t in ax.texts] == ["paper: tests at 5e5, 3.5e6, 6.5e6"]
+    # beyond the plotted range: said in the x label, where no legend or curve covers it
+    assert ax.get_xlabel() == "iterations (the paper tested at 5e5, 3.5e6, 6.5e6)" and not ax.texts
     assert "rrelu (seed 0)" in [line.get_label() for line in ax.lines]
     plt.close(fig)
 
@@ -253,3 +254,15 @@ def test_a_difference_below_the_printed_precision_is_no_difference():
     assert judge(tiny)["verdict"] == "contradicted"
     assert judge(tiny, resolution=0.005)["verdict"] == NEGLIGIBLE
     assert judge([0.5, 0.52, 0.51], resolution=0.005)["verdict"] == "supported"
+
+
+def test_a_figure_panel_is_titled_by_what_it_holds(tmp_path):
+    """The default grid (the paper's net and its baseline) differs in both factors at once: one
+    panel of the two, not two panels of one curve each under titles that promise two."""
+    from tools.curves import panels
+    paper_grid = [curve_manifest("rrelu", "nesterov", 0, 3000), curve_manifest("relu", "sgd", 0, 3000)]
+    (title, members, field), = panels(paper_grid, "solver", "act")
+    assert title == "relu_sgd vs rrelu_nesterov" and field == "variant" and len(members) == 2
+    solvers = paper_grid + [curve_manifest("rrelu", "adam", 0, 3000), curve_manifest("relu", "adam", 0, 3000)]
+    titles = [t for t, _, _ in panels(solvers, "solver", "act")]
+    assert titles == ["act relu: adam vs sgd", "act rrelu: adam vs nesterov"]

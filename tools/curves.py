@@ -1,10 +1,13 @@
 """`make curves` / `python -m tools.curves`: the paper's Figs. 3 and 4 from run manifests.
 
-Per data set: Fig. 3 compares ReLU with RReLU (one panel per solver), Fig. 4 SGD with Nesterov (one
-panel per activation): average test PSNR against iterations, each seed faint and the mean over
-seeds bold, the bicubic PSNR as a horizontal line, and the iterations at which the paper sampled
-its curves (core.paper) as vertical lines where they fall in the plotted range (else a note says
-where). The long-schedule reference run (models/reference/<dataset>/) gets <dataset>_long.png.
+Per data set: Fig. 3 compares the activations (one panel per solver), Fig. 4 the solvers, every
+solver type present (one panel per activation): average test PSNR against iterations, each seed
+faint and the mean over seeds bold, the bicubic PSNR as a horizontal line, and the iterations at
+which the paper sampled its curves (core.paper) as vertical lines where they fall in the plotted
+range (else the x label says where). A panel is drawn only where it compares something, and is
+titled by what it holds; where no two runs differ in that one factor (the default grid: the paper's
+net and its baseline), the figure is one panel of every variant present. The long schedules
+(models/reference/<dataset>/ and models/long/<dataset>/*/) share <dataset>_long.png.
 """
 import argparse
 import sys
@@ -19,12 +22,13 @@ from core.activations import ACTIVATIONS  # noqa: E402
 from core import paper  # noqa: E402
 from core.atomic import atomic_path  # noqa: E402
 from core.config import ROOT  # noqa: E402
-from core.run_files import REFERENCE_ROOT, read_manifest  # noqa: E402
+from core.names import manifest_variant  # noqa: E402
+from core.run_files import LONG_ROOT, REFERENCE_ROOT, read_manifest  # noqa: E402
 from eval.metrics import METRICS  # noqa: E402
 from eval.report_tables import sci  # noqa: E402
 from eval.results import run_dirs_under  # noqa: E402
 
-FIGURES = {"fig3": ("act", "solver", "ReLU vs RReLU"), "fig4": ("solver", "act", "SGD vs Nesterov")}
+FIGURES = {"fig3": ("act", "solver"), "fig4": ("solver", "act")}  # compared, and one panel per
 COLOURS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
@@ -34,10 +38,14 @@ def load_runs(runs_root, dataset):
     return [m for m in runs if m and m.get("tests")]
 
 
-def load_reference(reference_root, dataset):
-    """The long-schedule reference run's manifest, or None."""
-    manifest = read_manifest(Path(reference_root) / dataset)
-    return manifest if manifest and manifest.get("tests") else None
+def load_long(reference_root, dataset, long_root=None):
+    """The manifests of the data set's long schedules: the reference run's, then the packed
+    other variants' (models/long/<dataset>/*/), each with a test point."""
+    folders = [Path(reference_root) / dataset]
+    if long_root is not None:
+        folders += sorted(p for p in (Path(long_root) / dataset).glob("*") if p.is_dir())
+    manifests = [read_manifest(f) for f in folders]
+    return [m for m in manifests if m and m.get("tests")]
 
 
 def run_length(runs):
@@ -60,10 +68,9 @@ def mark_paper_points(ax, runs, x_max):
     for i, point in enumerate(inside):
         ax.axvline(point, color="black", alpha=0.35, linestyle="--", lw=0.8,
                    label="paper's test points" if i == 0 else None)
-    if not inside:
+    if not inside:  # in the x label, where no legend or curve can cover it
         where = ", ".join(sci(p) for p in paper.curve_points())
-        ax.text(0.98, 0.03, f"paper: tests at {where}", transform=ax.transAxes, ha="right",
-                va="bottom", fontsize=8, color="dimgrey")
+        ax.set_xlabel(f"iterations (the paper tested at {where})")
 
 
 def plot_panel(ax, runs, compare, title, key="psnr"):
@@ -89,7 +96,9 @@ def plot_panel(ax, runs, compare, title, key="psnr"):
     if runs:
         mark_paper_points(ax, runs, x_max)
     unit = f" ({metric.unit})" if metric.unit else ""
-    ax.set(title=title, xlabel="iterations", ylabel=f"average test {metric.title}{unit}")
+    ax.set(title=title, ylabel=f"average test {metric.title}{unit}")
+    if not ax.get_xlabel():
+        ax.set_xlabel("iterations")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
 
@@ -106,26 +115,63 @@ def suffix(key):
     return "" if key == "psnr" else f"_{key}"
 
 
+def panels(runs, compare, group):
+    """[(title, runs, field compared)] of a figure: one per value of ``group`` under which
+    ``compare`` takes two values or more; else one panel of every variant present."""
+    out = []
+    for value in sorted({r[group] for r in runs}):
+        members = [r for r in runs if r[group] == value]
+        compared = sorted({r[compare] for r in members})
+        if len(compared) > 1:
+            out.append((f"{group} {value}: {' vs '.join(compared)}", members, compare))
+    if out or not runs:
+        return out
+    with_variant = [dict(r, variant=manifest_variant(r)) for r in runs]
+    return [(" vs ".join(sorted({r["variant"] for r in with_variant})), with_variant, "variant")]
+
+
 def plot_figure(runs, dataset, figure, out_dir, key="psnr"):
     """Write ``<out_dir>/<dataset>_<figure>.png``; returns its path, or None with no runs."""
-    compare, group, title = FIGURES[figure]
-    groups = sorted({r[group] for r in runs})
-    if not groups:
+    compare, group = FIGURES[figure]
+    shown = panels(runs, compare, group)
+    if not shown:
         return None
-    fig, axes = plt.subplots(1, len(groups), figsize=(5.5 * len(groups), 4), squeeze=False)
-    for ax, value in zip(axes[0], groups):
-        plot_panel(ax, [r for r in runs if r[group] == value], compare,
-                   f"{dataset}: {title} ({value})", key)
+    fig, axes = plt.subplots(1, len(shown), figsize=(5.5 * len(shown), 4), squeeze=False)
+    for ax, (title, members, field) in zip(axes[0], shown):
+        plot_panel(ax, members, field, f"{dataset}, {title}", key)
     return save(fig, Path(out_dir) / f"{dataset}_{figure}{suffix(key)}.png")
 
 
-def plot_long(reference, dataset, out_dir, key="psnr"):
-    """``<out_dir>/<dataset>_long.png``: the long-schedule reference run's curve."""
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    variant = f"{reference['act']}_{reference['solver']}"
-    plot_panel(ax, [dict(reference, variant=variant)], "variant", f"{dataset}: long schedule "
-               f"({sci(reference['tests'][-1]['iter'])} iterations)", key)
+def plot_long(longs, dataset, out_dir, key="psnr"):
+    """``<out_dir>/<dataset>_long.png``: the long schedules' curves, one per variant, and beside
+    them each other variant's difference from the first (the reference weights' run), where the
+    curves themselves lie too close to tell apart."""
+    runs = [dict(m, variant=manifest_variant(m)) for m in longs]
+    most = max(m["tests"][-1]["iter"] for m in longs)
+    fig, axes = plt.subplots(1, 1 + (len(runs) > 1), figsize=(6.5 * (1 + (len(runs) > 1)), 4.5),
+                             squeeze=False)
+    plot_panel(axes[0][0], runs, "variant", f"{dataset}: long schedules (to {sci(most)} iterations)", key)
+    if len(runs) > 1:
+        plot_differences(axes[0][1], runs, key)
     return save(fig, Path(out_dir) / f"{dataset}_long{suffix(key)}.png")
+
+
+def plot_differences(ax, runs, key):
+    """Each run's ``key`` minus the first run's, at the iterations both were tested at."""
+    base = {t["iter"]: t[key] for t in runs[0]["tests"]}
+    colours = dict(zip(sorted({r["variant"] for r in runs}), COLOURS * 4))  # as plot_panel's
+    for run in runs[1:]:
+        colour = colours[run["variant"]]
+        points = [(t["iter"], t[key] - base[t["iter"]]) for t in run["tests"] if t["iter"] in base]
+        if points:
+            ax.plot(*zip(*points), color=colour, lw=1.5, label=f"{run['variant']} - {runs[0]['variant']}")
+    ax.axhline(0, color="grey", lw=0.8)
+    metric = METRICS[key]
+    unit = f" ({metric.unit})" if metric.unit else ""
+    ax.set(title=f"difference from {runs[0]['variant']}", xlabel="iterations",
+           ylabel=f"test {metric.title} difference{unit}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
 
 
 def main(argv=None):
@@ -133,6 +179,8 @@ def main(argv=None):
     p.add_argument("--runs", type=Path, default=ROOT / "runs", help="runs root (default runs/)")
     p.add_argument("--reference", type=Path, default=REFERENCE_ROOT,
                    help="long-schedule reference runs (default models/reference/)")
+    p.add_argument("--long", type=Path, default=LONG_ROOT,
+                   help="the other variants' long schedules (default models/long/)")
     p.add_argument("--out", type=Path, default=ROOT / "figures", help="output folder")
     p.add_argument("--dataset", action="append", help="data sets (default: every one with runs)")
     p.add_argument("--metric", choices=tuple(METRICS), default="psnr",
@@ -144,9 +192,9 @@ def main(argv=None):
     for dataset in datasets:
         runs = load_runs(args.runs, dataset)
         written += [plot_figure(runs, dataset, fig, args.out, args.metric) for fig in FIGURES]
-        reference = load_reference(args.reference, dataset)
-        if reference:
-            written.append(plot_long(reference, dataset, args.out, args.metric))
+        longs = load_long(args.reference, dataset, args.long)
+        if longs:
+            written.append(plot_long(longs, dataset, args.out, args.metric))
     written = [w for w in written if w]
     if not written:
         print(f"curves: no run with test points under {args.runs}: train first (make grid)",
