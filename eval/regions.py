@@ -31,6 +31,7 @@ from data_prep.degrade import degrade  # noqa: E402
 from eval.metrics import SSIM_WINDOW, psnr_of, shave, ssim_map, to_uint8  # noqa: E402
 from eval.results import run_scale  # noqa: E402
 from eval.score import load_hr_folder  # noqa: E402
+from eval.tiles import ENGINES  # noqa: E402
 
 REGIONS = ("dark", "bright")
 
@@ -88,7 +89,7 @@ def main(argv=None):
     p.add_argument("--run", type=Path, required=True, help="a run directory (or models/reference/<d>)")
     p.add_argument("--iters", type=int, nargs="*", help="snapshot iterations (default: the final one)")
     p.add_argument("--dark", type=float, default=20, help="HR grey level below which a pixel is dark")
-    p.add_argument("--engine", choices=("caffe", "opencv"), default="caffe")
+    p.add_argument("--engine", choices=ENGINES, default=ENGINES[0])
     args = p.parse_args(argv)
     return guarded("regions", lambda: run(args))
 
