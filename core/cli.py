@@ -14,11 +14,16 @@ def _interrupt(signum, _frame):
     raise KeyboardInterrupt(signal.Signals(signum).name)
 
 
+INTERRUPTS = {signal.SIGINT, signal.SIGTERM}
+
+
 def terminate_as_interrupt():
     """From now on SIGTERM raises KeyboardInterrupt, as Ctrl-C does: temporaries are removed by
-    the same ``finally`` and ``except BaseException`` blocks (core.atomic)."""
+    the same ``finally`` and ``except BaseException`` blocks (core.atomic). The main thread takes
+    both signals again (exit_quietly_until_main held them off while libraries started theirs)."""
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, INTERRUPTS)
 
 
 def _exit_quietly(signum, _frame):
@@ -27,10 +32,15 @@ def _exit_quietly(signum, _frame):
 
 def exit_quietly_until_main():
     """Ctrl-C or SIGTERM while an entry point still imports (Caffe, OpenCV: seconds) exits with
-    128 + the signal and no traceback, before anything was written; its main() then calls
-    terminate_as_interrupt. Call it first thing, under ``if __name__ == "__main__"``."""
-    for s in (signal.SIGINT, signal.SIGTERM):
+    128 + the signal and no traceback, before anything was written (once the imports end: the
+    signals are held off until then); its main() then calls terminate_as_interrupt. Call it
+    first thing, under ``if __name__ == "__main__"``."""
+    for s in INTERRUPTS:
         signal.signal(s, _exit_quietly)
+    # The worker threads OpenBLAS and OpenMP start while loading inherit this thread's mask: with
+    # the two held off there, the kernel hands them to the main thread, where Python acts on them
+    # (one a worker took could go unnoticed by Python 3.11). Held until main() takes them back.
+    signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
 
 
 def os_error_line(exc, where=None):
@@ -68,8 +78,8 @@ def guarded(prog, work, user_errors=(DataError,), left="", where=None):
     (no space, read-only, permission; ``where`` names the place when the error does not) exits 1,
     Ctrl-C or SIGTERM exits 130. ``left`` ends the lines of what can stop the work midway (memory,
     the file system, an interrupt) with what was left behind, e.g. "; no output was written"."""
-    terminate_as_interrupt()
     try:
+        terminate_as_interrupt()  # inside: one held off during the imports lands here
         return work()
     except user_errors as e:  # refused before any work
         return _fail(f"{prog}: error: {e}", 2)

@@ -99,7 +99,12 @@ def sigterm_once(command, tmp_entries, cwd=ROOT, timeout=120):
         assert child.poll() is None, child.communicate()
         assert time.time() < deadline, "no temporary ever appeared"
         time.sleep(0.005)
+    # frozen first, so that a loaded machine cannot let it finish between the look and the signal;
+    # the SIGTERM is delivered as it continues, before it runs another line
+    child.send_signal(signal.SIGSTOP)
+    assert child.poll() is None and tmp_entries(), "it finished before the signal: give it more work"
     child.send_signal(signal.SIGTERM)
+    child.send_signal(signal.SIGCONT)
     out, err = child.communicate(timeout=timeout)
     return child.returncode, err
 
@@ -107,13 +112,13 @@ def sigterm_once(command, tmp_entries, cwd=ROOT, timeout=120):
 def test_sigterm_during_a_series_upscale_leaves_no_temporaries(model, tmp_path):
     series = tmp_path / "series"
     series.mkdir()
-    for i in range(40):
-        write_dicom(series / f"{i:03d}.dcm", rng_image((96, 96), 4000, np.uint16, seed=i), instance=i + 1)
+    for i in range(60):
+        write_dicom(series / f"{i:03d}.dcm", rng_image((128, 128), 4000, np.uint16, seed=i), instance=i + 1)
     out = tmp_path / "out"
     code, err = sigterm_once([sys.executable, "-m", "eval.upscale", "--in", str(series), "--out", str(out),
                               "--model", str(model[1]), "--deploy", str(model[0])],
                              lambda: [p for p in tmp_path.iterdir() if p.name.startswith(".")])
-    assert code == 130 and "interrupted; no output was written" in err
+    assert code == 130 and "interrupted; no output was written" in err, (code, err[-500:])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["series"]
 
 
@@ -147,7 +152,7 @@ def test_sigterm_during_data_prep_leaves_no_temporaries(volume, tmp_path):
     code, err = sigterm_once([sys.executable, "-m", "data_prep", "--input", str(volume), "--name", "v",
                               "--out", str(out)],
                              lambda: out.is_dir() and [p for p in out.iterdir() if p.name.endswith(".tmp")])
-    assert code == 130 and "no partial data set was left" in err
+    assert code == 130 and "no partial data set was left" in err, (code, err[-500:])
     assert [p.name for p in out.iterdir() if not p.name.endswith(".lock")] == []
 
 
