@@ -15,26 +15,38 @@ def _temp_name(beside):
 
 
 @contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds,
-    delete it if the block raises (an interrupt included, whenever it lands)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _temporary(beside, make, remove):
+    """Yield a temporary that ``make(name)`` creates beside ``beside`` (O_EXCL-like: a name made
+    elsewhere is passed over), ``remove``d at the end whatever happens. The name is chosen before
+    it is made, so the cleanup knows it whenever an interrupt lands (Ctrl-C, or SIGTERM through
+    core.cli)."""
+    Path(beside).parent.mkdir(parents=True, exist_ok=True)
     tmp = None
     try:
         while True:
-            tmp = _temp_name(path)  # named before it exists: the cleanup below always knows it
+            tmp = _temp_name(beside)
             try:
-                os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies
+                make(tmp)
                 break
-            except FileExistsError:  # a dead process's of the same pid: pass it over
+            except FileExistsError:  # a dead process's of the same pid
                 continue
         yield tmp
-        os.replace(tmp, path)
-    except BaseException:
+    finally:
         if tmp is not None:
-            tmp.unlink(missing_ok=True)
-        raise
+            remove(tmp)
+
+
+def _new_file(path):
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # the umask applies
+
+
+@contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` if the block succeeds,
+    delete it if the block raises (an interrupt included, whenever it lands)."""
+    with _temporary(path, _new_file, lambda tmp: tmp.unlink(missing_ok=True)) as tmp:
+        yield tmp
+        os.replace(tmp, path)
 
 
 @contextmanager
@@ -42,20 +54,9 @@ def staging_dir(beside):
     """Yield a new empty folder beside ``beside`` (the same file system, so that what the block
     writes there can be renamed into place), removed with whatever is left in it at the end,
     whenever an interrupt lands."""
-    Path(beside).parent.mkdir(parents=True, exist_ok=True)
-    tmp = None
-    try:
-        while True:
-            tmp = _temp_name(beside)
-            try:
-                os.mkdir(tmp)  # 0777 less the umask, as a plain mkdir
-                break
-            except FileExistsError:
-                continue
+    # os.mkdir: 0777 less the umask, as a plain mkdir
+    with _temporary(beside, os.mkdir, lambda tmp: shutil.rmtree(tmp, ignore_errors=True)) as tmp:
         yield tmp
-    finally:
-        if tmp is not None:
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextmanager

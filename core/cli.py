@@ -55,7 +55,7 @@ def check_writable(path, what="--out"):
     """DataError unless ``path`` could be created there: the nearest folder that exists above it
     is a folder this process may write in, on a file system that is not read-only."""
     path = Path(path)
-    folder = path.parent if str(path.parent) else Path(".")
+    folder = path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():

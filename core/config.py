@@ -175,15 +175,13 @@ class Config:
         """Every number finite and in its range: a NaN, infinite or negative rate, size or
         interval would otherwise be accepted and fail (or diverge) much later."""
         for key, kind in FIELDS.items():
-            values = getattr(self, key) if typing.get_origin(kind) is tuple else (getattr(self, key),)
-            if kind is not bool and kind is not str and not all(math.isfinite(v) for v in values):
+            if kind is not bool and kind is not str and not all(math.isfinite(v) for v in self._numbers(key)):
                 raise ConfigError(f"{key} must be finite, got {getattr(self, key)}")
         for key in POSITIVE:
             if getattr(self, key) <= 0:
                 raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
         for key in NON_NEGATIVE:
-            values = getattr(self, key) if isinstance(getattr(self, key), tuple) else (getattr(self, key),)
-            if any(v < 0 for v in values):
+            if any(v < 0 for v in self._numbers(key)):
                 raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
         if not self.momentum < 1:
             raise ConfigError(f"momentum must be below 1 (the steps would grow without bound), got "
@@ -191,6 +189,11 @@ class Config:
         for key in ("momentum2", "rms_decay"):  # averages' decays, as Caffe checks them
             if not 0 <= getattr(self, key) < 1:
                 raise ConfigError(f"{key} must lie in [0, 1), got {getattr(self, key)}")
+
+    def _numbers(self, key):
+        """The value of ``key`` as a tuple of its numbers (a per-layer tuple as it is)."""
+        value = getattr(self, key)
+        return value if isinstance(value, tuple) else (value,)
 
     def as_dict(self):
         """Every field, for manifests."""

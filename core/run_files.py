@@ -56,10 +56,7 @@ def long_pack_dir(dataset, act=PAPER_NET[0], solver=PAPER_NET[1], root=None):
     paper's net, models/long/<dataset>/<act>_<solver>/ for another."""
     if (act, solver) == PAPER_NET:
         return reference_root(root) / dataset
-    return (LONG_ROOT if root is None else Path(root) / "models" / "long") / dataset / variant(act, solver)
-
-
-LONG_ROOT = ROOT / "models" / "long"  # the other variants' packs (long_pack_dir)
+    return long_root(root) / dataset / variant(act, solver)
 
 
 def reference_root(root=None):
@@ -68,7 +65,12 @@ def reference_root(root=None):
     return Path(ROOT if root is None else root) / "models" / "reference"
 
 
-REFERENCE_ROOT = reference_root()
+def long_root(root=None):
+    """models/long/ of the checkout at ``root``: the other variants' packs (long_pack_dir)."""
+    return Path(ROOT if root is None else root) / "models" / "long"
+
+
+REFERENCE_ROOT, LONG_ROOT = reference_root(), long_root()
 
 
 def reference_dir(dataset, root=None):

@@ -67,14 +67,11 @@ def read_solver_file(path):
         text_format.Parse(text, full)
     except text_format.ParseError as exc:
         raise ConfigError(f"{path}: not a solver prototxt: {exc}") from None
+    kept = [field.name for field, _ in full.ListFields() if field.name not in OPTIMISATION_FIELDS]
     wanted = caffe_pb2.SolverParameter()
-    kept = []
-    for field, value in full.ListFields():
-        if field.name in OPTIMISATION_FIELDS:
-            getattr(wanted, field.name).extend(value) if field.label == field.LABEL_REPEATED \
-                else setattr(wanted, field.name, value)
-        else:
-            kept.append(field.name)
+    wanted.CopyFrom(full)
+    for name in kept:
+        wanted.ClearField(name)
     if not wanted.ListFields():
         raise ConfigError(f"{path}: sets no optimisation field (only {', '.join(kept) or 'nothing'}); "
                           f"a solver file gives some of {', '.join(OPTIMISATION_FIELDS)}")

@@ -20,7 +20,7 @@ from eval.caffemodel import check_caffemodel, read_binary_proto, read_caffemodel
 # History blobs Caffe's solvers keep per parameter blob: one (momentum, squared gradients), or
 # two for AdaDelta and Adam (sgd_solvers.cpp: their PreSolve adds a second set)
 HISTORY_SETS = {"SGD": 1, "Nesterov": 1, "AdaGrad": 1, "RMSProp": 1, "AdaDelta": 2, "Adam": 2}
-HEADROOM = 2  # free space asked for before a snapshot, in multiples of the last pair's size
+HEADROOM = 2  # free space asked for before a snapshot, in multiples of a pair's size (pair_bytes)
 
 
 class SnapshotError(DataError):
@@ -83,19 +83,19 @@ def pair_bytes(net, solver_type):
     return 4 * floats * (1 + HISTORY_SETS.get(solver_type, 1)) + 65536
 
 
-def ensure_room(run_dir, last_pair_bytes):
+def ensure_room(run_dir, needed):
     """SnapshotError when the run's file system has too little room for the next pair."""
     free = shutil.disk_usage(Path(run_dir) / "snapshots").free
-    if free < HEADROOM * last_pair_bytes:
+    if free < HEADROOM * needed:
         raise SnapshotError(f"{Path(run_dir) / 'snapshots'}: no space left for a snapshot ({free} bytes "
-                            f"free, a snapshot takes {last_pair_bytes}); free some and --resume")
+                            f"free, a snapshot takes about {needed}); free some and --resume")
 
 
-def write(solver, run_dir, solver_type, pair_bytes):
+def write(solver, run_dir, solver_type):
     """Snapshot the solver at its iteration: Caffe writes into snapshots/.partial/, the pair is
     checked and renamed into snapshots/. Returns the manifest entry (paths relative to the run)."""
     run_dir = Path(run_dir)
-    ensure_room(run_dir, pair_bytes)
+    ensure_room(run_dir, pair_bytes(solver.net, solver_type))
     partial = staging_prefix(run_dir).parent
     shutil.rmtree(partial, ignore_errors=True)  # an earlier process's leftovers
     partial.mkdir(parents=True)

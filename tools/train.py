@@ -103,8 +103,7 @@ def snapshot(solver, run_dir, manifest):
     record them."""
     if manifest["snapshots"] and manifest["snapshots"][-1]["iter"] == solver.iter:
         return
-    kind = solver_type(manifest)
-    manifest["snapshots"].append(snapshots.write(solver, run_dir, kind, snapshots.pair_bytes(solver.net, kind)))
+    manifest["snapshots"].append(snapshots.write(solver, run_dir, solver_type(manifest)))
 
 
 class StepTimes:
@@ -372,11 +371,12 @@ def resumed(args, cfg, data_dir, run_dir, old):
     old["snapshots"] = [s for s in old["snapshots"] if s["iter"] <= last["iter"]]
     old["iterations_done"] = min(old["iterations_done"], last["iter"])
     rebuild = build_changed(old["config"], cfg) or old.get("data") != str(data_dir.resolve())
-    if not nets_here(run_dir, old) and old.get("files"):
+    here = nets_here(run_dir, old)
+    if not here and old.get("files"):
         print(f"train: {run_dir}: its nets name another directory or are missing (a copy, a move or an "
               f"older run): written anew for this one")
     old["config"], old["status"] = cfg.as_dict(), "running"
-    if rebuild or not nets_here(run_dir, old):
+    if rebuild or not here:
         files = write_run_nets(run_dir, cfg, args.dataset, args.act, args.user_solver or args.solver, data_dir,
                                train_list(data_dir, cfg.data_seed))
         old["files"] = {k: relative_to_run(run_dir, v) for k, v in files.items()}
