@@ -44,6 +44,11 @@ CALLER_DIR := $(or $(PWD),$(CURDIR))
 # make grid holds runs/ (core/locks.py): a second grid or reproduce on this checkout is refused
 # with the first one's pid instead of training the same runs twice; each trainer locks its run too.
 HOLD_RUNS = $(PY) -m core.locks $(ROOT)/.runs.lock "make grid" $(ROOT)/runs --
+# make grid SOLVER_FILES="a.prototxt b.prototxt": the files (a relative one is the caller's) are
+# read before any run starts, and each grid run names its file by the stem (core.names).
+SOLVER_FILES_ABS = $(foreach f,$(SOLVER_FILES),$(if $(filter /%,$(f)),$(f),$(CALLER_DIR)/$(f)))
+GRID_SOLVER_ARGS = $(foreach f,$(SOLVER_FILES_ABS),--grid-solver-file $(call quote,$(f)))
+CHECK_SOLVER_FILES = $(if $(SOLVER_FILES),(cd $(ROOT) && $(PY) -m core.user_solver $(foreach f,$(SOLVER_FILES_ABS),$(call quote,$(f)))),true)
 # $(call require,VARS): stop with one line naming the first unset variable (recipes only).
 require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
 
@@ -85,16 +90,18 @@ data: check-venv  ## build the default data sets (core/datasets.py) into data/
 train: check-venv  ## one run: DATASET= ACT= SOLVER= (or SOLVER_FILE=your_solver.prototxt) [ITERS=] [PROFILE=paper] [SET="k=v ..."]
 	$(call require,DATASET ACT)$(if $(or $(SOLVER),$(SOLVER_FILE)),,$(error make train: set SOLVER=... or SOLVER_FILE=...; see make help))@cd $(ROOT) && $(PY) -m tools.train --dataset $(DATASET) --act $(ACT) $(if $(SOLVER_FILE),--solver-file $(call quote,$(if $(filter /%,$(value SOLVER_FILE)),,$(CALLER_DIR)/)$(value SOLVER_FILE)),--solver $(SOLVER)) $(if $(SEED),--seed $(SEED)) $(GPU_ARG) $(TRAIN_ARGS)
 
-grid: check-venv  ## GRID=paper (rrelu_nesterov, relu_sgd) or full (2x2) x DATASETS x SEEDS [SOLVERS="TYPE ...": Caffe solver types (core.config.SOLVERS), each with the paper's two activations]; -j safe; resumes; SCHEDULER=slurm
+grid: check-venv  ## GRID=paper (rrelu_nesterov, relu_sgd) or full (2x2) x DATASETS x SEEDS [SOLVERS="sgd adam ...": Caffe solver types instead; SOLVER_FILES="a.prototxt ...": your solver files too; each with the paper's two activations]; -j safe; resumes; SCHEDULER=slurm
 ifeq ($(SCHEDULER),slurm)
-	@$(PY) -m core.names grid $(GRID) $(SEEDS) "$(DATASETS)" "$(SOLVERS)" >/dev/null
+	@$(PY) -m core.names grid $(GRID) $(SEEDS) "$(DATASETS)" "$(SOLVERS)" "$(SOLVER_FILES_ABS)" >/dev/null
+	@$(CHECK_SOLVER_FILES)
 	@$(if $(DRY_RUN),,$(MAKE) --no-print-directory data)
 	@cd $(ROOT) && $(SLURM_ENV) $(PY) -m tools.slurm.submit --grid $(GRID) --seeds $(SEEDS) \
-	  --datasets "$(DATASETS)" --solvers "$(SOLVERS)" --profile $(PROFILE) --iters "$(ITERS)" --set "$(SET)" \
+	  --datasets "$(DATASETS)" --solvers "$(SOLVERS)" --solver-files "$(SOLVER_FILES_ABS)" --profile $(PROFILE) --iters "$(ITERS)" --set "$(SET)" \
 	  --logs $(SLURM_LOGS) $(if $(DRY_RUN),--dry-run) -- $(TRAIN_ARGS)
 else ifeq ($(SCHEDULER),local)
-	@runs=$$($(PY) -m core.names grid $(GRID) $(SEEDS) "$(DATASETS)" "$(SOLVERS)") && \
-	  $(HOLD_RUNS) $(MAKE) --no-print-directory $$(printf 'grid-%s ' $$runs)
+	@runs=$$($(PY) -m core.names grid $(GRID) $(SEEDS) "$(DATASETS)" "$(SOLVERS)" "$(SOLVER_FILES_ABS)") && \
+	  $(CHECK_SOLVER_FILES) && \
+	  $(HOLD_RUNS) $(MAKE) --no-print-directory $$(printf 'grid-%s ' $$runs) $(if $(SOLVER_FILES),SOLVER_FILES=$(call quote,$(SOLVER_FILES_ABS)))
 else
 	$(error make grid: SCHEDULER=$(SCHEDULER): choose local (the default) or slurm)
 endif
@@ -114,7 +121,7 @@ slurm-down:  ## stop the daemons slurm-up started (their jobs are cancelled firs
 # lines (tools/train.py, progress_style) instead of a bar that redraws over the others'.
 grid-%: data
 	@cd $(ROOT) && $(if $(filter-out -j1,$(filter -j%,$(MAKEFLAGS))),MEDSR_PROGRESS=lines) $(PY) -m tools.train --resume \
-	  --grid-run $* $(GPU_ARG) $(TRAIN_ARGS)
+	  --grid-run $* $(GRID_SOLVER_ARGS) $(GPU_ARG) $(TRAIN_ARGS)
 
 reference: check-venv data  ## long-schedule weights: DATASET= [ACT= SOLVER=: another variant] [ITERS=] [SET="k=v ..."] -> models/reference/<dataset>/ (models/long/<dataset>/<act>_<solver>/; resumes)
 	$(call require,DATASET)@cd $(ROOT) && $(PY) -m tools.reference --dataset $(DATASET) $(if $(ACT),--act $(ACT)) $(if $(SOLVER),--solver $(SOLVER)) $(if $(ITERS),--iters $(ITERS)) $(LAYERS) $(SET)

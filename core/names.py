@@ -3,8 +3,10 @@
     python -m core.names datasets        brain prostate breast
     python -m core.names grid paper      dataset-act-solver-seed run names of a grid (paper, full)
     python -m core.names grid paper 1 "prostate" "sgd adam"   the paper's activations with these solvers
+    python -m core.names grid paper 1 "prostate" "" "a.prototxt"   and with these solver files too
 """
 import sys
+from pathlib import Path
 
 from core.config import ACTIVATIONS, DATASETS, SOLVERS, ConfigError
 
@@ -34,22 +36,43 @@ LISTS = {"datasets": DATASETS, "activations": ACTIVATIONS, "solvers": tuple(SOLV
          "grids": tuple(GRIDS)}
 
 
-def grid_variants(grid, solvers=()):
+def solver_file_names(paths):
+    """The solver names of solver files (make grid SOLVER_FILES=): their stems, which name the
+    variants ``<act>_<stem>`` and the grid's runs ``dataset-act-stem-seed``; ConfigError, one
+    line, for a stem a run name cannot carry, a built-in solver's name, or two files of one stem."""
+    names = []
+    for path in map(Path, paths):
+        stem = path.stem
+        if "-" in stem or not stem:
+            raise ConfigError(f"{path}: a grid's run names are dataset-act-solver-seed: rename "
+                              f"the solver file without '-' (the variant is named after it)")
+        if stem in SOLVERS:
+            raise ConfigError(f"{path}: named like the built-in solver {stem!r}: rename it")
+        if stem in names:
+            raise ConfigError(f"two solver files are named {stem!r}: the variant is named after "
+                              "the file, so each needs its own name")
+        names.append(stem)
+    return names
+
+
+def grid_variants(grid, solvers=(), solver_files=()):
     """(act, solver) pairs of ``grid``; with ``solvers``, each of them with the paper's two
-    activations instead (make grid SOLVERS="sgd nesterov adam")."""
+    activations instead (make grid SOLVERS="sgd nesterov adam"); ``solver_files`` add each file
+    (named by its stem) with the paper's two activations to either."""
     if grid not in GRIDS:
         raise ConfigError(f"unknown grid {grid!r}; choose from {', '.join(GRIDS)}")
     unknown = [s for s in solvers if s not in SOLVERS]
     if unknown:
         raise ConfigError(f"unknown solver {unknown[0]!r}; choose from {', '.join(SOLVERS)}")
-    if not solvers:
-        return GRIDS[grid]
-    return tuple((act, solver) for act in (PAPER_NET[0], BASELINE[0]) for solver in solvers)
+    pairs = GRIDS[grid] if not solvers else tuple(
+        (act, solver) for act in (PAPER_NET[0], BASELINE[0]) for solver in solvers)
+    files = solver_file_names(solver_files)
+    return pairs + tuple((act, name) for name in files for act in (PAPER_NET[0], BASELINE[0]))
 
 
-def grid_runs(grid, datasets=DATASETS, seeds=1, solvers=()):
+def grid_runs(grid, datasets=DATASETS, seeds=1, solvers=(), solver_files=()):
     """``dataset-act-solver-seed`` names of every run of ``grid`` (ConfigError for a bad name)."""
-    variants = grid_variants(grid, solvers)
+    variants = grid_variants(grid, solvers, solver_files)
     for name in datasets:
         if name not in DATASETS:
             raise ConfigError(f"unknown data set {name!r}; choose from {', '.join(DATASETS)}")
@@ -69,16 +92,17 @@ def parse_run(name):
 def main(argv=None):
     args = sys.argv[1:] if argv is None else argv
     try:
-        if args[:1] == ["grid"] and len(args) in (2, 3, 4, 5):
+        if args[:1] == ["grid"] and len(args) in (2, 3, 4, 5, 6):
             seeds = int(args[2]) if len(args) > 2 else 1
             datasets = (args[3].split() if len(args) > 3 else []) or DATASETS
             solvers = args[4].split() if len(args) > 4 else ()
-            print(" ".join(grid_runs(args[1], datasets, seeds, solvers)))
+            files = args[5].split() if len(args) > 5 else ()
+            print(" ".join(grid_runs(args[1], datasets, seeds, solvers, files)))
         elif len(args) == 1 and args[0] in LISTS:
             print(" ".join(LISTS[args[0]]))
         else:
             raise ConfigError(f"usage: python -m core.names {{{','.join(LISTS)}}} | "
-                              "grid GRID [SEEDS] [DATASETS] [SOLVERS]")
+                              "grid GRID [SEEDS] [DATASETS] [SOLVERS] [SOLVER_FILES]")
     except (ConfigError, ValueError) as e:
         print(f"names: error: {e}", file=sys.stderr)
         return 2

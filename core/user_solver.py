@@ -7,6 +7,7 @@ file (``<act>_<stem>``); the manifest keeps the file's text and hash, and ``--re
 file that changed.
 """
 import hashlib
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,3 +80,24 @@ def read_solver_file(path):
         raise ConfigError(f"{path}: type {wanted.type!r} is not one of Caffe's solver types "
                           f"({', '.join(SOLVERS.values())})")
     return UserSolver(path.stem, text, hashlib.sha256(text.encode()).hexdigest(), wanted, tuple(kept))
+
+
+def main(argv=None):
+    """`python -m core.user_solver FILE...` (make grid SOLVER_FILES=): each file read as the
+    trainer will read it, one line each; exit 2 at the first it refuses."""
+    paths = sys.argv[1:] if argv is None else argv
+    for path in paths:
+        try:
+            solver = read_solver_file(path)
+        except ConfigError as e:
+            print(f"solver file: error: {e}", file=sys.stderr)
+            return 2
+        taken = ", ".join(field.name for field, _ in solver.param.ListFields())
+        kept = f"; the harness keeps its own {', '.join(solver.kept)}" if solver.kept else ""
+        print(f"solver file: {path}: variant <act>_{solver.name}, {solver.type or 'SGD'}: "
+              f"takes {taken}{kept}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

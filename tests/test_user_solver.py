@@ -3,11 +3,16 @@ harness keeps its own net, data, test and snapshot fields and says so, the run i
 file, the manifest keeps the file, a resume refuses a changed file and continues an unchanged one
 byte-exactly; bad files are one line."""
 import json
+import os
+import shlex
+import subprocess
 
 import pytest
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
+from core.config import ROOT, ConfigError
+from core.names import grid_runs
 from tests.helpers import FAST
 from tools.train import main as train_main
 
@@ -73,3 +78,63 @@ def test_a_bad_solver_file_is_one_line(data_root, tmp_path, capsys, text, messag
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("train: error:") and message in err[0]
     assert not (tmp_path / "run").exists()
+
+
+# make grid SOLVER_FILES= ------------------------------------------------------------------------
+
+def test_a_grid_run_finds_its_solver_file_by_the_stem(data_root, tmp_path):
+    solver_file = tmp_path / "my_adam.prototxt"
+    solver_file.write_text(MY_ADAM)
+    run = tmp_path / "run"
+    argv = ["--grid-run", "toy-relu-my_adam-0", "--grid-solver-file", str(solver_file),
+            "--data-root", str(data_root), "--run-dir", str(run), "--iters", "10", *FAST]
+    assert train_main(argv) == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert (manifest["act"], manifest["solver"]) == ("relu", "my_adam")
+    assert manifest["solver_file"]["sha256"] and manifest["solver_file"]["type"] == "Adam"
+
+
+def test_make_grid_solver_files_adds_each_file_with_the_papers_two_activations(tmp_path):
+    (tmp_path / "my_adam.prototxt").write_text(MY_ADAM)
+    (tmp_path / "slow.prototxt").write_text('type: "SGD"\nbase_lr: 0.00001\nmomentum: 0.9\n')
+    # relative names are the caller's: make -C from a folder outside the checkout
+    proc = subprocess.run(["make", "-s", "-n", "-C", str(ROOT), "grid", "DATASETS=prostate",
+                           "SOLVER_FILES=my_adam.prototxt slow.prototxt"],
+                          cwd=tmp_path, env=dict(os.environ, PWD=str(tmp_path)),
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    runs = grid_runs("paper", ["prostate"], 1, (), ["my_adam.prototxt", "slow.prototxt"])
+    assert runs[:2] == grid_runs("paper", ["prostate"], 1)  # the paper's two stay
+    assert {r.split("-")[2] for r in runs[2:]} == {"my_adam", "slow"} and len(runs) == 6
+    for r in runs:
+        assert f"--grid-run {r}" in proc.stdout
+    assert f"--grid-solver-file '{tmp_path / 'my_adam.prototxt'}'" in proc.stdout
+    assert "solver file: my_adam.prototxt" not in proc.stderr  # read by its full path
+
+
+@pytest.mark.parametrize("files, message", [
+    (["my-adam.prototxt"], "without '-'"), (["sgd.prototxt"], "built-in solver 'sgd'"),
+    (["a/x.prototxt", "b/x.prototxt"], "two solver files are named 'x'")])
+def test_grid_solver_file_names_a_run_cannot_carry_are_refused(files, message):
+    with pytest.raises(ConfigError, match=message):
+        grid_runs("paper", ["prostate"], 1, (), files)
+
+
+def test_make_grid_refuses_a_bad_solver_file_before_any_run(tmp_path):
+    (tmp_path / "broken.prototxt").write_text('type: "LBFGS"\nbase_lr: 0.1\n')
+    proc = subprocess.run(["make", "-s", "-n", "-C", str(ROOT), "grid", "DATASETS=prostate",
+                           f"SOLVER_FILES={tmp_path / 'broken.prototxt'}"], capture_output=True, text=True)
+    assert proc.returncode != 0 and "--grid-run" not in proc.stdout
+    assert "solver file: error:" in proc.stderr and "'LBFGS' is not one of Caffe's" in proc.stderr
+
+
+def test_slurm_tasks_get_the_solver_files(tmp_path):
+    (tmp_path / "my_adam.prototxt").write_text(MY_ADAM)
+    proc = subprocess.run(["make", "-s", "-C", str(ROOT), "grid", "SCHEDULER=slurm", "DRY_RUN=1",
+                           "DATASETS=prostate", f"SOLVER_FILES={tmp_path / 'my_adam.prototxt'}"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    array, evaluation = [shlex.split(ln) for ln in proc.stdout.splitlines() if ln.startswith("sbatch ")]
+    assert "prostate-rrelu-my_adam-0" in array and "--array=0-3" in array
+    assert f"--grid-solver-file={tmp_path / 'my_adam.prototxt'}" in array[array.index("--"):]
+    assert f"SOLVER_FILES={tmp_path / 'my_adam.prototxt'}" in evaluation[-2]

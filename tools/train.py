@@ -223,6 +223,9 @@ def parse_args(argv):
                         "optimisation fields, the run named <act>_<file's stem>")
     p.add_argument("--grid-run", metavar="DATASET-ACT-SOLVER-SEED",
                    help="one run of make grid by its name: sets the four (core.names.grid_runs)")
+    p.add_argument("--grid-solver-file", type=Path, action="append", default=[], metavar="PROTOTXT",
+                   help="make grid SOLVER_FILES=: a solver file that --solver (or --grid-run's "
+                        "solver) may name by its stem (repeatable)")
     p.add_argument("--iters", type=int, help="iterations (overrides max_iter)")
     p.add_argument("--seed", type=int, default=0, help="repeat K: adds K to random_seed (weights, "
                    "RReLU draws) and data_seed (training patch order); default 0")
@@ -247,6 +250,9 @@ def parse_args(argv):
             args.dataset, args.act, args.solver, args.seed = parse_run(args.grid_run)
         except ConfigError as e:
             p.error(str(e))
+    named = [f for f in args.grid_solver_file if f.stem == args.solver]
+    if named and args.solver_file is None:  # a grid's run names its solver file by the stem
+        args.solver_file = named[0]
     missing = [f"--{k}" for k in ("dataset", "act", "solver") if getattr(args, k) is None]
     if missing:
         p.error(f"the following arguments are required: {', '.join(missing)} (or --grid-run)")

@@ -45,6 +45,8 @@ def parse_args(argv):
     p.add_argument("--datasets", default="", help="data sets, space-separated (default: all)")
     p.add_argument("--solvers", default="", help="solver types, space-separated: each with the paper's "
                    "two activations (default: the grid's variants)")
+    p.add_argument("--solver-files", default="", help="solver files (absolute paths), space-separated: "
+                   "each with the paper's two activations too, its runs named by its stem")
     p.add_argument("--profile", default="short", help="the make PROFILE, for the report's command")
     p.add_argument("--iters", default="", help="the make ITERS, for the report's command")
     p.add_argument("--set", default="", help="the make SET, for the report's command")
@@ -62,6 +64,8 @@ def report_command(args, datasets):
     """The command REPORT.md names as the one that produced the runs."""
     parts = ["make grid SCHEDULER=slurm", f"GRID={args.grid}", f"SEEDS={args.seeds}",
              f"DATASETS={shlex.quote(' '.join(datasets))}", f"PROFILE={args.profile}"]
+    parts += [f"SOLVERS={shlex.quote(args.solvers)}"] if args.solvers.strip() else []
+    parts += [f"SOLVER_FILES={shlex.quote(args.solver_files)}"] if args.solver_files.strip() else []
     parts += [f"ITERS={args.iters}"] if args.iters else []
     parts += [f"SET={shlex.quote(args.set)}"] if args.set.strip() else []
     return " ".join(parts)
@@ -70,6 +74,11 @@ def report_command(args, datasets):
 def needs_gpu(datasets, overrides):
     """True when a run's config (its data set's settings, then the overrides) says solver_mode=GPU."""
     return any(dataset_config(d, overrides).solver_mode == "GPU" for d in datasets)
+
+
+def solver_file_args(args):
+    """The trainer options by which a task's run finds its solver file (tools.train)."""
+    return [f"--grid-solver-file={f}" for f in args.solver_files.split()]
 
 
 def sbatch_commands(args, runs, datasets, logs):
@@ -81,7 +90,7 @@ def sbatch_commands(args, runs, datasets, logs):
     gpu = ["--gres=gpu:1"] if needs_gpu(datasets, args.overrides) else []
     common = ["sbatch", "--parsable", f"--chdir={ROOT}"]
     array = [*common, f"--array=0-{len(runs) - 1}", f"--output={logs}/grid-%A_%a.out", *gpu, *site,
-             str(GRID_SCRIPT), *runs, "--", *args.overrides]
+             str(GRID_SCRIPT), *runs, "--", *solver_file_args(args), *args.overrides]
     evaluation = [*common, "--dependency=afterok:{array}", "--kill-on-invalid-dep=yes",
                   f"--output={logs}/eval-%j.out", *site, str(EVAL_SCRIPT),
                   report_command(args, datasets), *datasets]
@@ -134,7 +143,7 @@ def relative(path):
 def submit(args):
     datasets = args.datasets.split() or None
     runs = grid_runs(args.grid, *([datasets] if datasets else []), seeds=args.seeds,
-                     solvers=args.solvers.split())
+                     solvers=args.solvers.split(), solver_files=args.solver_files.split())
     datasets = list(dict.fromkeys(parse_run(r)[0] for r in runs))
     logs = args.logs.resolve()
     array_cmd, eval_cmd = sbatch_commands(args, runs, datasets, logs)
