@@ -1,0 +1,42 @@
+"""Through-plane super-resolution of a volume with a trained 2-D net (after SMORE): interpolate the
+thick slices along their axis (MATLAB's cubic, ``data_prep.one_axis.interpolate``), run the net on
+every reformat that contains that axis (with the slice axis last: the x-z and the y-z planes), and
+combine the two orientations.
+
+The combination is the mean: the two estimates of a voxel come from two planes that share only
+the slice axis, so their errors along the in-plane directions are nearly independent, and their
+mean halves the variance of what they do not share. (SMORE's Fourier burst accumulation weighs
+many rotated orientations per frequency; with two orthogonal planes each holds the full band of
+the slice axis, and the mean is what ECLARE combines them with.)
+"""
+import numpy as np
+from tqdm import tqdm
+
+from data_prep.one_axis import interpolate
+
+
+def estimate_planes(net, volume, axis, bar=None):
+    """``net`` on every 2-D plane of ``volume`` that contains ``axis``, for each of the two other
+    axes in turn: [estimate through the first, estimate through the second] (``volume``'s shape)."""
+    estimates = []
+    for other in [a for a in range(3) if a != axis]:
+        moved = np.moveaxis(volume, other, 0)  # planes: moved[i] holds ``axis`` and the third axis
+        out = np.empty_like(moved)
+        for i, plane in enumerate(moved):
+            out[i] = net(plane)
+            if bar is not None:
+                bar.update()
+        estimates.append(np.moveaxis(out, 0, other))
+    return estimates
+
+
+def super_resolve(net, volume01, axis, factor, desc="through-plane"):
+    """The volume ([0, 1] scale) ``factor`` times finer along ``axis``: the cubic interpolation,
+    then the mean of the net's estimates through the two orientations. float64, not clipped."""
+    fine = interpolate(volume01, axis, factor)
+    planes = sum(fine.shape[a] for a in range(3) if a != axis)
+    with tqdm(total=planes, desc=desc, unit="plane", disable=None) as bar:
+        first, second = estimate_planes(net, fine, axis, bar)
+    first += second
+    first *= 0.5
+    return first
