@@ -79,6 +79,20 @@ def reference_dir(dataset, root=None):
     return ref if (read_manifest(ref) or {}).get("snapshots") else None
 
 
+def long_dirs(dataset, root=None):
+    """{variant: folder} of a data set's packed long schedules that hold weights: the reference
+    (the paper's net) first, then models/long/<dataset>/*/ by name."""
+    found = {}
+    ref = reference_dir(dataset, root)
+    if ref is not None:
+        found[variant(*PAPER_NET)] = ref
+    for folder in sorted(p for p in (long_root(root) / dataset).glob("*") if p.is_dir()):
+        manifest = read_manifest(folder) or {}
+        if manifest.get("snapshots") and "act" in manifest and "solver" in manifest:
+            found.setdefault(variant(manifest["act"], manifest["solver"]), folder)
+    return found
+
+
 def references(root=None):
     """The data sets that have committed reference weights."""
     return sorted(d.name for d in reference_root(root).glob("*") if reference_dir(d.name, root))

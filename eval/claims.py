@@ -1,8 +1,11 @@
-"""The paper's claims, judged on our seeds: paired differences (same seed) against their spread.
+"""The paper's claims, and every other one-factor comparison, judged on our seeds and images.
 
 A claim "A beats B" is judged on d_k = A_k - B_k over the seeds k both were trained with (B is
-bicubic, the same for every seed, for "the net beats bicubic"). See :data:`RULE`.
+bicubic, the same for every seed, for "the net beats bicubic"): :data:`RULE`; and per test image,
+paired: :data:`IMAGE_RULE`. Every two variants that differ in the activation alone or the solver
+alone are compared (:func:`one_factor_pairs`); the long schedules, one run each, per image.
 """
+import math
 import statistics
 
 from core.names import BASELINE as PAPER_BASELINE
@@ -15,6 +18,7 @@ WITHIN = "within the spread: not supported"
 ONE_SEED = "one seed: the spread is unknown (SEEDS=3 judges it)"
 NO_SEED = "not judged: no seed in common"
 NEGLIGIBLE = "no difference at the reported precision"
+IMAGES_DISAGREE = "not supported (sign test)"
 
 RULE = (f"Each claim \"A beats B\" is judged per metric on the paired differences d_k = A_k - B_k "
         f"over the seeds k both were trained with (same seed: same initial weights, RReLU draws "
@@ -24,6 +28,16 @@ RULE = (f"Each claim \"A beats B\" is judged per metric on the paired difference
         f"**{WITHIN}**; a |mean(d)| below half the last printed digit (0.005 dB, 0.00005 SSIM) is "
         f"**{NEGLIGIBLE}**, however small the spread. With one seed the single difference is given and nothing is judged "
         f"(\"{ONE_SEED}\"): no claim rests on a single run.")
+
+
+IMAGE_P = 0.05  # the sign test's two-sided level for a per-image verdict
+IMAGE_RULE = (f"Per image, the same pair is compared on each test image (each value averaged "
+              f"over the seeds both were trained with): the images on which A is ahead and "
+              f"behind, the mean ± sd of the per-image differences, and a two-sided exact sign "
+              f"test. **{SUPPORTED}** (or **{CONTRADICTED}**) when p < {IMAGE_P:g} and the mean "
+              f"agrees in sign; a mean below half the last printed digit is **{NEGLIGIBLE}**. A "
+              f"per-image verdict speaks for these trained weights on these test images; whether "
+              f"training does it again is what the seeds judge.")
 
 
 def judge(diffs, resolution=0.0):
@@ -48,14 +62,6 @@ def judge(diffs, resolution=0.0):
     return {"n": n, "mean": mean, "sd": sd, "verdict": verdict}
 
 
-def paired(a, b):
-    """d_k = a[k] - b[k] over the seeds both dicts hold ({seed: value}), in seed order; a number
-    for ``b`` is the same for every seed (bicubic)."""
-    if isinstance(b, dict):
-        return [(k, a[k] - b[k]) for k in sorted(set(a) & set(b))]
-    return [(k, a[k] - b) for k in sorted(a)]
-
-
 def signed(metric, value):
     return ("+" if value >= 0 else "") + metric.format(value)
 
@@ -72,57 +78,170 @@ def describe(metric, judged, seeds):
             f"{unit} (mean ± sd of {judged['n']} seeds): {judged['verdict']}")
 
 
-def claim_line(title, a, b, per_metric_a, per_metric_b):
-    """One Markdown bullet: ``title`` (a - b), every metric's verdict.
-
-    ``per_metric_a``/``_b``: {metric: {seed: value}} (or {metric: number} for bicubic)."""
-    parts = []
-    for key, metric in METRICS.items():
-        pairs = paired(per_metric_a[key], per_metric_b[key])
-        resolution = 0.5 * 10.0 ** -metric.decimals  # half the last digit the tables print
-        parts.append(describe(metric, judge([d for _, d in pairs], resolution),
-                              [k for k, _ in pairs]))
-    return f"- **{title}** ({a} - {b}): " + "; ".join(parts) + "."
-
-
-def seed_values(variants, variant):
-    """{metric: {seed: value}} of one variant (``variants``: {variant: {seed: entry}})."""
-    return {k: {seed: e["mean"][k] for seed, e in variants[variant].items()} for k in METRICS}
-
-
 NET, BASELINE = variant(*PAPER_NET), variant(*PAPER_BASELINE)  # as the grid names them
 
+# The paper's two claims, each the better and the worse value of one factor, and the title under
+# which a pair that differs in it alone is judged
+PAPER_CLAIMS = {"act": ("rrelu", "relu", "RReLU beats ReLU"),
+                "solver": ("nesterov", "sgd", "NAG beats SGD")}
+FIXED = {"act": "same solver", "solver": "same activation"}
 
-def claim_lines(variants, bicubic_mean):
-    """The claim bullets of one data set.
 
-    ``variants``: {variant "<act>_<solver>": {seed: method entry with "mean"}} of the
-    default-schedule runs; ``bicubic_mean``: {metric: value}."""
+def factors(name):
+    """{"act", "solver"} of a variant name ``<act>_<solver>`` (activations have no ``_``)."""
+    act, _, solver = name.partition("_")
+    return {"act": act, "solver": solver}
+
+
+def ordered_pair(factor, x, y):
+    """(A, B) of two values of one factor, judged as "A beats B": the paper's claim where it is
+    one; else a value the paper did not use against the paper's (is the newcomer better?); else by
+    name."""
+    better, worse, _ = PAPER_CLAIMS[factor]
+    if {x, y} == {better, worse}:
+        return better, worse
+    paper_values = {better, worse}
+    if (x in paper_values) != (y in paper_values):
+        return (y, x) if x in paper_values else (x, y)
+    return tuple(sorted((x, y)))
+
+
+def one_factor_pairs(names):
+    """[(title, a, b)]: every two variants of ``names`` that differ in the activation alone or in
+    the solver alone, a first where "a beats b" is the claim (:func:`ordered_pair`); the paper's
+    two claims first."""
+    pairs = []
+    names = sorted(names)
+    for i, x in enumerate(names):
+        for y in names[i + 1:]:
+            fx, fy = factors(x), factors(y)
+            differ = [f for f in ("act", "solver") if fx[f] != fy[f]]
+            if len(differ) != 1:
+                continue
+            factor = differ[0]
+            other = "solver" if factor == "act" else "act"
+            a_value, b_value = ordered_pair(factor, fx[factor], fy[factor])
+            a, b = (x, y) if fx[factor] == a_value else (y, x)
+            better, worse, paper_title = PAPER_CLAIMS[factor]
+            claim = (paper_title if (a_value, b_value) == (better, worse)
+                     else f"{a_value} beats {b_value}")
+            not_paper = (a_value, b_value) != (better, worse)
+            fixed_not_paper = fx[other] not in PAPER_CLAIMS[other][:2]
+            pairs.append((not_paper, fixed_not_paper, factor, f"{claim}, {FIXED[factor]}, {fx[other]}",
+                          a, b))
+    return [(title, a, b) for *_, title, a, b in sorted(pairs, key=lambda p: p[:3])]
+
+
+def image_values(entries, seeds):
+    """{metric: [per-image value averaged over ``seeds``]} of one variant's {seed: entry}."""
+    return {k: [statistics.fmean(entries[s]["images"][i][k] for s in seeds)
+                for i in range(len(entries[seeds[0]]["images"]))] for k in METRICS}
+
+
+def sign_test(wins, losses):
+    """Two-sided exact sign test p-value of ``wins`` against ``losses`` (ties left out)."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(0, min(wins, losses) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def judge_images(diffs, resolution=0.0):
+    """{"n", "wins", "losses", "mean", "sd", "p", "verdict"} of per-image paired differences: the
+    images favouring A and B, and the sign test over them (:data:`IMAGE_RULE`)."""
+    diffs = [float(d) for d in diffs]
+    wins, losses = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    mean = statistics.fmean(diffs) if diffs else 0.0
+    sd = statistics.stdev(diffs) if len(diffs) > 1 else None
+    p = sign_test(wins, losses)
+    if abs(mean) < resolution:
+        verdict = NEGLIGIBLE
+    elif p < IMAGE_P and wins > losses and mean > 0:
+        verdict = SUPPORTED
+    elif p < IMAGE_P and losses > wins and mean < 0:
+        verdict = CONTRADICTED
+    else:
+        verdict = IMAGES_DISAGREE
+    return {"n": len(diffs), "wins": wins, "losses": losses, "mean": mean, "sd": sd, "p": p,
+            "verdict": verdict}
+
+
+def describe_images(metric, judged):
+    """``per image: A ahead on 9 of 12 (p=0.15), +0.02 ± 0.03 dB: not supported ...``."""
+    unit = f" {metric.unit}" if metric.unit else ""
+    sd = f" ± {metric.format(judged['sd'])}" if judged["sd"] is not None else ""
+    ties = judged["n"] - judged["wins"] - judged["losses"]
+    tie_text = f", {ties} tied" if ties else ""
+    return (f"per image: A ahead on {judged['wins']} of {judged['n']}{tie_text} (sign test "
+            f"p={judged['p']:.2g}), {signed(metric, judged['mean'])}{sd}{unit}: {judged['verdict']}")
+
+
+def pair_line(title, a, b, a_entries, b_entries, over_seeds=True):
+    """One Markdown bullet judging "a beats b" over the seeds both have, and per image.
+
+    ``a_entries``/``b_entries``: {seed: method entry with "mean" and "images"}; a bicubic entry
+    is given as {None: entry}, the same for every seed. ``over_seeds`` False: one run each by
+    design (the long schedules), so only the difference of the means is given beside the images."""
+    if None in b_entries:
+        seeds = sorted(a_entries)
+        b_entries = {s: b_entries[None] for s in seeds}
+    else:
+        seeds = sorted(set(a_entries) & set(b_entries))
+    if not seeds:
+        return f"- **{title}** ({a} - {b}): {NO_SEED}."
+    parts = []
+    a_images, b_images = image_values(a_entries, seeds), image_values(b_entries, seeds)
+    for key, metric in METRICS.items():
+        resolution = 0.5 * 10.0 ** -metric.decimals  # half the last digit the tables print
+        diffs = [a_entries[s]["mean"][key] - b_entries[s]["mean"][key] for s in seeds]
+        per_image = [x - y for x, y in zip(a_images[key], b_images[key])]
+        means = (describe(metric, judge(diffs, resolution), seeds) if over_seeds else
+                 f"{metric.title} {signed(metric, diffs[0])}{f' {metric.unit}' if metric.unit else ''}")
+        parts.append(means + "; " + describe_images(metric, judge_images(per_image, resolution)))
+    return f"- **{title}** ({a} - {b}): " + ". ".join(parts) + "."
+
+
+def claim_lines(variants, bicubic):
+    """The claim bullets of one data set: the net against bicubic, then every pair of variants
+    that differ in one factor (:func:`one_factor_pairs`).
+
+    ``variants``: {variant "<act>_<solver>": {seed: method entry}} of the default-schedule runs;
+    ``bicubic``: the bicubic method entry."""
     lines = []
     if NET in variants:
-        lines.append(claim_line("The net beats bicubic", NET, "bicubic",
-                                seed_values(variants, NET), bicubic_mean))
+        lines.append(pair_line("The net beats bicubic", NET, "bicubic", variants[NET], {None: bicubic}))
     else:
         lines.append(f"- **The net beats bicubic**: not judged: no {NET} run.")
-    unjudged = False
-    for title, better, worse, fixed in (("RReLU beats ReLU", "rrelu", "relu", "solver"),
-                                        ("NAG beats SGD", "nesterov", "sgd", "act")):
-        pairs = []
-        for variant in sorted(variants):
-            act, _, solver = variant.partition("_")
-            if fixed == "solver" and act == better and f"{worse}_{solver}" in variants:
-                pairs.append((variant, f"{worse}_{solver}", f"same solver, {solver}"))
-            if fixed == "act" and solver == better and f"{act}_{worse}" in variants:
-                pairs.append((variant, f"{act}_{worse}", f"same activation, {act}"))
-        for a, b, note in pairs:
-            lines.append(claim_line(f"{title}, {note}", a, b, seed_values(variants, a),
-                                    seed_values(variants, b)))
-        if not pairs:
-            unjudged = True
-            lines.append(f"- **{title}**: cannot be judged: no two runs that differ only in it "
-                         f"(GRID=full trains relu/rrelu x sgd/nesterov).")
-    if unjudged and NET in variants and BASELINE in variants:
-        lines.append(claim_line("The paper's net beats its baseline (RReLU+NAG vs ReLU+SGD)",
-                                NET, BASELINE, seed_values(variants, NET),
-                                seed_values(variants, BASELINE)))
+    pairs = one_factor_pairs(variants)
+    for title, a, b in pairs:
+        lines.append(pair_line(title, a, b, variants[a], variants[b]))
+    unjudged = [title for factor, (better, worse, title) in PAPER_CLAIMS.items()
+                if not any({factors(a)[factor], factors(b)[factor]} == {better, worse}
+                           for _, a, b in pairs)]
+    lines += [f"- **{title}**: cannot be judged: no two runs that differ only in it "
+              f"(GRID=full trains relu/rrelu x sgd/nesterov)." for title in unjudged]
+    if len(unjudged) == len(PAPER_CLAIMS) and NET in variants and BASELINE in variants:
+        lines.append(pair_line("The paper's net beats its baseline (RReLU+NAG vs ReLU+SGD)",
+                               NET, BASELINE, variants[NET], variants[BASELINE]))
+    return lines
+
+
+def long_claim_lines(longs):
+    """The claim bullets of the long schedules (one run each, so judged per image): every pair
+    that differs in one factor and was trained as long; a pair of unequal lengths is named, not
+    judged. ``longs``: {variant: method entry}."""
+    lines = []
+    for title, a, b in one_factor_pairs(longs):
+        its_a, its_b = longs[a].get("iterations"), longs[b].get("iterations")
+        if its_a != its_b:
+            lines.append(f"- **{title}** ({a} - {b}): not judged: {a} has {its_a} iterations, "
+                         f"{b} {its_b} (`make reference ACT= SOLVER=` continues the shorter).")
+            continue
+        seed_a, seed_b = longs[a].get("seed") or 0, longs[b].get("seed") or 0
+        if seed_a != seed_b:
+            lines.append(f"- **{title}** ({a} - {b}): not judged: seeds {seed_a} and {seed_b}.")
+            continue
+        lines.append(pair_line(f"{title}, at {its_a} iterations", a, b, {seed_a: longs[a]},
+                               {seed_b: longs[b]}, over_seeds=False))
     return lines

@@ -10,8 +10,8 @@ from core import paper
 from core.atomic import write_text_atomic
 from core.config import DATASETS, ROOT
 from core.machine import machine_line
-from core.run_files import git_commit, read_manifest, reference_dir, run_label
-from eval.claims import RULE, claim_lines
+from core.run_files import git_commit, long_dirs, read_manifest, run_label
+from eval.claims import IMAGE_RULE, RULE, claim_lines, long_claim_lines
 from eval.metrics import METRICS
 from eval.report_tables import (dataset_title, fig5_table, paper_images_table, sci, seeds_table,
                                 signed, split, summary_table)
@@ -36,8 +36,7 @@ def budget_table(root, datasets):
     lines = [f"| {' | '.join(head)} |", "|---" * len(head) + "|"]
     for dataset in datasets:
         dirs = [(d, None) for d in find_run_dirs(dataset, root)]
-        ref = reference_dir(dataset, root)
-        dirs += [(ref, LONG_SCHEDULE)] if ref is not None else []
+        dirs += [(folder, LONG_SCHEDULE) for folder in long_dirs(dataset, root).values()]
         for run_dir, name in dirs:
             m = read_manifest(run_dir)
             if not m or not m.get("tests"):
@@ -67,7 +66,7 @@ def figures_part(root, dataset):
 
 
 def dataset_section(root, dataset, result):
-    bicubic, variants, long_entry = split(result)
+    bicubic, variants, longs = split(result)
     parts = [f"## {dataset_title(dataset)}", "",
              f"Test images: {len(bicubic['images'])}, x{result['scale']}."]
     entry = paper.dataset(dataset)
@@ -83,13 +82,26 @@ def dataset_section(root, dataset, result):
         parts += ["The paper's per-image values where its Fig. 5 is legible (its order; our test "
                   "slices need not be the paper's):", "", images, ""]
     parts += ["### Each seed", "", seeds_table(result), "", "### The paper's claims", ""]
-    parts += claim_lines(variants, bicubic["mean"]) + [""]
-    if long_entry:
-        gains = ", ".join(f"{m.title} {signed(m, long_entry['mean'][k] - bicubic['mean'][k])}"
-                          for k, m in METRICS.items())
-        parts += [f"The long schedule ({long_entry.get('iterations')} iterations, one run: not a "
-                  f"claim) over bicubic: {gains}.", ""]
+    parts += claim_lines(variants, bicubic) + [""]
+    if longs:
+        parts += ["### The long schedules", ""] + long_part(longs, bicubic) + [""]
     return "\n".join(parts + figures_part(root, dataset))
+
+
+def long_part(longs, bicubic):
+    """Each long schedule's gain over bicubic, then the claims between them (one run each: judged
+    per image, eval.claims.long_claim_lines)."""
+    lines = []
+    for variant, entry in longs.items():
+        gains = ", ".join(f"{m.title} {signed(m, entry['mean'][k] - bicubic['mean'][k])}"
+                          for k, m in METRICS.items())
+        lines.append(f"- {variant}, {entry.get('iterations')} iterations (one run), over bicubic: "
+                     f"{gains}.")
+    claims = long_claim_lines(longs)
+    if claims:
+        lines += ["", "Between them (`make reference DATASET=<d> ACT=<act> SOLVER=<solver>` trains "
+                  "and continues each; one seed, so the images judge):", ""] + claims
+    return lines
 
 
 def load_results(root, datasets):
@@ -120,7 +132,7 @@ def report(root=ROOT, datasets=DATASETS, command=DEFAULT_COMMAND):
         for key, metric in METRICS.items():
             unit_text = f" ({metric.unit})" if metric.unit else ""
             head += [f"### {metric.title}{unit_text}", "", summary_table(results, key), ""]
-    head += ["## How the claims are judged", "", RULE, "",
+    head += ["## How the claims are judged", "", RULE, "", IMAGE_RULE, "",
              "## Iteration budget", "",
              f"The paper trains each network for {sci(max_iter)} iterations. These runs used the "
              "budget below, set by the default profile (`core/config.py`, `max_iter`) or "

@@ -8,7 +8,7 @@ from core import paper
 from eval import claims
 from eval.claims import NET
 from eval.metrics import METRICS
-from eval.results import BICUBIC, LONG_SCHEDULE
+from eval.results import BICUBIC, is_long_method, long_method
 
 DASH = "–"
 
@@ -31,24 +31,25 @@ def _seed_of(name, entry):
 
 
 def split(result):
-    """(bicubic entry, {variant: {seed: entry}}, long-schedule entry or None) of a results JSON.
+    """(bicubic entry, {variant: {seed: entry}}, {variant: long-schedule entry}) of a results JSON
+    (the long schedules: the paper's net first).
 
     Older results (methods named ``<act>_<solver>``, no ``variant``/``seed``) read as seed 0. A run
     whose variant and seed another entry already has (two directories of one run) is its own
     group, named as the method: nothing is dropped."""
-    variants, long_entry = {}, None
+    variants, longs = {}, {}
     for name, entry in result["methods"].items():
         if name == BICUBIC:
             continue
-        if name == LONG_SCHEDULE:
-            long_entry = entry
+        if is_long_method(name):
+            longs[entry.get("variant") or NET] = entry
             continue
         variant = entry.get("variant") or name.split("/")[0].split(" ")[0]
         seed = _seed_of(name, entry)
         if seed in variants.get(variant, {}):
             variant = name
         variants.setdefault(variant, {})[seed] = entry
-    return result["methods"][BICUBIC], variants, long_entry
+    return result["methods"][BICUBIC], variants, {v: longs[v] for v in ordered(longs)}
 
 
 def ordered(variants):
@@ -90,6 +91,12 @@ def dataset_title(dataset):
     return f"{dataset} (Fig. 5{entry.get('panel', '')}, {entry.get('modality', '')})"
 
 
+def long_column(variant, entry):
+    """A long schedule's column title: ``long_schedule (rrelu_nesterov, 100000 its)``."""
+    its = entry.get("iterations")
+    return f"long schedule ({variant}{f', {its} its' if its else ''})"
+
+
 def _cell(metric, value):
     return DASH if value is None else metric.format(value)
 
@@ -98,13 +105,14 @@ def summary_table(results, key):
     """One row per data set for metric ``key``: the paper's bicubic, net and gain beside ours (net
     mean ± sd over seeds), and the long schedule's gain when it was scored."""
     metric = METRICS[key]
-    has_long = any(split(r)[2] for r in results.values())
+    has_long = any(NET in split(r)[2] for r in results.values())
     head = ["data set", "paper: bicubic", f"paper: {NET}", "paper: gain", "ours: bicubic",
             f"ours: {NET} (mean ± sd, n seeds)", "ours: gain"]
     head += ["long schedule", "long schedule: gain"] if has_long else []
     lines = [f"| {' | '.join(head)} |", "|---" * len(head) + "|"]
     for dataset, result in results.items():
-        bicubic, variants, long_entry = split(result)
+        bicubic, variants, longs = split(result)
+        long_entry = longs.get(NET)
         ours_b = bicubic["mean"][key]
         p = paper_means(dataset)
         cells = [dataset_title(dataset)]
@@ -132,10 +140,9 @@ def fig5_table(dataset, result, key):
     bicubic; a column for bicubic, each variant (mean over its seeds) and the long schedule; then
     the paper's means and gain in the same columns (bicubic and the paper's net)."""
     metric = METRICS[key]
-    bicubic, variants, long_entry = split(result)
+    bicubic, variants, longs = split(result)
     columns = [(BICUBIC, {0: bicubic})] + [(v, variants[v]) for v in ordered(variants)]
-    if long_entry:
-        columns.append((f"{LONG_SCHEDULE} ({long_entry.get('variant') or NET})", {0: long_entry}))
+    columns += [(long_column(v, e), {0: e}) for v, e in longs.items()]
     head = ["image"] + [name if len(seeds) == 1 else f"{name} (mean of {len(seeds)} seeds)"
                         for name, seeds in columns]
     lines = [f"| {' | '.join(head)} |", "|---" * len(head) + "|"]
@@ -186,13 +193,13 @@ def paper_images_table(dataset):
 
 def seeds_table(result):
     """Each run's own values (one row per variant and seed), and each variant's mean ± sd."""
-    bicubic, variants, long_entry = split(result)
+    bicubic, variants, longs = split(result)
     head = ["run", "seed", "iterations"] + [m.title + (f" ({m.unit})" if m.unit else "")
                                             for m in METRICS.values()]
     head += [f"{m.title} - bicubic" for m in METRICS.values()]
     lines = [f"| {' | '.join(head)} |", "|---" * len(head) + "|"]
     groups = [(v, variants[v]) for v in ordered(variants)]
-    groups += [(LONG_SCHEDULE, {long_entry.get("seed") or 0: long_entry})] if long_entry else []
+    groups += [(long_method(v), {e.get("seed") or 0: e}) for v, e in longs.items()]
     for variant, seeds in groups:
         for seed in sorted(seeds):
             e = seeds[seed]

@@ -1,7 +1,8 @@
 """Scoring runs against bicubic, and the tables that show it (JSON, CSV, Fig. 5-style Markdown).
 
 Methods are named by :func:`core.run_files.run_label` (``rrelu_nesterov/seed0``); the long-schedule
-reference weights (``models/reference/<dataset>/``) are ``long_schedule``. Two runs that would get
+reference weights (``models/reference/<dataset>/``) are ``long_schedule``, the other variants'
+long schedules (``models/long/<dataset>/<variant>/``) ``long_schedule/<variant>``. Two runs that would get
 the same name are told apart by their directory: no run is ever dropped. Every method entry carries
 ``variant``, ``act``, ``solver``, ``seed``, ``iterations`` and ``run`` (None for bicubic).
 """
@@ -11,12 +12,22 @@ from pathlib import Path
 
 from core.config import DEFAULT, ROOT
 from core.errors import DataError
-from core.names import manifest_variant
-from core.run_files import LONG_RUN, final_snapshot, is_reference, read_manifest, reference_dir, run_label
+from core.names import PAPER_NET, manifest_variant, variant
+from core.run_files import LONG_RUN, LONG_VARIANTS, final_snapshot, is_reference, long_dirs, read_manifest, run_label
 from eval.metrics import METRICS
 from eval.score import score_method
 
 LONG_SCHEDULE = "long_schedule"  # the method name of models/reference/<dataset>/
+
+
+def long_method(variant_name):
+    """The method name of a variant's long schedule: ``long_schedule`` for the paper's net (the
+    reference weights), ``long_schedule/<variant>`` for the packs of models/long/."""
+    return LONG_SCHEDULE if variant_name == variant(*PAPER_NET) else f"{LONG_SCHEDULE}/{variant_name}"
+
+
+def is_long_method(name):
+    return name == LONG_SCHEDULE or name.startswith(f"{LONG_SCHEDULE}/")
 BICUBIC = "bicubic"
 
 
@@ -69,7 +80,7 @@ def run_dirs_under(base):
     found = []
     for pattern in ("*/seed*/manifest.json", "*/manifest.json"):
         for path in base.glob(pattern):
-            if path.relative_to(base).parts[0] == LONG_RUN:  # make reference's own training run
+            if path.relative_to(base).parts[0] in (LONG_RUN, LONG_VARIANTS):  # make reference's runs
                 continue
             manifest = read_manifest(path.parent)
             if manifest and "act" in manifest and "solver" in manifest:
@@ -104,13 +115,12 @@ def name_runs(run_dirs, root=ROOT):
 
 
 def dataset_methods(dataset, root=ROOT):
-    """{name: run info} of every trained run of a data set, then the long schedule if present."""
-    dirs = dataset_runs(dataset, root)
-    ref = reference_dir(dataset, root)
-    named = name_runs(dirs, root)
-    if ref is not None:
-        named[LONG_SCHEDULE] = run_info(ref)
-        named[LONG_SCHEDULE]["label"] = LONG_SCHEDULE
+    """{name: run info} of every trained run of a data set, then its long schedules (the
+    reference weights, then the other variants' packs: :func:`long_method` names them)."""
+    named = name_runs(dataset_runs(dataset, root), root)
+    for variant_name, folder in long_dirs(dataset, root).items():
+        name = long_method(variant_name)
+        named[name] = dict(run_info(folder), label=name)
     return named
 
 

@@ -5,7 +5,8 @@ import json
 import pytest
 
 from core import paper
-from eval.claims import CONTRADICTED, ONE_SEED, SUPPORTED, WITHIN, claim_lines, judge
+from eval.claims import (CONTRADICTED, NEGLIGIBLE, ONE_SEED, SUPPORTED, WITHIN, claim_lines, judge,
+                         judge_images, long_claim_lines, one_factor_pairs, sign_test)
 from eval.report import main as report_main
 from eval.report import report
 from eval.report_tables import sci, split
@@ -100,7 +101,7 @@ def test_judge_follows_the_rule():
 
 def test_claims_with_the_paper_grid_say_what_cannot_be_judged():
     bicubic, variants, _ = split(prostate_result())
-    lines = claim_lines(variants, bicubic["mean"])
+    lines = claim_lines(variants, bicubic)
     net = next(line for line in lines if "The net beats bicubic" in line)
     assert "PSNR +0.50 ± 0.02 dB (mean ± sd of 3 seeds): supported" in net
     assert "SSIM +0.0100 ± 0.0000 (mean ± sd of 3 seeds): supported" in net
@@ -113,12 +114,59 @@ def test_claims_with_the_paper_grid_say_what_cannot_be_judged():
 
 def test_claims_with_one_seed_are_never_supported():
     bicubic, variants, _ = split(breast_result())
-    lines = claim_lines(variants, bicubic["mean"])
+    lines = claim_lines(variants, bicubic)
     assert len(lines) == 5  # net vs bicubic, 2 same-solver and 2 same-activation pairs
-    assert all(ONE_SEED in line and SUPPORTED not in line for line in lines)
+    assert all(ONE_SEED in line and f": {SUPPORTED}" not in line for line in lines)
     assert any("RReLU beats ReLU, same solver, sgd** (rrelu_sgd - relu_sgd): PSNR +0.20 dB (seed 0)"
                in line for line in lines)
     assert not any("baseline" in line for line in lines)  # both claims have their own pairs
+
+
+def test_every_pair_that_differs_in_one_factor_is_compared_the_papers_claims_first():
+    names = [f"{a}_{s}" for a in ("relu", "rrelu") for s in ("sgd", "nesterov", "adam")]
+    pairs = one_factor_pairs(names)
+    assert len(pairs) == 3 + 2 * 3  # activation pairs per solver, solver pairs per activation
+    assert [p[0] for p in pairs[:4]] == [
+        "RReLU beats ReLU, same solver, nesterov", "RReLU beats ReLU, same solver, sgd",
+        "NAG beats SGD, same activation, relu", "NAG beats SGD, same activation, rrelu"]
+    assert ("adam beats nesterov, same activation, relu", "relu_adam", "relu_nesterov") in pairs
+    assert ("adam beats sgd, same activation, rrelu", "rrelu_adam", "rrelu_sgd") in pairs
+    assert ("RReLU beats ReLU, same solver, adam", "rrelu_adam", "relu_adam") in pairs
+    assert not any({a, b} == {"relu_sgd", "rrelu_nesterov"} for _, a, b in pairs)  # two factors
+    # a user's two solver files: neither is the paper's, so by name
+    assert one_factor_pairs(["relu_fast", "relu_anneal"]) == [
+        ("anneal beats fast, same activation, relu", "relu_anneal", "relu_fast")]
+
+
+def test_the_sign_test_is_the_binomial_tail():
+    assert sign_test(11, 1) == pytest.approx(2 * (1 + 12) / 2 ** 12)
+    assert sign_test(3, 3) == 1.0 and sign_test(0, 0) == 1.0
+    assert sign_test(0, 6) == pytest.approx(2 / 64)
+
+
+def test_per_image_differences_judge_one_run_pairs():
+    ahead = judge_images([0.03] * 11 + [-0.01], resolution=0.005)
+    assert (ahead["wins"], ahead["losses"], ahead["verdict"]) == (11, 1, SUPPORTED)
+    assert ahead["mean"] == pytest.approx((0.33 - 0.01) / 12)
+    behind = judge_images([-0.03] * 10 + [0.01] * 2, resolution=0.005)
+    assert behind["verdict"] == CONTRADICTED
+    mixed = judge_images([0.05, -0.04] * 6, resolution=0.005)
+    assert mixed["p"] == 1.0 and mixed["verdict"] not in (SUPPORTED, CONTRADICTED)
+    assert judge_images([0.001] * 12, resolution=0.005)["verdict"] == NEGLIGIBLE
+
+
+def test_long_schedules_are_judged_per_image_and_only_at_equal_lengths():
+    base = [30.0 + i for i in range(12)]
+    longs = {"rrelu_nesterov": method(base, [0.8] * 12, "rrelu_nesterov", 0, 100000),
+             "relu_nesterov": method([b + 0.04 for b in base], [0.8] * 12, "relu_nesterov", 0, 100000),
+             "rrelu_sgd": method(base, [0.8] * 12, "rrelu_sgd", 0, 60000)}
+    lines = long_claim_lines(longs)
+    act = next(line for line in lines if "RReLU beats ReLU" in line)
+    assert "at 100000 iterations** (rrelu_nesterov - relu_nesterov)" in act
+    assert "(rrelu_nesterov - relu_nesterov): PSNR -0.04 dB; per image: A ahead on 0 of 12 (sign " \
+           f"test p=0.00049), -0.04 ± 0.00 dB: {CONTRADICTED}." in act
+    solver = next(line for line in lines if "NAG beats SGD" in line)
+    assert "not judged: rrelu_nesterov has 100000 iterations, rrelu_sgd 60000" in solver
 
 
 def test_sci_writes_iterations_as_the_paper():
@@ -136,7 +184,7 @@ def test_report_puts_the_papers_numbers_beside_ours(project, fake_paper):
     assert "| 0.1111 | 0.2345 | +0.1234 |" in text
     # Fig. 5 table: per image, mean, gain, then the paper's means in bicubic's and the net's columns.
     assert "| image | bicubic | rrelu_nesterov (mean of 3 seeds) | relu_sgd (mean of 3 seeds) | " \
-           "long_schedule (rrelu_nesterov) |" in text
+           "long schedule (rrelu_nesterov, 4000000 its) |" in text
     assert "| img0 | 30.00 | 30.50 | 30.43 | 31.00 |" in text
     assert "| paper's mean (Fig. 5) | 11.11 | 12.34 | – | – |" in text
     assert "| paper's gain over bicubic | – | +1.23 | – | – |" in text

@@ -47,6 +47,13 @@ def test_dataset_runs_finds_seed_directories_and_the_older_layout(tmp_path):
     ref = fake_run(tmp_path / "models" / "reference" / "p", iterations_done=4000000)
     methods = dataset_methods("p", tmp_path)
     assert list(methods)[-1] == LONG_SCHEDULE and methods[LONG_SCHEDULE]["dir"] == ref
+    # the other variants' long schedules, packed by make reference ACT= SOLVER=; one not yet trained
+    packed = fake_run(tmp_path / "models" / "long" / "p" / "relu_sgd", "relu", "sgd")
+    fake_run(tmp_path / "models" / "long" / "p" / "relu_nesterov", "relu", "nesterov", snapshots=False)
+    fake_run(runs / "long" / "relu_sgd" / "seed0", "relu", "sgd")  # its training run: not a grid run
+    methods = dataset_methods("p", tmp_path)
+    assert list(methods)[-2:] == [LONG_SCHEDULE, f"{LONG_SCHEDULE}/relu_sgd"]
+    assert methods[f"{LONG_SCHEDULE}/relu_sgd"]["dir"] == packed and len(methods) == 5
     assert {k: methods["rrelu_nesterov/seed1"][k] for k in ("variant", "seed", "iterations")} == \
         {"variant": "rrelu_nesterov", "seed": 1, "iterations": 20}
 
