@@ -46,11 +46,23 @@ def truth_volume():
     head = nib.load(str(path))
     mask_img = nib.load(str(path.with_name("ch2bet.nii.gz")))
     values = _halved(np.asarray(head.dataobj, dtype=np.float64))
-    mask = _halved(np.asarray(mask_img.dataobj, dtype=np.float64) > 0) > 0.5
     affine = head.affine.copy()
     affine[:3, 3] += affine[:3, :3] @ [0.5, 0.5, 0.5]  # the centre of the first 2x2x2 block
     affine[:3, :3] *= 2.0
-    return values, affine, mask
+    return values, affine, _resampled_mask(mask_img, affine, values.shape)
+
+
+def _resampled_mask(mask_img, affine, shape):
+    """ch2bet's brain (its own 1 mm grid) at the truth's voxels, nearest neighbour by world
+    position."""
+    to_mask = np.linalg.inv(mask_img.affine) @ affine
+    grid = np.indices(shape).reshape(3, -1)
+    idx = np.rint(to_mask[:3, :3] @ grid + to_mask[:3, 3:]).astype(np.intp)
+    brain = np.asarray(mask_img.dataobj) > 0
+    inside = np.all((idx >= 0) & (idx < np.array(brain.shape)[:, None]), axis=0)
+    mask = np.zeros(grid.shape[1], dtype=bool)
+    mask[inside] = brain[tuple(idx[:, inside])]
+    return mask.reshape(shape)
 
 
 def _halved(x):
