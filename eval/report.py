@@ -23,6 +23,8 @@ FIGURES = (("fig3", "Fig. 3: the activations compared, per solver (test PSNR aga
                     "differ in the activation alone)"),
            ("fig4", "Fig. 4: the solvers compared, per activation"),
            ("long", "The long schedules: the reference weights and the other variants packed beside them"),
+           ("long_pairs", "Figs. 3 and 4 at the long schedule: each pair that differs in one factor, "
+                          "A's test PSNR minus B's (above zero: A ahead)"),
            ("fig6", "Fig. 6: LR | bicubic | network | original"))
 
 

@@ -296,6 +296,32 @@ def test_curves_from_seed_directories_and_the_long_schedule(tmp_path, fake_paper
                                                                       "toy_fig4_ssim.png"]
 
 
+def test_long_schedules_of_one_factor_pairs_are_plotted_as_differences(tmp_path, fake_paper):
+    import matplotlib.pyplot as plt
+
+    from tools import curves
+    longs = [curve_manifest("rrelu", "nesterov", 0, 100000), curve_manifest("relu", "nesterov", 0, 100000, 0.5),
+             curve_manifest("relu", "sgd", 0, 100000, 0.2)]
+    drawn = {}
+    real = plt.subplots
+    def spy(*a, **k):  # keep the axes to read what was drawn
+        fig, axes = real(*a, **k)
+        drawn["axes"] = axes
+        return fig, axes
+    curves.plt.subplots = spy
+    try:
+        path = curves.plot_long_pairs(longs, "toy", tmp_path)
+    finally:
+        curves.plt.subplots = real
+    assert path.name == "toy_long_pairs.png" and path.stat().st_size > 0
+    titles = [ax.get_title() for ax in drawn["axes"].flat if ax.get_visible()]
+    assert titles == ["toy: RReLU beats ReLU, same solver, nesterov", "toy: NAG beats SGD, same activation, relu"]
+    act = drawn["axes"].flat[0]
+    curve = next(line for line in act.lines if line.get_label() == "rrelu_nesterov - relu_nesterov")
+    assert list(curve.get_ydata()) == pytest.approx([-0.5] * 4)  # A below B by the offset
+    assert curves.plot_long_pairs(longs[:1], "toy", tmp_path / "none") is None
+
+
 def test_a_difference_below_the_printed_precision_is_no_difference():
     from eval.claims import NEGLIGIBLE, judge
     tiny = [-0.0010, -0.0012, -0.0011]  # seeds agree to 1e-4 dB: beyond 2 sd, but 0.00 as printed

@@ -7,7 +7,9 @@ which the paper sampled its curves (core.paper) as vertical lines where they fal
 range (else the x label says where). A panel is drawn only where it compares something, and is
 titled by what it holds; where no two runs differ in that one factor (the default grid: the paper's
 net and its baseline), the figure is one panel of every variant present. The long schedules
-(models/reference/<dataset>/ and models/long/<dataset>/*/) share <dataset>_long.png.
+(models/reference/<dataset>/ and models/long/<dataset>/*/) share <dataset>_long.png, and
+<dataset>_long_pairs.png shows Figs. 3 and 4 at that schedule as differences: one panel per two of
+them that differ in one factor, the curve above zero where the claim holds.
 """
 import argparse
 import sys
@@ -24,6 +26,7 @@ from core.atomic import atomic_path  # noqa: E402
 from core.config import ROOT  # noqa: E402
 from core.names import manifest_variant  # noqa: E402
 from core.run_files import LONG_ROOT, REFERENCE_ROOT, read_manifest  # noqa: E402
+from eval.claims import one_factor_pairs  # noqa: E402
 from eval.metrics import METRICS  # noqa: E402
 from eval.report_tables import sci  # noqa: E402
 from eval.results import run_dirs_under  # noqa: E402
@@ -174,6 +177,35 @@ def plot_differences(ax, runs, key):
     ax.legend(fontsize=8)
 
 
+def plot_long_pairs(longs, dataset, out_dir, key="psnr"):
+    """``<out_dir>/<dataset>_long_pairs.png``: Figs. 3 and 4 at the long schedule, as differences:
+    one panel per two long schedules that differ in one factor (eval.claims.one_factor_pairs, the
+    paper's claims first), A's test value minus B's at the iterations both were tested at, so that
+    "A beats B" is the curve above zero. None where no such pair is packed."""
+    runs = {manifest_variant(m): m for m in longs}
+    pairs = one_factor_pairs(runs)
+    if not pairs:
+        return None
+    metric = METRICS[key]
+    unit = f" ({metric.unit})" if metric.unit else ""
+    cols = min(len(pairs), 2)
+    rows = -(-len(pairs) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(6 * cols, 3.6 * rows), squeeze=False)
+    for ax, (title, a, b) in zip(axes.flat, pairs):
+        base = {t["iter"]: t[key] for t in runs[b]["tests"]}
+        points = [(t["iter"], t[key] - base[t["iter"]]) for t in runs[a]["tests"] if t["iter"] in base]
+        if points:
+            ax.plot(*zip(*points), color=COLOURS[0], lw=1.5, label=f"{a} - {b}")
+        ax.axhline(0, color="grey", lw=0.8)
+        ax.set(title=f"{dataset}: {title}", xlabel="iterations",
+               ylabel=f"test {metric.title} difference{unit}")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    for ax in list(axes.flat)[len(pairs):]:
+        ax.set_visible(False)
+    return save(fig, Path(out_dir) / f"{dataset}_long_pairs{suffix(key)}.png")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="python -m tools.curves", description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, default=ROOT / "runs", help="runs root (default runs/)")
@@ -195,6 +227,7 @@ def main(argv=None):
         longs = load_long(args.reference, dataset, args.long)
         if longs:
             written.append(plot_long(longs, dataset, args.out, args.metric))
+            written.append(plot_long_pairs(longs, dataset, args.out, args.metric))
     written = [w for w in written if w]
     if not written:
         print(f"curves: no run with test points under {args.runs}: train first (make grid)",
