@@ -96,7 +96,7 @@ def long_part(longs, bicubic):
     lines = []
     for variant, entry in longs.items():
         gains = ", ".join(f"{m.title} {signed(m, entry['mean'][k] - bicubic['mean'][k])}"
-                          for k, m in METRICS.items())
+                          f"{f' {m.unit}' if m.unit else ''}" for k, m in METRICS.items())
         lines.append(f"- {variant}, {entry.get('iterations')} iterations (one run), over bicubic: "
                      f"{gains}.")
     claims = long_claim_lines(longs)

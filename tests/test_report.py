@@ -49,6 +49,8 @@ def prostate_result():
         methods[f"relu_sgd/seed{seed}"] = method([30.0 + base, 32.0 + base], [0.805, 0.845],
                                                  "relu_sgd", seed)
     methods["long_schedule"] = method([31.0, 33.0], [0.83, 0.87], "rrelu_nesterov", 0, 4000000)
+    methods["long_schedule/relu_nesterov"] = method([31.1, 32.95], [0.83, 0.87], "relu_nesterov", 0,
+                                                    4000000)
     return {"scale": 3, "border": 3, "frame": "replicate", "methods": methods}
 
 
@@ -80,6 +82,7 @@ def project(tmp_path):
                        "rrelu", "nesterov", seed)
     write_manifest(tmp_path / "runs" / "prostate" / "relu_sgd", "relu", "sgd", 0)  # older layout
     write_manifest(tmp_path / "models" / "reference" / "prostate", "rrelu", "nesterov", 0, 4000000)
+    write_manifest(tmp_path / "models" / "long" / "prostate" / "relu_nesterov", "relu", "nesterov", 0, 4000000)
     (tmp_path / "figures").mkdir()
     (tmp_path / "figures" / "prostate_fig3.png").write_bytes(b"png")
     return tmp_path
@@ -199,6 +202,12 @@ def test_report_puts_the_papers_numbers_beside_ours(project, fake_paper):
     assert "| prostate | rrelu_nesterov | 2 | 3000 | 0.04% | 2.0 min | 30.70 dB | 0.8100 |" in text
     assert "| prostate | relu_sgd | 0 | 3000 |" in text
     assert "| prostate | long_schedule (rrelu_nesterov) | 0 | 4000000 | 57.14% |" in text
+    assert "| prostate | long_schedule (relu_nesterov) | 0 | 4000000 | 57.14% |" in text
+    # The long schedules: each one's gain, then the pairs judged per image.
+    longs = text.split("### The long schedules")[1].split("\n## ")[0]
+    assert "- relu_nesterov, 4000000 iterations (one run), over bicubic: PSNR +1.03 dB" in longs
+    assert "RReLU beats ReLU, same solver, nesterov, at 4000000 iterations** " \
+           "(rrelu_nesterov - relu_nesterov): PSNR -0.03 dB; per image: A ahead on 1 of 2" in longs
     # Only files that exist: fig3 of prostate, no fig4/fig6, no brain section (no results).
     assert "figures/prostate_fig3.png" in text and "prostate_fig4" not in text and "fig6" not in text
     assert "## brain" not in text and "## breast" in text and ONE_SEED in text
