@@ -100,7 +100,7 @@ class Config:
     gamma: float = 0.1  # lr_policy=step: factor per drop
     batch_train: int = 128  # SRCNN release train batch
     batch_test: int = 2  # SRCNN release test batch
-    max_iter: int = 10000  # short schedule for a 2-core CPU (README, "Schedule"); paper: 4e6
+    max_iter: int = 10000  # short schedule for a 2-core CPU (docs/training.md); paper: 4e6
     snapshot: int = 1000  # snapshot interval (iterations)
     test_interval: int = 500  # test interval (iterations): Caffe's patch loss and our image PSNR
     test_first: int = 0  # first periodic test (0: at test_interval); the paper's curves start at 1e6

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class DefaultDataset:
-    """Split and geometry of one default data set (see README, "Data sets")."""
+    """Split and geometry of one default data set (docs/data.md, "The default data sets")."""
 
     name: str
     test_count: int  # test images, as in the paper's Fig. 5

@@ -75,7 +75,7 @@ def srcnn_body(n, data, act, phase, cfg):
         return n.conv3
     # Residual output (not the paper's): conv3 predicts the difference to the bicubic input, whose
     # centre (cropped by half the receptive field) is added back, so the untrained net starts at
-    # bicubic instead of at black (README, differences: residual).
+    # bicubic instead of at black (README, "Differences from the paper": output).
     n.centre = L.Crop(data, n.conv3, axis=2, offset=cfg.receptive_field // 2)
     n.sr = L.Eltwise(n.conv3, n.centre, operation=P.Eltwise.SUM)
     return n.sr

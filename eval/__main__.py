@@ -54,7 +54,7 @@ def parse_args(argv):
     p.add_argument("--gpu", type=int, metavar="N",
                    help="run the nets on GPU N (engine caffe; a CUDA build: make setup GPU=1)")
     p.add_argument("--border", choices=BORDERS, default=BORDERS[0],
-                   help="how the 6-px frame the valid convolutions lose is filled (README)")
+                   help="how the 6-px frame the valid convolutions lose is filled (docs/evaluation.md)")
     p.add_argument("--json", type=Path, help="default results/<name>.json")
     p.add_argument("--csv", type=Path, help="default results/<name>.csv")
     p.add_argument("--md", type=Path, help="default results/<name>.md")

@@ -11,8 +11,8 @@ squared error, and the mean of the SSIM map over it (the map of :func:`eval.metr
 each value placed by its window's centre pixel); means over images, as the paper's tables.
 
 Why: a whole-image mean can hide where a gain comes from. On brain, the short schedule's gain is
-all in the dark region; the net beats bicubic in the tissue only after ~40000 iterations (README,
-"Reference weights").
+all in the dark region; the net beats bicubic in the tissue only far later (docs/training.md,
+"Reference weights"; the numbers are in docs/notebook/).
 """
 import argparse
 import os

@@ -4,7 +4,7 @@ ImagerPixelSpacing, JPEG 2000 (lossless, a real 12-bit codestream from OpenJPEG)
     .venv/bin/python -m tests.mammogram OUT.dcm [--size 4664x3064] [--uncompressed]
 
 The tests make small ones; the full size (4664 x 3064, about 14 million pixels) is the one the
-README's time and memory for ``make upscale`` were measured on.
+time and memory for ``make upscale`` in docs/notebook/ were measured on.
 """
 import argparse
 import sys

@@ -1,4 +1,4 @@
-"""The packages import in one direction: core <- data_prep <- eval <- tools (README, "Layout")."""
+"""The packages import in one direction: core <- data_prep <- eval <- tools (docs/layout.md)."""
 import ast
 
 import pytest

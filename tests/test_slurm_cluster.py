@@ -1,4 +1,4 @@
-"""The grid on Slurm (tools/slurm/, README "Running on a cluster"), marked ``slurm``: against a
+"""The grid on Slurm (tools/slurm/, docs/cluster.md), marked ``slurm``: against a
 one-node cluster of our own (tools/slurm/local_cluster.sh, as `make slurm-up`) in a temporary folder
 on free ports: a job array of two 20-iteration runs on a tiny data set and the evaluation job after
 it, a run requeued mid-way that ends byte-identical to an uninterrupted one, and an unknown data set

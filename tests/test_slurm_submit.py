@@ -1,4 +1,4 @@
-"""The grid on Slurm (tools/slurm/, README "Running on a cluster") without Slurm: what `make grid
+"""The grid on Slurm (tools/slurm/, docs/cluster.md) without Slurm: what `make grid
 SCHEDULER=slurm` submits, the batch script's signal handling and `make grid-status`. The tests
 against a cluster of our own are in tests/test_slurm_cluster.py."""
 import json

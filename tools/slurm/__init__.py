@@ -1,4 +1,4 @@
-"""The grid on a Slurm cluster (README, "Running on a cluster"): `submit` (make grid SCHEDULER=slurm)
+"""The grid on a Slurm cluster (docs/cluster.md): `submit` (make grid SCHEDULER=slurm)
 hands the runs to Slurm as one job array of grid.sbatch plus an evaluation job (eval.sbatch);
 `status` (make grid-status) reports each run; local_cluster.sh (make slurm-up / slurm-down) runs a
 one-node cluster on this machine."""
