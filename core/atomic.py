@@ -1,9 +1,11 @@
 """Atomic file writes: a reader never sees a half-written file, a crash leaves no partial output."""
+import ctypes
+import errno
 import json
 import os
 import secrets
 import shutil
-import tempfile
+import signal
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -86,24 +88,40 @@ def write_json_atomic(path, obj):
     write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
-def temp_dir_beside(path):
-    """A new empty directory next to ``path`` (same filesystem, so it can be renamed onto it),
-    with the permissions a plain mkdir would give (mkdtemp makes 0700)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
-    tmp.chmod(0o777 & ~current_umask())
-    return tmp
-
-
 def replace_dir(new, dest):
-    """Put directory ``new`` in the place of ``dest`` (which may not exist): rename cannot
-    replace a non-empty directory, so the old one is moved aside first and removed after."""
+    """Put directory ``new`` in the place of ``dest`` (which may not exist). A reader, or an
+    interrupt, finds the old folder or the whole new one: the two are exchanged in one step
+    (Linux's renameat2 RENAME_EXCHANGE), and ``new`` then holds the old one, removed here. Where
+    the file system cannot exchange, the old one is moved aside and the new one in with the
+    interrupt signals held off between the two renames."""
     new, dest = Path(new), Path(dest)
     if not dest.exists():
         os.replace(new, dest)
         return
-    old = temp_dir_beside(dest)
-    os.replace(dest, old / dest.name)
-    os.replace(new, dest)
-    shutil.rmtree(old, ignore_errors=True)
+    if _exchange(new, dest):
+        shutil.rmtree(new, ignore_errors=True)
+        return
+    aside = _temp_name(dest)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        os.replace(dest, aside)
+        os.replace(new, dest)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        shutil.rmtree(aside, ignore_errors=True)
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # <fcntl.h>, <linux/fs.h>
+
+
+def _exchange(a, b):
+    """Swap two paths in one step; False where the C library or the file system cannot."""
+    rename = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if rename is None:
+        return False
+    if rename(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
