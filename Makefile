@@ -53,7 +53,7 @@ CHECK_SOLVER_FILES = $(if $(SOLVER_FILES),(cd $(ROOT) && $(PY) -m core.user_solv
 require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
 
 .PHONY: help setup test test-kernels test-fast check-venv nets data train grid curves eval figures reproduce bench upscale
-.PHONY: grid-status slurm-up slurm-down gpu-check regions export reference
+.PHONY: grid-status slurm-up slurm-down gpu-check regions export reference thickslice thickslice-validate
 # make setup GPU=1: Caffe with CUDA (tools/setup/setup_gpu.sh); GPU=0: CPU-only; auto: 1 when
 # nvidia-smi lists a GPU.
 GPU ?= auto
@@ -154,3 +154,11 @@ upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN
 
 export: check-venv  ## a run's net as ONNX, verified against pycaffe in ONNX Runtime and OpenCV: OUT=model.onnx RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [FORCE=1]
 	$(call require,OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make export: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY) -m eval.export --out $(call quote,$(value OUT)) $(if $(REFERENCE),--reference $(call quote,$(value REFERENCE)),--run $(call quote,$(value RUN))) $(if $(FORCE),--force)
+
+# Through-plane super-resolution trained on the scan itself (tools/thickslice.py, docs/thickslice.md).
+# SLICE_PROFILE, not PROFILE: PROFILE names the training schedule above.
+thickslice: check-venv  ## refine a thick-slice scan's slices, trained on the scan itself (SMORE): IN=scan OUT=path [FACTOR=auto|N] [ITERS=] [ACT= SOLVER=] [SLICE_PROFILE=gaussian|boxcar] [SET="k=v ..."] [FORCE=1]
+	$(call require,IN OUT)@cd $(call quote,$(CALLER_DIR)) && $(PY) -m tools.thickslice --in $(call quote,$(value IN)) --out $(call quote,$(value OUT)) $(if $(FACTOR),--factor $(call quote,$(value FACTOR))) $(if $(ITERS),--iters $(call quote,$(value ITERS))) $(if $(ACT),--act $(ACT)) $(if $(SOLVER),--solver $(SOLVER)) $(if $(SLICE_PROFILE),--profile $(SLICE_PROFILE)) $(if $(FORCE),--force) $(LAYERS) $(SET)
+
+thickslice-validate: check-venv  ## make thickslice on Colin27 thickened x3 and x6, scored against its thin slices beside cubic, a cubic spline and the reference net: results/thickslice/ [FACTORS="3 6"] [ITERS=]
+	@cd $(ROOT) && $(PY) -m tools.thickslice_validate $(if $(FACTORS),--factors $(FACTORS)) $(if $(ITERS),--iters $(ITERS)) $(LAYERS) $(SET)
