@@ -43,9 +43,9 @@ def check(net, solver_type, iteration, caffemodel, solverstate):
     solver's train net), the .solverstate parses, is of ``iteration`` and holds the history
     ``solver_type`` keeps for each parameter blob, in its shape."""
     try:
-        model = read_caffemodel(caffemodel)
-        if Path(caffemodel).stat().st_size == 0:
+        if Path(caffemodel).is_file() and Path(caffemodel).stat().st_size == 0:  # an empty message parses
             raise DataError(f"{caffemodel}: empty")
+        model = read_caffemodel(caffemodel)
         check_caffemodel(net, model, caffemodel)
     except DataError as exc:
         raise SnapshotError(str(exc)) from None
