@@ -51,11 +51,12 @@ def os_error_line(exc, where=None):
     return f"cannot write {place}: {why}"
 
 
-def check_writable(path, what="--out"):
+def check_writable(path, what="--out", into=False):
     """DataError unless ``path`` could be created there: the nearest folder that exists above it
-    is a folder this process may write in, on a file system that is not read-only."""
+    is a folder this process may write in, on a file system that is not read-only. ``into``:
+    ``path`` is a folder that outputs go into, so the check starts at ``path`` itself."""
     path = Path(path)
-    folder = path.parent
+    folder = path if into else path.parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     if not folder.is_dir():

@@ -106,7 +106,7 @@ def check_out(out):
     """DataError unless data sets can be written under ``out`` (before any is read or built)."""
     if out.exists() and not out.is_dir():
         raise DataError(f"{out}: --out is a file; it names the folder data sets go into")
-    check_writable(out / "x", "--out")
+    check_writable(out, "--out", into=True)
 
 
 def main(argv=None):
