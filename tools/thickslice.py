@@ -46,7 +46,8 @@ def parse_args(argv):
                    help="the refined volume, in the input's format (a folder for a DICOM series)")
     p.add_argument("--factor", default="auto", help="slices per thick slice: auto (slice spacing / "
                    "in-plane spacing, which must be an integer) or N")
-    p.add_argument("--iters", type=int, help=f"training iterations (default: {THICKSLICE_SETTINGS})")
+    p.add_argument("--iters", type=int, help="training iterations (default: max_iter of "
+                   "core.config.THICKSLICE_SETTINGS)")
     p.add_argument("--act", default=THICKSLICE_ACT, choices=ACTIVATIONS)
     p.add_argument("--solver", default=THICKSLICE_SOLVER, choices=tuple(SOLVERS))
     p.add_argument("--profile", default=THICKSLICE_PROFILE, choices=PROFILES,
@@ -87,7 +88,8 @@ def recipe(scan, volume01, factor, profile, width, cfg):
 
 
 def train(args, scan, volume01, factor, work):
-    """Build (or reuse) the data set and train (or resume) the run; its directory."""
+    """Build (or reuse) the data set and train (or resume) the run: (its directory, the trainer's
+    exit status)."""
     from core.config import dataset_config
     from data_prep.thick_data import build_thick_data
     from tools import train as trainer
@@ -103,10 +105,7 @@ def train(args, scan, volume01, factor, work):
     argv = ["--dataset", "pairs", "--data-root", str(data_root), "--act", args.act,
             "--solver", args.solver, "--seed", str(args.seed), "--run-dir", str(run_dir),
             "--force" if args.retrain else "--resume", *overrides]
-    status = trainer.run(trainer.parse_args(argv))
-    if status:
-        raise SystemExit(status)
-    return run_dir
+    return run_dir, trainer.run(trainer.parse_args(argv))
 
 
 def run(args):
@@ -119,7 +118,9 @@ def run(args):
     print(f"thickslice: {'x'.join(map(str, scan.values.shape))} voxels of "
           f"{' x '.join(f'{s:g}' for s in scan.spacing)} mm, slice axis {scan.axis}, factor {factor}, "
           f"{args.profile} profile of {scan.thickness:g} mm; work in {work}")
-    run_dir = train(args, scan, volume01, factor, work)
+    run_dir, status = train(args, scan, volume01, factor, work)
+    if status:  # interrupted or diverged: the trainer said so and how to go on
+        return status
 
     from eval.infer import SRNet
     from eval.thickslice import super_resolve

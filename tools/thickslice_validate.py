@@ -136,7 +136,9 @@ def validate(factor, truth, affine, mask, args):
             str(args.out / f"work_x{factor}"), *(["--iters", str(args.iters)] if args.iters else []),
             *(["--solver", args.solver] if args.solver else []), *(["--act", args.act] if args.act else []),
             *args.overrides]
-    thickslice.run(thickslice.parse_args(argv))
+    status = thickslice.run(thickslice.parse_args(argv))
+    if status:  # the trainer was interrupted or diverged and said so
+        raise SystemExit(status)
     ours = nib.load(str(sr_path))
     if not np.allclose(ours.affine, affine, atol=1e-4):
         raise DataError(f"{sr_path}: its affine does not overlay the truth's:\n{ours.affine}\n{affine}")
