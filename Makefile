@@ -90,7 +90,7 @@ data: check-venv  ## build the default data sets (core/datasets.py) into data/
 train: check-venv  ## one run: DATASET= ACT= SOLVER= (or SOLVER_FILE=your_solver.prototxt) [ITERS=] [PROFILE=paper] [SET="k=v ..."]
 	$(call require,DATASET ACT)$(if $(or $(SOLVER),$(SOLVER_FILE)),,$(error make train: set SOLVER=... or SOLVER_FILE=...; see make help))@cd $(ROOT) && $(PY) -m tools.train --dataset $(DATASET) --act $(ACT) $(if $(SOLVER_FILE),--solver-file $(call quote,$(if $(filter /%,$(value SOLVER_FILE)),,$(CALLER_DIR)/)$(value SOLVER_FILE)),--solver $(SOLVER)) $(if $(SEED),--seed $(SEED)) $(GPU_ARG) $(TRAIN_ARGS)
 
-grid: check-venv  ## GRID=paper (rrelu_nesterov, relu_sgd) or full (2x2) x DATASETS x SEEDS [SOLVERS="sgd adam ...": Caffe solver types instead; SOLVER_FILES="a.prototxt ...": your solver files too; each with the paper's two activations]; -j safe; resumes; SCHEDULER=slurm
+grid: check-venv  ## GRID=paper (rrelu_nesterov, relu_sgd) or full (2x2) x DATASETS x SEEDS [SOLVERS="TYPE ...": Caffe solver types instead; SOLVER_FILES="a.prototxt ...": your solver files too; each with the paper's two activations]; -j safe; resumes; SCHEDULER=slurm
 ifeq ($(SCHEDULER),slurm)
 	@$(PY) -m core.names grid $(GRID) $(SEEDS) "$(DATASETS)" "$(SOLVERS)" "$(SOLVER_FILES_ABS)" >/dev/null
 	@$(CHECK_SOLVER_FILES)
