@@ -1,7 +1,9 @@
 """`python -m tools.thickslice_figure`: a thick-slice scan and `make thickslice`'s output side by side in
 the planes across the slices: a sagittal and a coronal reformat (rows) through the middle of the
 volume, as nearest neighbour (the slices as acquired), MATLAB's cubic along the slice axis, and
-the output (columns); one 8-bit PNG through the input's 0.5-99.5 percentile window.
+the output (columns); one 8-bit PNG through the input's 0.5-99.5 percentile window. It checks
+first that the output overlays the input (its affine is the input's refined along the slice
+axis, ``data_prep.thick_scan.refined_affine``).
 
     python -m tools.thickslice_figure --in scan/ --sr scan_sr/ --png docs/thickslice_prostate.png
 """
@@ -21,15 +23,26 @@ from core.cli import check_writable, guarded
 from core.errors import DataError
 from data_prep.intensity import percentile_window
 from data_prep.one_axis import interpolate
-from data_prep.thick_scan import read_scan
+from data_prep.thick_scan import read_scan, refined_affine
 
 CROP = 224  # the central in-plane pixels shown: the anatomy, not the air around it
 LABEL_ROWS = 18  # a strip above each panel for its name
+OVERLAY_MM = 1e-3  # DICOM's 16-character decimal strings hold positions to about 1e-6 mm
+
+
+PLANE_NAMES = ("sagittal", "coronal", "axial")  # the plane whose normal is RAS+ axis 0, 1, 2
+
+
+def plane_names(affine, axis):
+    """The anatomical name of the two reformats :func:`planes` gives: each is named by the world
+    axis closest to the voxel axis it leaves out."""
+    return [PLANE_NAMES[int(np.argmax(np.abs(affine[:3, other])))] for other in range(3) if other != axis]
 
 
 def planes(volume, axis):
-    """The two reformats through the middle of ``volume`` that contain ``axis``, each with the
-    slice axis vertical (first slice at the bottom) and the central CROP pixels across."""
+    """The two reformats through the middle of ``volume`` that contain ``axis`` (one per other
+    axis, in order), each with the slice axis vertical (the first slice at the bottom) and the
+    central CROP pixels across."""
     out = []
     for other in [a for a in range(3) if a != axis]:
         rest = [a for a in range(3) if a not in (other, axis)][0]
@@ -49,17 +62,22 @@ def panel(image, window, label):
 
 
 def figure(scan, sr):
-    """The grid: rows sagittal-like and coronal-like reformats, columns nearest | cubic | ours."""
+    """The grid: rows the two reformats (sagittal and coronal for an axial scan), columns
+    nearest | cubic | ours."""
     factor = sr.values.shape[scan.axis] // scan.values.shape[scan.axis]
     if sr.values.shape[scan.axis] != factor * scan.values.shape[scan.axis] or factor < 2:
         raise DataError(f"the output has {sr.values.shape[scan.axis]} slices, not a multiple of the "
                         f"input's {scan.values.shape[scan.axis]}")
+    misplaced = np.abs(sr.affine - refined_affine(scan.affine, scan.axis, factor)).max()
+    if misplaced > OVERLAY_MM:
+        raise DataError(f"the output's geometry is off the input's refined by {misplaced:.3g} mm: it "
+                        "does not overlay the input")
     window = percentile_window(scan.values)[:2]
     methods = {"nearest": np.repeat(scan.values, factor, axis=scan.axis),
                "cubic": interpolate(scan.values, scan.axis, factor), "ours": sr.values}
     shown = {name: planes(v, scan.axis) for name, v in methods.items()}
     rows = [np.hstack([panel(shown[name][r], window, f"{name} ({which})") for name in methods])
-            for r, which in enumerate(("sagittal", "coronal"))]
+            for r, which in enumerate(plane_names(scan.affine, scan.axis))]
     return np.vstack(rows)
 
 
