@@ -99,10 +99,10 @@ def repo(tmp_path_factory):
     dest = tmp_path_factory.mktemp("repo") / "medsr"
     skip = {".git", ".venv", "data", "runs", "results", "figures", "logs", ".slurm", "bench",
             "__pycache__", ".pytest_cache", "REPORT.md"}
-    reference = ROOT / "models" / "reference"  # committed weights: make eval scores them
+    committed = (ROOT / "models" / "reference", ROOT / "models" / "long")  # make eval scores them
 
     def ignored(directory, names):
-        weights = not Path(directory).is_relative_to(reference)
+        weights = not any(Path(directory).is_relative_to(c) for c in committed)
         return [n for n in names if n in skip or (weights and n.endswith((".caffemodel", ".solverstate")))]
 
     shutil.copytree(ROOT, dest, symlinks=True, ignore=ignored)
