@@ -220,3 +220,35 @@ def test_bad_inputs_are_one_line(tmp_path, capsys, case, expected):
     assert status == 2
     assert err.count("\n") == 1 and err.startswith("thickslice: error:") and expected in err, err
     assert not out.exists() and not (tmp_path / "work").exists()
+
+
+# ------------------------------------------------------------------------------ validation
+
+def test_validation_baselines_sample_where_the_thin_slices_are():
+    """A ramp along z thickened with a symmetric profile stays the ramp at the thick slices'
+    centres; cubic (imresize) and the cubic spline both give it back at the thin slices."""
+    from tools.thickslice_validate import spline_z, thick_scan
+    z = np.arange(45, dtype=np.float64)
+    thin = np.broadcast_to(2.0 * z + 5.0, (3, 4, 45)).copy()
+    affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    cropped, thick, thick_affine = thick_scan(thin, affine, 3)
+    inner = slice(10, 32)  # where no tap of cubic reaches a thick slice that the mirroring bent
+    np.testing.assert_allclose(thick[0, 0, 2:8], 2.0 * (np.arange(2, 8) * 3 + 1) + 5.0, atol=1e-9)
+    np.testing.assert_allclose(interpolate(thick, 2, 3)[..., inner], cropped[..., inner], atol=1e-9)
+    middle = slice(18, 27)  # a spline's prefilter reaches every slice, fading by 0.27 a slice
+    np.testing.assert_allclose(spline_z(thick, 3)[..., middle], cropped[..., middle], atol=1e-3)
+    np.testing.assert_allclose(thick_affine @ [0, 0, 2, 1], affine @ [0, 0, 7, 1])  # slice 2: thin 7
+    np.testing.assert_allclose(refined_affine(thick_affine, 2, 3), affine)
+
+
+def test_figure_names_the_reformats_and_refuses_a_misplaced_output(tmp_path):
+    from core.errors import DataError
+    from tools.thickslice_figure import figure, plane_names
+    assert plane_names(OBLIQUE, 2) == ["coronal", "sagittal"]  # voxel axis 0 runs A-P, 1 R-L
+    src = write_nifti(tmp_path / "thick.nii.gz", np.random.RandomState(0).rand(30, 30, 4).astype(np.float32), OBLIQUE)
+    scan = read_scan(src)
+    good = write_nifti(tmp_path / "fine.nii.gz", np.zeros((30, 30, 12), np.float32), refined_affine(OBLIQUE, 2, 3))
+    assert figure(scan, read_scan(good)).shape == (2 * (18 + 12), 3 * 30)
+    bad = write_nifti(tmp_path / "bad.nii.gz", np.zeros((30, 30, 12), np.float32), OBLIQUE @ np.diag([1, 1, 1 / 3, 1]))
+    with pytest.raises(DataError, match="does not overlay"):
+        figure(scan, read_scan(bad))

@@ -58,7 +58,7 @@ def parse_args(argv):
     p.add_argument("--retrain", action="store_true", help="train anew instead of resuming")
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # KEY=VALUE before or after the options
     if args.factor != "auto" and not re.fullmatch(r"\d+", args.factor):
         p.error(f"--factor must be auto or a whole number, got {args.factor!r}")
     args.factor = None if args.factor == "auto" else int(args.factor)

@@ -186,7 +186,7 @@ def main(argv=None):
     p.add_argument("--solver", help="the solver type (default: tools.thickslice's)")
     p.add_argument("--out", type=Path, help=f"scans, outputs, runs and scores (default {OUT}/<volume>)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
-    args = p.parse_args(argv)
+    args = p.parse_intermixed_args(argv)  # KEY=VALUE before or after the options
     args.out = args.out or OUT / args.volume
     from core.config import ConfigError
     from tools.train import TrainError
