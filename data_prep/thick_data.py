@@ -31,9 +31,10 @@ def recipe_matches(dest, recipe):
 
 def build_thick_data(dest, volume01, axis, factor, cfg, recipe, profile, width):
     """Write the data set of ``volume01`` (thick ``axis``, [0, 1] scale) into ``dest``;
-    ``recipe`` (JSON) is what makes it: a rerun with the same recipe keeps the folder."""
+    ``recipe`` (JSON) is what makes it: a rerun with the same recipe keeps the folder.
+    Returns (its manifest, whether it was built now)."""
     if recipe_matches(dest, recipe):
-        return json.loads(manifest_path(dest).read_text())
+        return json.loads(manifest_path(dest).read_text()), False
     data, label = slice_pairs(volume01, axis, factor, cfg.patch, cfg.label, cfg.stride_train,
                               profile, width)
     if len(data) < 2 * TEST_SHARE:
@@ -52,7 +53,7 @@ def build_thick_data(dest, volume01, axis, factor, cfg, recipe, profile, width):
                                "stride_train": cfg.stride_train},
                     "patches": {"train": int(len(train)), "test": int(len(test))}}
         write_json_atomic(manifest_path(tmp), manifest)
-    return manifest
+    return manifest, True
 
 
 def _test_image(folder, volume01, axis):

@@ -189,6 +189,11 @@ def test_tiny_volume_end_to_end_overlays_the_truth(tmp_path, capsys):
     assert thickslice.main(["--in", str(src), "--out", str(out), "--force", "--iters", "8",
                             "--work", str(tmp_path / "work")]) == 0
     assert "nothing to do" in capsys.readouterr().out
+    # another scan of the same name: new pairs, a new run (not the finished one of the first)
+    write_nifti(src, thicken(_phantom(seed=1), 2, 3).astype(np.float32), thick_affine)
+    assert thickslice.main(["--in", str(src), "--out", str(out), "--force", "--iters", "8",
+                            "--work", str(tmp_path / "work")]) == 0
+    assert "nothing to do" not in capsys.readouterr().out
 
 
 # ------------------------------------------------------------------------------ refused

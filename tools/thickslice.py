@@ -99,12 +99,14 @@ def train(args, scan, volume01, factor, work):
     cfg = dataset_config("pairs", overrides, solver=args.solver)
     width = scan.thickness / scan.in_plane  # the profile in in-plane pixels
     data_root = work / "data"
-    build_thick_data(data_root / "pairs", volume01, scan.axis, factor, cfg,
-                     recipe(scan, volume01, factor, args.profile, width, cfg), args.profile, width)
+    _, rebuilt = build_thick_data(data_root / "pairs", volume01, scan.axis, factor, cfg,
+                                  recipe(scan, volume01, factor, args.profile, width, cfg),
+                                  args.profile, width)
     run_dir = work / f"{args.act}_{args.solver}" / f"seed{args.seed}"
     argv = ["--dataset", "pairs", "--data-root", str(data_root), "--act", args.act,
             "--solver", args.solver, "--seed", str(args.seed), "--run-dir", str(run_dir),
-            "--force" if args.retrain else "--resume", *overrides]
+            # new pairs (another scan of this name, another factor or profile): a new run
+            "--force" if args.retrain or rebuilt else "--resume", *overrides]
     return run_dir, trainer.run(trainer.parse_args(argv))
 
 
