@@ -88,11 +88,9 @@ def _read_volume(path, fmt):
     while values.ndim > 3 and values.shape[-1] == 1:
         values = values[..., 0]
     if values.ndim != 3 or min(values.shape) < 2:
-        what = "4-D (several volumes)" if values.ndim > 3 else f"{values.ndim}-D"
-        if values.ndim == 3:
-            what = f"{'x'.join(map(str, values.shape))}: one slice, 2-D"
-        raise DataError(f"{path}: the {fmt.title} volume is {what}; through-plane super-resolution "
-                        "needs one 3-D volume")
+        what = "4-D (several volumes)" if values.ndim > 3 else "2-D (one slice)"
+        raise DataError(f"{path}: the {fmt.title} volume of {'x'.join(map(str, values.shape))} voxels "
+                        f"is {what}; through-plane super-resolution needs one 3-D volume")
     values = check_numeric(values, path, nonfinite=True).astype(np.float64)
     affine = np.asarray(vol.affine, dtype=np.float64)
     spacing = tuple(float(s) for s in np.linalg.norm(affine[:3, :3], axis=0))

@@ -73,10 +73,12 @@ def scan_name(path):
 
 
 def normalised(scan):
-    """(volume in [0, 1] scale through the 0.5-99.5 percentile window, (lo, hi))."""
-    lo, hi, _ = percentile_window(scan.values)
+    """(volume in [0, 1] scale through the 0.5-99.5 percentile window, (lo, hi)). NaN and
+    infinite voxels (a masked volume) are left out of the window and taken as its low end."""
+    finite = np.isfinite(scan.values)
+    lo, hi, _ = percentile_window(scan.values[finite] if not finite.all() else scan.values)
     hi = hi if hi > lo else lo + 1.0
-    return (scan.values - lo) / (hi - lo), (float(lo), float(hi))
+    return (np.where(finite, scan.values, lo) - lo) / (hi - lo), (float(lo), float(hi))
 
 
 def recipe(scan, volume01, factor, profile, width, cfg):
