@@ -5,9 +5,9 @@ combine the two orientations.
 
 The combination is the mean: the two estimates of a voxel come from two planes that share only
 the slice axis, so their errors along the in-plane directions are nearly independent, and their
-mean halves the variance of what they do not share. (SMORE's Fourier burst accumulation weighs
-many rotated orientations per frequency; with two orthogonal planes each holds the full band of
-the slice axis, and the mean is what ECLARE combines them with.)
+mean halves the variance of what they do not share. SMORE instead weighs its orientations per
+frequency (Fourier burst accumulation); that pays off with many rotated orientations, not with
+two orthogonal planes that each hold the slice axis' whole band, and is not done here.
 """
 import numpy as np
 from tqdm import tqdm
