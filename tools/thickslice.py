@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.cli import guarded
+from core.cli import guarded, terminate_as_interrupt
 from core.config import (ACTIVATIONS, ROOT, SOLVERS, THICKSLICE_ACT, THICKSLICE_PROFILE,
                          THICKSLICE_SETTINGS, THICKSLICE_SOLVER, ConfigError)
 from core.errors import DataError
@@ -109,7 +109,9 @@ def train(args, scan, volume01, factor, work):
             "--solver", args.solver, "--seed", str(args.seed), "--run-dir", str(run_dir),
             # new pairs (another scan of this name, another factor or profile): a new run
             "--force" if args.retrain or rebuilt else "--resume", *overrides]
-    return run_dir, trainer.run(trainer.parse_args(argv))
+    status = trainer.run(trainer.parse_args(argv))
+    terminate_as_interrupt()  # the trainer's handler only notes a signal: the net's pass must stop on one
+    return run_dir, status
 
 
 def run(args):
