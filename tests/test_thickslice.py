@@ -261,3 +261,16 @@ def test_figure_names_the_reformats_and_refuses_a_misplaced_output(tmp_path):
     bad = write_nifti(tmp_path / "bad.nii.gz", np.zeros((30, 30, 12), np.float32), OBLIQUE @ np.diag([1, 1, 1 / 3, 1]))
     with pytest.raises(DataError, match="does not overlay"):
         figure(scan, read_scan(bad))
+
+
+@pytest.mark.slow
+def test_make_thickslice_reads_in_from_where_make_was_called(tmp_path):
+    from tests.helpers import ROOT, clean_env, make
+    (tmp_path / "it's here").mkdir()
+    write_png(tmp_path / "it's here" / "in.png", np.zeros((40, 40), np.uint8))
+    proc = make("-C", str(ROOT), "thickslice", "IN=it's here/in.png", "OUT=out.png",
+                cwd=tmp_path, env=clean_env(PWD=str(tmp_path)))
+    assert proc.returncode != 0
+    assert "thickslice: error: it's here/in.png: a single PNG/TIFF/BMP image is 2-D" in proc.stderr
+    missing = make("-C", str(ROOT), "thickslice", "IN=x.nii.gz", cwd=tmp_path)
+    assert missing.returncode != 0 and "set OUT=" in missing.stderr
