@@ -99,13 +99,18 @@ def slice_pairs(volume, axis, factor, patch, label, stride, profile="gaussian", 
     ``axis``, values in [0, 1] scale): each slice degraded along each of its two axes in turn
     (:func:`degrade`), cut into ``patch``-sided inputs and the ``label``-sided centres of the
     same places (``extract_patches``, at ``stride``). Patches whose label is constant (air)
-    teach nothing and are left out. float32 (N, 1, patch, patch), (N, 1, label, label)."""
+    teach nothing and are left out, as are slices smaller than one patch. float32
+    (N, 1, patch, patch), (N, 1, label, label); N may be 0."""
     inputs, labels = [], []
     for image in np.moveaxis(np.asarray(volume), axis, 0):
         for along in (0, 1):
+            if min(image.shape) < patch or image.shape[along] // factor * factor < patch:
+                continue  # smaller than one patch: nothing to cut
             hr, up = degrade(image, along, factor, profile, width)
             x, y = extract_patches(hr, up, patch, label, stride)
             keep = y.reshape(len(y), -1).ptp(axis=1) > 0
             inputs.append(x[keep])
             labels.append(y[keep])
+    if not inputs:
+        return (np.zeros((0, 1, patch, patch), np.float32), np.zeros((0, 1, label, label), np.float32))
     return np.concatenate(inputs), np.concatenate(labels)

@@ -26,7 +26,8 @@ def recipe_matches(dest, recipe):
     """True when ``dest`` holds a data set built from ``recipe``."""
     if not is_built(dest):
         return False
-    return json.loads(manifest_path(dest).read_text()).get("recipe") == recipe
+    manifest = json.loads(manifest_path(dest).read_text())
+    return manifest.get("format_version") == FORMAT_VERSION and manifest.get("recipe") == recipe
 
 
 def build_thick_data(dest, volume01, axis, factor, cfg, recipe, profile, width):

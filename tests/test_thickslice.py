@@ -213,6 +213,7 @@ def _volume(tmp_path, shape, zooms):
     ("non-integer", "not an integer"),
     ("4-D", "4-D"),
     ("one slice", "2-D"),
+    ("small", "too few to train on"),
 ])
 def test_bad_inputs_are_one_line(tmp_path, capsys, case, expected):
     if case == "png":
@@ -221,7 +222,8 @@ def test_bad_inputs_are_one_line(tmp_path, capsys, case, expected):
         src = write_nifti(tmp_path / "in.nii.gz", np.zeros((40, 40, 8, 2), np.float32))
     else:
         shape, zooms = {"isotropic": ((40, 40, 8), (1, 1, 1)), "few": ((40, 40, 3), (1, 1, 3)),
-                        "non-integer": ((40, 40, 8), (1, 1, 2.5)), "one slice": ((40, 40, 1), (1, 1, 3))}[case]
+                        "non-integer": ((40, 40, 8), (1, 1, 2.5)), "one slice": ((40, 40, 1), (1, 1, 3)),
+                        "small": ((20, 40, 8), (1, 1, 3))}[case]
         src = _volume(tmp_path, shape, zooms)
     out = tmp_path / ("out.png" if case == "png" else "out.nii.gz")
     status = thickslice.main(["--in", str(src), "--out", str(out), "--work", str(tmp_path / "work")])
