@@ -229,19 +229,22 @@ def claim_lines(variants, bicubic):
 
 def long_claim_lines(longs):
     """The claim bullets of the long schedules (one run each, so judged per image): every pair
-    that differs in one factor and was trained as long; a pair of unequal lengths is named, not
-    judged. ``longs``: {variant: method entry}."""
-    lines = []
-    for title, a, b in one_factor_pairs(longs):
-        its_a, its_b = longs[a].get("iterations"), longs[b].get("iterations")
-        if its_a != its_b:
-            lines.append(f"- **{title}** ({a} - {b}): not judged: {a} has {its_a} iterations, "
-                         f"{b} {its_b} (`make reference ACT= SOLVER=` continues the shorter).")
-            continue
-        seed_a, seed_b = longs[a].get("seed") or 0, longs[b].get("seed") or 0
-        if seed_a != seed_b:
-            lines.append(f"- **{title}** ({a} - {b}): not judged: seeds {seed_a} and {seed_b}.")
-            continue
-        lines.append(pair_line(f"{title}, at {its_a} iterations", a, b, {seed_a: longs[a]},
-                               {seed_b: longs[b]}, over_seeds=False))
-    return lines
+    that differs in one factor, then the paper's net against its baseline (both factors at once);
+    a pair of unequal lengths or seeds is named, not judged. ``longs``: {variant: method entry}."""
+    pairs = one_factor_pairs(longs)
+    if NET in longs and BASELINE in longs:
+        pairs.append(("The paper's net beats its baseline (RReLU+NAG vs ReLU+SGD)", NET, BASELINE))
+    return [long_pair_line(title, a, b, longs[a], longs[b]) for title, a, b in pairs]
+
+
+def long_pair_line(title, a, b, entry_a, entry_b):
+    """One long-schedule bullet: judged per image where both ran as long with one seed."""
+    its_a, its_b = entry_a.get("iterations"), entry_b.get("iterations")
+    if its_a != its_b:
+        return (f"- **{title}** ({a} - {b}): not judged: {a} has {its_a} iterations, {b} {its_b} "
+                f"(`make reference ACT= SOLVER=` continues the shorter).")
+    seed_a, seed_b = entry_a.get("seed") or 0, entry_b.get("seed") or 0
+    if seed_a != seed_b:
+        return f"- **{title}** ({a} - {b}): not judged: seeds {seed_a} and {seed_b}."
+    return pair_line(f"{title}, at {its_a} iterations", a, b, {seed_a: entry_a}, {seed_b: entry_b},
+                     over_seeds=False)
