@@ -60,7 +60,9 @@ def test_a_copied_run_is_scored_as_itself(data_root, tmp_path, hr_folder, capsys
     model.write_bytes(b"corrupt")  # the copy's weights only
     line = refused(capsys, eval_main, ["--hr", str(hr_folder), "--runs", str(tmp_path / "copy")], "eval")
     assert "not a Caffe model" in line
-    assert eval_main(["--hr", str(hr_folder), "--runs", str(tmp_path / "orig")]) == 0
+    out = tmp_path / "results"
+    assert eval_main(["--hr", str(hr_folder), "--runs", str(tmp_path / "orig"), "--json", str(out / "r.json"),
+                      "--csv", str(out / "r.csv"), "--md", str(out / "r.md")]) == 0
 
 
 def test_a_copied_interrupted_run_continues_in_the_copy_alone(data_root, tmp_path, capsys):
