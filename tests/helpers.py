@@ -213,6 +213,11 @@ def rng_image(shape, high, dtype, seed=0):
     return np.random.RandomState(seed).randint(0, high, size=shape).astype(dtype)
 
 
+def eval_tables(folder, stem="r"):
+    """``python -m eval``'s three table flags, each into ``folder`` (never the checkout's results/)."""
+    return [arg for kind in ("json", "csv", "md") for arg in (f"--{kind}", str(Path(folder) / f"{stem}.{kind}"))]
+
+
 def make_run(tmp_path, model, snapshots=True):
     """A run directory as tools.train leaves it, with the identity model as its last snapshot."""
     run = tmp_path / "run"

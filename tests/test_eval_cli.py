@@ -9,7 +9,7 @@ import pytest
 from eval.__main__ import main as eval_main
 from eval.figures import figure_for
 from eval.report import report
-from tests.helpers import FAST
+from tests.helpers import FAST, eval_tables
 from tools.train import main as train_main
 
 pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
@@ -28,8 +28,7 @@ def trained(data_root, tmp_path_factory):
 def run_eval(trained, *extra, out="results"):
     root, run, hr = trained
     out = root / out
-    code = eval_main(["--hr", str(hr), "--runs", str(run), "--json", str(out / "toy.json"),
-                      "--csv", str(out / "toy.csv"), "--md", str(out / "toy.md"), *extra])
+    code = eval_main(["--hr", str(hr), "--runs", str(run), *eval_tables(out, "toy"), *extra])
     return code, out
 
 

@@ -26,7 +26,7 @@ from eval.infer import SRNet
 from eval.metrics import METRICS, to_uint8
 from eval.rounding import forward_bound
 from eval.upscale import main as upscale_main
-from tests.helpers import (assert_within_one_level, clean_env, make, make_run, random_params,
+from tests.helpers import (assert_within_one_level, clean_env, eval_tables, make, make_run, random_params,
                            random_slices, save_caffemodel, write_png)
 
 pytestmark = pytest.mark.blas  # pycaffe's side is summed by OpenBLAS (tools/blas_kernels.py)
@@ -283,9 +283,7 @@ def test_eval_prints_the_same_means_with_onnx_as_with_caffe(scored, tmp_path, ca
     lines = {}
     for engine in ("caffe", "onnx"):
         out = tmp_path / engine
-        assert eval_main(["--hr", str(hr), "--runs", str(run), "--engine", engine,
-                          "--json", str(out / "r.json"), "--csv", str(out / "r.csv"),
-                          "--md", str(out / "r.md")]) == 0
+        assert eval_main(["--hr", str(hr), "--runs", str(run), "--engine", engine, *eval_tables(out)]) == 0
         lines[engine] = capsys.readouterr().out
     # two methods (bicubic, the run), each metric's mean as the tables print it
     assert lines["onnx"] == lines["caffe"] and len(lines["caffe"].splitlines()) == 2

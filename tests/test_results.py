@@ -16,7 +16,7 @@ from eval.metrics import METRICS
 from eval.results import (LONG_SCHEDULE, common_scale, csv_text, dataset_methods, dataset_runs,
                           evaluate, markdown_table, name_runs)
 from eval.score import load_hr_folder
-from tests.helpers import FAST
+from tests.helpers import FAST, eval_tables
 from tools.train import main as train_main
 
 pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
@@ -110,8 +110,7 @@ def test_eval_refuses_mixed_or_contradicted_scales_in_one_line(tmp_path, hr_fold
 
 def test_bicubic_only_takes_the_default_scale(tmp_path, hr_folder):
     out = tmp_path / "r"
-    assert eval_main(["--hr", str(hr_folder), "--runs", "--json", str(out / "a.json"),
-                      "--csv", str(out / "a.csv"), "--md", str(out / "a.md")]) == 0
+    assert eval_main(["--hr", str(hr_folder), "--runs", *eval_tables(out, "a")]) == 0
     result = json.loads((out / "a.json").read_text())
     assert result["scale"] == DEFAULT.scale and list(result["methods"]) == ["bicubic"]
     assert result["methods"]["bicubic"]["variant"] is None

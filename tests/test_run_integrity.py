@@ -17,7 +17,7 @@ from core.config import DEFAULT, ROOT, ConfigError
 from core.locks import lock_beside
 from core.run_files import final_snapshot
 from eval.__main__ import main as eval_main
-from tests.helpers import FAST
+from tests.helpers import FAST, eval_tables
 from tests.test_train import run_cli, wait_for
 from tools import snapshots
 from tools.train import main as train_main
@@ -60,9 +60,7 @@ def test_a_copied_run_is_scored_as_itself(data_root, tmp_path, hr_folder, capsys
     model.write_bytes(b"corrupt")  # the copy's weights only
     line = refused(capsys, eval_main, ["--hr", str(hr_folder), "--runs", str(tmp_path / "copy")], "eval")
     assert "not a Caffe model" in line
-    out = tmp_path / "results"
-    assert eval_main(["--hr", str(hr_folder), "--runs", str(tmp_path / "orig"), "--json", str(out / "r.json"),
-                      "--csv", str(out / "r.csv"), "--md", str(out / "r.md")]) == 0
+    assert eval_main(["--hr", str(hr_folder), "--runs", str(tmp_path / "orig"), *eval_tables(tmp_path)]) == 0
 
 
 def test_a_copied_interrupted_run_continues_in_the_copy_alone(data_root, tmp_path, capsys):
