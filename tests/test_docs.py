@@ -1,12 +1,16 @@
 """The README and docs/ stay in step with the tree: every relative link resolves (to a file, and
 to a heading where it names one), the README's table of Make targets is what `make help` prints,
-every page of docs/ is reachable from the README, and every notebook entry from its index."""
+every page of docs/ is reachable from the README, every notebook entry from its index, and the
+results tables of the README and docs/results.md are the committed manifests' numbers. (The
+commands the pages show: tests/test_docs_commands.py.)"""
+import json
 import re
 import subprocess
 
 import pytest
 
-from core.config import ROOT
+from core import paper
+from core.config import ROOT, dataset_config
 
 README = ROOT / "README.md"
 PAGES = sorted([README, ROOT / "tools" / "setup" / "README.md", *(ROOT / "docs").rglob("*.md")])
@@ -99,3 +103,103 @@ def test_the_readme_shows_the_commands_ci_runs():
     assert "make setup   #" in text and "make test    #" in text
     for command in ("make setup", "make test", "make test-kernels"):
         assert command in text and command in ci
+
+
+# --- the numbers: the README's and docs/results.md's tables against the committed manifests ------
+
+def score(psnr, ssim, sign=""):
+    """A PSNR / SSIM pair as the tables print it (2 and 4 decimals, as REPORT.md does)."""
+    return f"{psnr:{sign}.2f} / {ssim:{sign}.4f}"
+
+
+def gain(method, bicubic):
+    """A gain as the tables print it: the unrounded difference, rounded."""
+    return score(method["psnr"] - bicubic["psnr"], method["ssim"] - bicubic["ssim"], "+")
+
+
+def pack(*parts):
+    """The manifest of a committed long schedule (models/reference/<d>/, models/long/<d>/<v>/)."""
+    path = ROOT.joinpath("models", *parts, "manifest.json")
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def result_at(manifest, iteration):
+    return next(t for t in manifest["tests"] if t["iter"] == iteration)
+
+
+def paper_gain(dataset):
+    fig5 = paper.dataset(dataset)
+    return gain(fig5["rrelu_nesterov"]["mean"], fig5["bicubic"]["mean"])
+
+
+def table_rows(text, heading, first_column):
+    """{first cell: [other cells]} of the table rows under ``heading`` whose first cell matches."""
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(rf"^\| ({first_column}) \| (.*) \|$", section, re.M)
+    return {name: [c.strip() for c in cells.split("|")] for name, cells in rows}
+
+
+DATASETS_SHOWN = ("brain", "prostate", "breast")
+
+
+def readme_results_expected():
+    """The README's results table from the manifests: bicubic, `make reproduce` (the reference
+    run's test at the default length: the same run up to there), its gain, the reference weights'
+    last test, its gain, and the paper's gain (core/paper_fig5.json)."""
+    rows = {}
+    for d in DATASETS_SHOWN:
+        ref = pack("reference", d)
+        bicubic, short = ref["bicubic"], result_at(ref, dataset_config(d).max_iter)
+        final = ref["tests"][-1]
+        rows[d] = [score(bicubic["psnr"], bicubic["ssim"]), score(short["psnr"], short["ssim"]),
+                   gain(short, bicubic), score(final["psnr"], final["ssim"]), gain(final, bicubic),
+                   paper_gain(d)]
+    return rows
+
+
+def readme_results(text):
+    return table_rows(text, "## Results", "|".join(DATASETS_SHOWN))
+
+
+def test_the_readme_results_are_the_manifests():
+    assert readme_results(README.read_text()) == readme_results_expected()
+
+
+def test_a_wrong_number_in_the_readme_results_is_caught():
+    text = README.read_text()
+    row = next(line for line in text.splitlines() if line.startswith("| brain |"))
+    for planted in (row.replace("+3.50", "+3.49"), row.replace("25.76", "25.75")):
+        assert planted != row
+        assert readme_results(text.replace(row, planted)) != readme_results_expected()
+
+
+def test_the_results_page_agrees_with_the_readme_and_the_manifests():
+    """docs/results.md: `make reproduce`'s table (the README's columns again; ReLU + SGD where a
+    long schedule of it is packed), the reference weights along 10^5 iterations, and the paper's
+    variants at 10^5 on prostate."""
+    text = (ROOT / "docs" / "results.md").read_text()
+    readme = readme_results_expected()
+    reproduce = table_rows(text, "## `make reproduce`", "|".join(DATASETS_SHOWN))
+    for d in DATASETS_SHOWN:
+        cells = reproduce[d]
+        assert [cells[0], cells[1], cells[2], cells[4]] == [*readme[d][:3], readme[d][5]], d
+        baseline = pack("long", d, "relu_sgd")
+        if baseline:
+            short = result_at(baseline, dataset_config(d).max_iter)
+            assert cells[3] == score(short["psnr"], short["ssim"]), d
+    along = table_rows(text, "## The reference weights", "|".join(DATASETS_SHOWN))
+    for d in DATASETS_SHOWN:
+        ref = pack("reference", d)
+        iters = (6000, 10000, 20000, 40000, 60000, 80000, 100000)
+        expected = [score(ref["bicubic"]["psnr"], ref["bicubic"]["ssim"]),
+                    *(score(result_at(ref, i)["psnr"], result_at(ref, i)["ssim"]) for i in iters),
+                    gain(ref["tests"][-1], ref["bicubic"]), paper_gain(d)]
+        assert along[d] == expected, d
+    variants = table_rows(text, "## The paper's claims", r"[^|]*")
+    names = {"rrelu_sgd": "RReLU + SGD", "relu_nesterov": "ReLU + NAG",
+             "relu_sgd": "ReLU + SGD (the release's)", "rrelu_adam": "RReLU + Adam (base_lr 1e-3)",
+             "relu_adam": "ReLU + Adam (base_lr 1e-3)"}
+    for variant, name in names.items():
+        m = pack("long", "prostate", variant)
+        final = m["tests"][-1]
+        assert variants[name] == [score(final["psnr"], final["ssim"]), gain(final, m["bicubic"])], name

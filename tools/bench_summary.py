@@ -154,7 +154,7 @@ BASELINE = variant(*PAPER_BASELINE)  # the other configurations' steps are compa
 # baselines whose fraction of the attainable rate is reported.
 PAIRED_BASELINES = {"rrelu_nesterov_conv": "relu_sgd_conv"}
 PEAK_REPORTED = (BASELINE, "relu_sgd_conv")
-TARGETS = {"fraction_of_peak": 0.75, "step_ratio": 1.2}  # the performance issue's targets
+TARGETS = {"fraction_of_peak": 0.75, "step_ratio": 1.2}  # the project's goals for a step (docs/performance.md)
 
 
 def step_ratios(result, caffe_blocks, name, base):
