@@ -1,4 +1,4 @@
-"""The README and docs/ stay in step with the tree: every relative link resolves (to a file, and
+"""The README and docs/ stay in step with the tree: every relative link and image resolves (to a file, and
 to a heading where it names one), the README's table of Make targets is what `make help` prints,
 every page of docs/ is reachable from the README, every notebook entry from its index, and the
 results tables of the README and docs/results.md are the committed manifests' numbers. (The
@@ -14,7 +14,7 @@ from core.config import ROOT, dataset_config
 
 README = ROOT / "README.md"
 PAGES = sorted([README, ROOT / "tools" / "setup" / "README.md", *(ROOT / "docs").rglob("*.md")])
-LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)")
+LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 FENCE = re.compile(r"^```.*?^```", re.S | re.M)
 
 

@@ -136,8 +136,8 @@ def references(text, variables):
     """The variables a piece of make text reads, through the variables it expands."""
     text = text.replace("$$", "")  # the shell's $, not make's
     found = set(re.findall(r"\$\((?:value )?([A-Za-z_][\w-]*)\)", text))
-    for words in re.findall(r"\$\(call require,([^)]*)\)", text):
-        found.update(words.split())
+    for args in re.findall(r"\$\(call [\w-]+,([^)$]*)\)", text):  # $(call require,DATASET ACT)
+        found.update(w for w in re.split(r"[\s,]+", args) if re.fullmatch(r"[A-Z][A-Z0-9_]*", w))
     for prefix in re.findall(r"\$\(([A-Za-z_]\w*_)\$\(", text):  # $(PROFILE_$(PROFILE))
         found.update(v for v in variables if v.startswith(prefix))
     for name in set(found):
@@ -293,6 +293,8 @@ def python_errors(command, monkeypatch):
         return errors + HAND_PARSED[module](args)
     parser = parser_of(module, monkeypatch)
     options = {s: a for a in parser._actions for s in a.option_strings}
+    if "--" in args:  # what follows -- is positional (KEY=VALUE overrides)
+        args = args[:args.index("--")] + [w for w in args[args.index("--") + 1:] if "=" in w]
     for i, word in enumerate(args):
         flag = word.split("=")[0]
         if word.startswith("-") and not PLACEHOLDER.search(flag):
