@@ -1,7 +1,7 @@
-"""The README and docs/ stay in step with the tree: every relative link and image resolves (to a file, and
-to a heading where it names one), the README's table of Make targets is what `make help` prints,
-every page of docs/ is reachable from the README, every notebook entry from its index, and the
-results tables of the README and docs/results.md are the committed manifests' numbers. (The
+"""The README and docs/ stay in step with the tree: every relative link and image resolves (to a
+file, and to a heading where it names one), the README's table of Make targets is what `make help`
+prints, every page of docs/ is reachable from the README, every notebook entry from its index, and
+the results tables of the README and docs/results.md are the committed manifests' numbers. (The
 commands the pages show: tests/test_docs_commands.py.)"""
 import json
 import re
@@ -203,3 +203,16 @@ def test_the_results_page_agrees_with_the_readme_and_the_manifests():
         m = pack("long", "prostate", variant)
         final = m["tests"][-1]
         assert variants[name] == [score(final["psnr"], final["ssim"]), gain(final, m["bicubic"])], name
+
+
+@pytest.mark.slow
+def test_the_readme_picture_is_what_its_script_draws(tmp_path):
+    """tools/readme_figure.py redraws docs/readme_figure.png from the committed reference weights
+    and the shipped slice, with no data set built (same size; the pixels depend on fonts)."""
+    from PIL import Image
+
+    from tools.readme_figure import main
+    out = tmp_path / "figure.png"
+    assert main(["--out", str(out)]) == 0
+    assert Image.open(out).size == Image.open(ROOT / "docs" / "readme_figure.png").size
+    assert "docs/readme_figure.png" in README.read_text()

@@ -12,7 +12,7 @@ from pathlib import Path
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from core.args import command_line  # noqa: E402
-from core.cli import guarded  # noqa: E402
+from core.cli import check_writable, guarded  # noqa: E402
 from core.config import DEFAULT, ROOT  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.run_files import reference_dir  # noqa: E402
@@ -27,13 +27,16 @@ def run(out):
     from eval.infer import SRNet
     from eval.results import run_info
 
+    check_writable(out)  # before the net runs
     reference = reference_dir(DATASET)
     if reference is None:
-        raise DataError(f"no reference weights in models/reference/{DATASET}/ (make reference DATASET={DATASET})")
+        raise DataError(f"no reference weights in models/reference/{DATASET}/ "
+                        f"(make reference DATASET={DATASET})")
     info = run_info(reference)
     test = prostate(DEFAULT)[1]
     middle = test[len(test) // 2]
-    _, bicubic, ours, original = panels(middle.image, SRNet(info["deploy"], info["caffemodel"]), info["scale"])
+    net = SRNet(info["deploy"], info["caffemodel"])
+    _, bicubic, ours, original = panels(middle.image, net, info["scale"])
     ours = (ours[0].replace("network", "ours"), ours[1])
     draw(f"ProstateX-0000 T2, test slice {middle.name}, x{info['scale']}",
          f"the reference weights: RReLU + NAG, {info['iterations']} iterations",
