@@ -164,8 +164,9 @@ def check_even_spacing(positions, names, where):
     else:
         what = (f"{pair} at {positions[k]:.6g} and {positions[k + 1]:.6g} mm along the slice "
                 f"normal are {gaps[k]:.3g} mm apart")
-    usual = (f"the others {typical:.3g} mm" if len(odd) == 1 else
-             f"{len(odd) - 1} more gaps differ from the median {typical:.3g} mm")
+    more = len(odd) - 1
+    usual = (f"the others {typical:.3g} mm" if not more else
+             f"{more} more {'gap differs' if more == 1 else 'gaps differ'} from the median {typical:.3g} mm")
     raise DataError(f"{where}: {what}, {usual}: the slices are not evenly spaced (a missing "
                     "slice, a duplicated position or a mixed stack)")
 
