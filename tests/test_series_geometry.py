@@ -19,7 +19,7 @@ import pytest
 
 from core.config import ROOT
 from core.errors import DataError
-from data_prep.io.dicom_series import SPACING_TOLERANCE, check_even_spacing, check_stack
+from data_prep.io import dicom_series
 from data_prep.readers import read_volume
 from data_prep.sources import PROSTATE_DIR
 from data_prep.thick_scan import read_scan
@@ -116,18 +116,18 @@ def test_positions_rounded_as_scanners_write_them_are_one_spacing(tmp_path):
 
 def test_check_even_spacing_takes_gaps_within_the_tolerance_and_names_the_first_that_is_not():
     names = list("abcde")
-    wobble = 0.9 * SPACING_TOLERANCE * 3
-    assert check_even_spacing([0, 3 + wobble, 6, 9 - wobble, 12], names, "x") == 3
+    wobble = 0.9 * dicom_series.SPACING_TOLERANCE * 3
+    assert dicom_series.check_even_spacing([0, 3 + wobble, 6, 9 - wobble, 12], names, "x") == 3
     with pytest.raises(DataError, match=r"^x: slices 2 and 3 \(b, c\) at 3 and 6.5 mm .* are 3.5 mm "
                                         r"apart, the others 3 mm"):
-        check_even_spacing([0, 3, 6.5, 9.5, 12.5], names, "x")
+        dicom_series.check_even_spacing([0, 3, 6.5, 9.5, 12.5], names, "x")
     with pytest.raises(DataError, match=r"slices 1 and 2 \(a, b\) are both at 0 mm"):
-        check_even_spacing([0, 0, 0, 3, 3], names, "x")  # most positions duplicated: the median is 0
+        dicom_series.check_even_spacing([0, 0, 0, 3, 3], names, "x")  # most positions duplicated: the median is 0
 
 
 def test_a_series_without_positions_has_nothing_to_check(tmp_path):
     items = [(tmp_path / f"{k}.dcm", pydicom.Dataset()) for k in range(3)]
-    assert check_stack(items, tmp_path) is None
+    assert dicom_series.check_stack(items, tmp_path) is None
 
 
 # ------------------------------------------- the thickslice noise: one line naming the file and value
