@@ -122,7 +122,7 @@ def test_check_even_spacing_takes_gaps_within_the_tolerance_and_names_the_first_
                                         r"apart, the others 3 mm"):
         dicom_series.check_even_spacing([0, 3, 6.5, 9.5, 12.5], names, "x")
     with pytest.raises(DataError, match=r"slices 1 and 2 \(a, b\) are both at 0 mm"):
-        dicom_series.check_even_spacing([0, 0, 0, 3, 3], names, "x")  # most positions duplicated: the median is 0
+        dicom_series.check_even_spacing([0, 0, 0, 3, 3], names, "x")  # the median gap is 0
 
 
 def test_a_series_without_positions_has_nothing_to_check(tmp_path):

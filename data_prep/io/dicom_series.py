@@ -121,10 +121,12 @@ def check_stack(items, where):
     (:func:`check_even_spacing`). DataError, one line starting with ``where``, naming the slices
     that are not. None when there is nothing to check (fewer than two slices, or slices without
     ImagePositionPatient/ImageOrientationPatient)."""
+    if len(items) < 2:
+        return None
     orientations = [_floats(ds.get("ImageOrientationPatient"), 6) for _, ds in items]
     positions = [_position(ds) for _, ds in items]
     normal = _slice_normal(items[0][1])
-    if len(items) < 2 or normal is None or any(v is None for v in orientations + positions):
+    if normal is None or any(v is None for v in orientations + positions):
         return None
     names = [path.name for path, _ in items]
     for name, orientation in zip(names, orientations):
@@ -165,8 +167,9 @@ def check_even_spacing(positions, names, where):
         what = (f"{pair} at {positions[k]:.6g} and {positions[k + 1]:.6g} mm along the slice "
                 f"normal are {gaps[k]:.3g} mm apart")
     more = len(odd) - 1
+    differ = "gap differs" if more == 1 else "gaps differ"
     usual = (f"the others {typical:.3g} mm" if not more else
-             f"{more} more {'gap differs' if more == 1 else 'gaps differ'} from the median {typical:.3g} mm")
+             f"{more} more {differ} from the median {typical:.3g} mm")
     raise DataError(f"{where}: {what}, {usual}: the slices are not evenly spaced (a missing "
                     "slice, a duplicated position or a mixed stack)")
 
