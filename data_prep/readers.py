@@ -16,6 +16,9 @@ Formats
       Series order: ImagePositionPatient projected onto the slice normal
       (row x column of ImageOrientationPatient), ascending; else InstanceNumber;
       else file name.  Frames of a multi-frame file keep their stored order.
+      A series that is not one evenly spaced stack (a missing slice, a duplicated
+      position, a mixed stack: ``dicom_series.check_stack``) is read all the same,
+      its slices being 2-D training images, with a warning and no slice spacing.
       A folder with several series (SeriesInstanceUID) is an error that lists
       them; pass ``series=<uid>`` to pick one.  8-bit colour DICOM (RGB, YBR_FULL) gives
       MATLAB's ``rgb2ycbcr`` luma Y, as colour pictures do; other colour is an error.
@@ -49,7 +52,7 @@ import numpy as np
 from core.errors import DataError, warn
 from data_prep import intensity
 from data_prep.io import IMAGE_EXTS, by_name, dicom, format_of, images, list_files, stem
-from data_prep.io.dicom_series import group_series, pixel_spacing, sort_series
+from data_prep.io.dicom_series import check_stack, group_series, pixel_spacing, sort_series
 from data_prep.io.volume import as_3d, closest_canonical
 
 __all__ = ["Slice", "read_volume"]
@@ -89,7 +92,8 @@ def read_volume(path, axis=2, rule="auto", *, series=None, **rule_params):
         rule's parameters, e.g. the percentile window ``low``/``high``; for
         "image" a dict {slice name: parameters}), n_slices, shape ((H, W) or
         None if sizes differ), pixel_spacing ([row, col] mm or None),
-        slice_spacing (mm or None), sort_key, skipped (files skipped);
+        slice_spacing (mm or None; None for a DICOM series whose slices are
+        not evenly spaced), sort_key, skipped (files skipped);
         DICOM adds modality and series_uid.
     """
     if axis not in (0, 1, 2):
@@ -192,8 +196,9 @@ def _info(fmt, source, rinfo, n, shape, skipped, **extra):
 def _dicom_volume(loaded, source, rule, series, rule_params, skipped):
     """Pick one series, sort it, decode, invert MONOCHROME1 and map to uint8."""
     chosen, uid = _pick_series(loaded, source, series)
-    ordered, sort_key, spacing = sort_series(chosen)
+    ordered, sort_key, _ = sort_series(chosen)
     decoded = _decode_series(ordered, skipped)
+    spacing = _even_spacing([(path, ds) for path, ds, _ in decoded], source)
     stack = np.concatenate([arr for _, _, arr in decoded])
     flags = np.concatenate([[dicom.is_monochrome1(ds)] * len(arr) for _, ds, arr in decoded])
     stack = dicom.invert_monochrome1(stack, flags)
@@ -225,6 +230,18 @@ def _pick_series(loaded, source, series):
                         f"with one series or pass series=<SeriesInstanceUID>: {listing}")
     uid, items = next(iter(by_uid.items()))
     return items, uid
+
+
+def _even_spacing(items, source):
+    """The slice spacing of the sorted series, or None (with a warning that says what is done
+    instead) when its slices are not one evenly spaced stack: the data set takes them one by one
+    as 2-D slices, which needs no spacing."""
+    try:
+        return check_stack(items, source)
+    except DataError as exc:
+        warn(f"{exc}; data_prep uses the slices one by one as 2-D images, in this order, and "
+             "records no slice spacing")
+        return None
 
 
 def _decode_series(ordered, skipped):

@@ -12,7 +12,8 @@ from core.atomic import atomic_dir
 from core.errors import DataError, warn
 from data_prep.intensity import DEFAULT_PERCENTILES, check_numeric, percentile_window
 from data_prep.io import dicom, images
-from data_prep.io.dicom_series import group_series, series_files
+from data_prep.io.dicom_series import (check_same_size, check_stack, group_series,
+                                       series_files, sort_series)
 from data_prep.io.volume import voxel_axis
 from data_prep.matlab import imresize
 from eval.upscale_stream import output_array, upscale_stack, upscaled_shape
@@ -131,6 +132,21 @@ def _series_images(folder, fmt):
     return items
 
 
+def _check_series_geometry(items):
+    """The output holds every slice of the series, each from its own file: a slice of another
+    size is refused (one line naming it); slices that are not one evenly spaced stack are
+    upscaled all the same, with a warning: each is refined in-plane and keeps the position it
+    was read with, so the slice spacing is never used."""
+    if len(items) < 2:
+        return
+    where = items[0][0].parent
+    check_same_size(items, where)
+    try:
+        check_stack(sort_series(items)[0], where)
+    except DataError as exc:
+        warn(f"{exc}; eval.upscale refines each slice in-plane and keeps its position as read")
+
+
 def _upscale_series(items, fmt, net, scale, out_path):
     """Upscale [(path, dataset)] of one series with one window, and write each file to
     ``out_path(path)`` in one new series, file by file (one file's estimates in memory)."""
@@ -138,6 +154,7 @@ def _upscale_series(items, fmt, net, scale, out_path):
     if len(series) > 1:
         raise DataError(f"{items[0][0].parent}: holds {len(series)} DICOM series; "
                         "give a folder with one series")
+    _check_series_geometry(items)
     if any(dicom.is_colour(ds) for _, ds in items):
         return _upscale_colour_series(items, fmt, net, scale, out_path)
     values = [dicom.linear_values(ds, path) for path, ds in items]

@@ -2,7 +2,16 @@
 
 Order: ImagePositionPatient projected onto the slice normal (row x column of
 ImageOrientationPatient), ascending; else InstanceNumber; else natural file-name order.
+
+Geometry (:func:`check_stack`): the slices of a series are one stack when they share one
+orientation and their positions lie on one line along the normal, evenly spaced. A missing slice,
+a duplicated position, two interleaved stacks, two orientations or a gantry tilt are not: a
+command that places slices by the spacing refuses them (``check_stack`` raises), the others say
+what they do instead (they catch the DataError and warn). :func:`check_same_size` refuses a slice
+whose Rows/Columns differ from the series'.
 """
+from collections import Counter
+
 import numpy as np
 
 from core.errors import DataError, warn
@@ -10,7 +19,14 @@ from .dicom import int_or_none
 from .files import list_files, natural_key
 from .formats import by_name, sniff
 
-__all__ = ["series_files", "group_series", "sort_series", "pixel_spacing"]
+__all__ = ["series_files", "group_series", "sort_series", "pixel_spacing", "check_stack",
+           "check_even_spacing", "check_same_size", "SPACING_TOLERANCE", "ORIENTATION_TOLERANCE"]
+
+# Relative to the slice spacing: positions are written as rounded decimals (to 0.01 mm or coarser,
+# several per slice on an oblique stack), which at 0.5 mm slices is 2 %; a missing slice (100 %),
+# a duplicate (100 %) or an interleaved stack (a fraction of a slice) is far above it.
+SPACING_TOLERANCE = 0.05
+ORIENTATION_TOLERANCE = 1e-3  # direction cosines this close are one orientation (written rounded)
 
 
 def series_files(folder):
@@ -95,3 +111,84 @@ def _slice_normal(ds):
     normal = np.cross(iop[:3], iop[3:])
     norm = np.linalg.norm(normal)
     return normal / norm if norm > 1e-6 else None
+
+
+# ------------------------------------------------------------------------------ geometry
+
+def check_stack(items, where):
+    """The slice spacing (mm) of a sorted series (:func:`sort_series`) whose slices are one stack:
+    one ImageOrientationPatient, positions on one line along the slice normal, evenly spaced
+    (:func:`check_even_spacing`). DataError, one line starting with ``where``, naming the slices
+    that are not. None when there is nothing to check (fewer than two slices, or slices without
+    ImagePositionPatient/ImageOrientationPatient)."""
+    if len(items) < 2:
+        return None
+    orientations = [_floats(ds.get("ImageOrientationPatient"), 6) for _, ds in items]
+    positions = [_position(ds) for _, ds in items]
+    normal = _slice_normal(items[0][1])
+    if normal is None or any(v is None for v in orientations + positions):
+        return None
+    names = [path.name for path, _ in items]
+    for name, orientation in zip(names, orientations):
+        if np.abs(orientation - orientations[0]).max() > ORIENTATION_TOLERANCE:
+            raise DataError(f"{where}: {name} has ImageOrientationPatient {_vector(orientation)}, "
+                            f"{names[0]} {_vector(orientations[0])}: two orientations in one series "
+                            "(a mixed stack); give a folder with one stack")
+    along = [float(np.dot(normal, p)) for p in positions]
+    spacing = check_even_spacing(along, names, where)
+    for k, p in enumerate(positions):
+        shift = np.linalg.norm((p - positions[0]) - normal * (along[k] - along[0]))
+        if shift > SPACING_TOLERANCE * spacing:
+            raise DataError(f"{where}: slice {k + 1} ({names[k]}) lies {shift:.3g} mm across the "
+                            f"slice normal from slice 1 ({names[0]}): the slices are not stacked "
+                            "along their normal (a gantry tilt or a shifted stack)")
+    return spacing
+
+
+def check_even_spacing(positions, names, where):
+    """The spacing of slice ``positions`` (mm along the normal, ascending; ``names`` say which
+    slice each is): (last - first) / (count - 1) when every gap is the median gap within
+    SPACING_TOLERANCE; else DataError, one line starting with ``where``, naming the first two
+    slices (1-based, in slice order) whose gap is not, and their positions."""
+    gaps = np.diff(positions)
+    typical = float(np.median(gaps))
+    tolerance = SPACING_TOLERANCE * typical
+    if typical > 0:
+        odd = [k for k, gap in enumerate(gaps) if abs(gap - typical) > tolerance]
+    else:  # most positions are duplicated
+        odd = [k for k, gap in enumerate(gaps) if gap <= 0]
+    if not odd:
+        return (positions[-1] - positions[0]) / (len(positions) - 1)
+    k = odd[0]
+    pair = f"slices {k + 1} and {k + 2} ({names[k]}, {names[k + 1]})"
+    if gaps[k] <= max(tolerance, 0):
+        what = f"{pair} are both at {positions[k]:.6g} mm along the slice normal"
+    else:
+        what = (f"{pair} at {positions[k]:.6g} and {positions[k + 1]:.6g} mm along the slice "
+                f"normal are {gaps[k]:.3g} mm apart")
+    more = len(odd) - 1
+    differ = "gap differs" if more == 1 else "gaps differ"
+    usual = (f"the others {typical:.3g} mm" if not more else
+             f"{more} more {differ} from the median {typical:.3g} mm")
+    raise DataError(f"{where}: {what}, {usual}: the slices are not evenly spaced (a missing "
+                    "slice, a duplicated position or a mixed stack)")
+
+
+def check_same_size(items, where):
+    """DataError, one line naming the first slice whose Rows x Columns differ from the size most
+    slices of ``items`` [(path, dataset)] have."""
+    sizes = [(ds.get("Columns"), ds.get("Rows")) for _, ds in items]
+    common, count = Counter(sizes).most_common(1)[0]
+    for (path, _), size in zip(items, sizes):
+        if size != common:
+            raise DataError(f"{where}: {path.name} is {_size(size)} pixels where the other "
+                            f"{count} slices are {_size(common)}: a slice of another size in one "
+                            "series; give a folder of one size")
+
+
+def _size(size):
+    return "x".join("?" if v is None else str(v) for v in size)
+
+
+def _vector(values):
+    return "\\".join(f"{v:.6g}" for v in values)
