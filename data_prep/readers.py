@@ -20,7 +20,7 @@ Formats
       position, a mixed stack: ``dicom_series.check_stack``) is read all the same,
       its slices being 2-D training images, with a warning and no slice spacing.
       A folder with several series (SeriesInstanceUID) is an error that lists
-      them; pass ``series=<uid>`` to pick one.  8-bit colour DICOM (RGB, YBR_FULL) gives
+      them; ``read_volume(..., series=<uid>)`` picks one.  8-bit colour DICOM (RGB, YBR_FULL) gives
       MATLAB's ``rgb2ycbcr`` luma Y, as colour pictures do; other colour is an error.
     * Volumes (NIfTI ``.nii``, ``.nii.gz``, a ``.hdr``/``.img`` pair; NRRD; MetaImage): 3-D (trailing singleton dimensions are
       dropped, 2-D counts as one slice; 4-D with several volumes is an error).
@@ -227,7 +227,7 @@ def _pick_series(loaded, source, series):
                             f"{items[0][1].get('SeriesDescription', '')!s})"
                             for uid, items in by_uid.items())
         raise DataError(f"{source}: holds {len(by_uid)} DICOM series; point at a folder "
-                        f"with one series or pass series=<SeriesInstanceUID>: {listing}")
+                        f"with one series (copy each series into a folder of its own): {listing}")
     uid, items = next(iter(by_uid.items()))
     return items, uid
 

@@ -1,4 +1,4 @@
-"""Caffe's six solver types by name (issue #25): each has its generated solver file with the fields
+"""Caffe's six solver types by name: each has its generated solver file with the fields
 its type reads, its own rate where the paper's makes no sense, trains, and resumes byte-exactly;
 AdaGrad and RMSProp refuse a momentum (Caffe would abort) with one line; make grid SOLVERS=...
 trains each with the paper's two activations."""

@@ -188,7 +188,7 @@ def test_forward_valid_and_narrow_images_tile(models, engine):
 
 
 def test_plan_for_a_mammogram_keeps_every_blob_below_caffes_limit(models):
-    """The issue's image: 4664 x 3064 x3 is 13992 x 9192, about 9 times Caffe's blob limit for
+    """A full-size mammogram: 4664 x 3064 x3 is 13992 x 9192, about 9 times Caffe's blob limit for
     64-channel activations as one pass; any budget gives tiles whose largest blob fits."""
     shape = (13992, 9192)
     assert 64 * (shape[0] + 12) * (shape[1] + 12) > BLOB_LIMIT

@@ -34,7 +34,7 @@ from data_prep.one_axis import interpolate, thicken
 from data_prep.thick_scan import refined_affine
 from eval.metrics import psnr_of, ssim, to_uint8
 
-FACTORS = (3, 6)  # the issue's: a 3 mm and a 6 mm acquisition of a 1 mm brain
+FACTORS = (3, 6)  # a 3 mm and a 6 mm acquisition of a 1 mm brain
 # colin27: the validation volume (human, 1 mm), scored once the defaults were set; inia19: the
 # volume the defaults were chosen on (INIA19 macaque T1 template, 0.5 mm, skull-stripped, CC-BY,
 # in the same Debian package), so that Colin27's scores come from data no one tuned on.
