@@ -9,12 +9,12 @@ if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (
     from core.cli import exit_quietly_until_main
     exit_quietly_until_main()
 
-import argparse
 import json
 import re
 import sys
 from pathlib import Path
 
+from core.args import command_line
 from core.cli import check_writable, guarded
 from core.config import DATASETS, DEFAULT, ConfigError
 from core.data_files import DATA_ROOT, manifest_path
@@ -80,7 +80,7 @@ def build_user(args, cfg):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m data_prep", description=__doc__.splitlines()[0])
+    p = command_line("data_prep", short="data_prep", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", action="append", choices=DATASETS, help="default data set(s) to build")
     p.add_argument("--input", type=Path, help="your DICOM file/series folder, NIfTI (file or "
                    ".hdr/.img pair), NRRD or MetaImage file, or image folder")

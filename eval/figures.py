@@ -3,7 +3,6 @@ LR (nearest-neighbour enlarged) | bicubic | network | original, each with a magn
 The network: the long-schedule reference weights (models/reference/<dataset>/) when present, else
 RReLU + Nesterov of seed 0, else another seed of it, else the first run; at the run's scale.
 """
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
 from data_prep.degrade import degrade, low_resolution  # noqa: E402
+from core.args import command_line  # noqa: E402
 from core.cli import guarded  # noqa: E402
 from core.data_files import data_dir, test_images  # noqa: E402
 from core.names import PAPER_NET  # noqa: E402
@@ -104,7 +104,7 @@ def preferred_run(runs, reference=None):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m eval.figures", description=__doc__.splitlines()[0])
+    p = command_line("eval.figures", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", action="append", help="default: every data set with runs")
     p.add_argument("--out", type=Path, default=ROOT / "figures")
     args = p.parse_args(argv)

@@ -14,7 +14,6 @@ Why: a whole-image mean can hide where a gain comes from. On brain, the short sc
 all in the dark region; the net beats bicubic in the tissue only far later (docs/training.md,
 "Reference weights"; the numbers are in docs/notebook/).
 """
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -23,6 +22,7 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: keep error
 
 import numpy as np  # noqa: E402
 
+from core.args import command_line  # noqa: E402
 from core.cli import guarded  # noqa: E402
 from core.data_files import data_dir, test_images  # noqa: E402
 from core.errors import DataError  # noqa: E402
@@ -82,7 +82,7 @@ def table(rows):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m eval.regions", description=__doc__.splitlines()[0])
+    p = command_line("eval.regions", description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="score data/<dataset>/test_images")
     src.add_argument("--hr", type=Path, help="a folder of 8-bit HR images")

@@ -30,6 +30,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from core.args import command_line
 from core.atomic import write_json_atomic
 from core.config import DEFAULT, ROOT
 from tools.bench_engines import CaffeEngine, TorchEngine, write_patches
@@ -286,7 +287,7 @@ def run(args):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.bench_train", description=__doc__.split("\n\n")[0])
+    p = command_line("tools.bench_train", short="bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--configs", default=",".join(CONFIGS),
                    help=f"comma-separated, from {', '.join(CONFIGS)} (default: all)")
     p.add_argument("--iters", type=int, default=20, help="timed steps per block (default 20)")

@@ -12,13 +12,13 @@ not (which is why some machines pin the variable). A core type this CPU lacks th
 for is skipped with the reason; a child in which OpenBLAS did not take the core type asked for
 fails (OpenBLAS ignores a name it does not know).
 """
-import argparse
 import os
 import subprocess
 import sys
 
 import numpy  # noqa: F401  (loads the OpenBLAS that blas_info reports, as Caffe does)
 
+from core.args import command_line
 from core.config import ROOT
 from core.machine import blas_info, cpu_flags
 
@@ -74,7 +74,7 @@ def run_core(core, pytest_args):
 
 
 def parse(argv):
-    p = argparse.ArgumentParser(prog="python -m tools.blas_kernels", description=__doc__.splitlines()[0])
+    p = command_line("tools.blas_kernels", short="test-kernels", description=__doc__.splitlines()[0])
     p.add_argument("--cores", nargs="+", metavar="CORE", choices=list(CORE_TYPE_NEEDS),
                    help=f"core types to run under (default: one older than this process's): "
                         f"{', '.join(CORE_TYPE_NEEDS)}")

@@ -11,7 +11,6 @@ net and its baseline), the figure is one panel of every variant present. The lon
 <dataset>_long_pairs.png shows Figs. 3 and 4 at that schedule as differences: one panel per two of
 them that differ in one factor, the curve above zero where the claim holds.
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from core.activations import ACTIVATIONS  # noqa: E402
 from core import paper  # noqa: E402
+from core.args import command_line  # noqa: E402
 from core.atomic import atomic_path  # noqa: E402
 from core.config import ROOT  # noqa: E402
 from core.names import manifest_variant  # noqa: E402
@@ -207,7 +207,7 @@ def plot_long_pairs(longs, dataset, out_dir, key="psnr"):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.curves", description=__doc__.splitlines()[0])
+    p = command_line("tools.curves", description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, default=ROOT / "runs", help="runs root (default runs/)")
     p.add_argument("--reference", type=Path, default=REFERENCE_ROOT,
                    help="long-schedule reference runs (default models/reference/)")

@@ -4,7 +4,6 @@
     python -m tools.generate --check    exit 1 and list the files that differ from a fresh generation
     python -m tools.generate --out DIR KEY=VALUE ...   a variant with overrides, written under DIR
 """
-import argparse
 import re
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import text_format
 
+from core.args import command_line
 from core.datasets import count_test_patches
 from core.atomic import write_text_atomic
 from core.config import ACTIVATIONS, DATASETS, DEFAULT, ROOT, SOLVERS, ConfigError, dataset_config
@@ -63,7 +63,7 @@ def stale_files(root=ROOT):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = command_line("tools.generate", short="nets", description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare with the committed files")
     parser.add_argument("--out", type=Path, help="write under this directory instead of the repo")
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE")

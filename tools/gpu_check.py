@@ -14,7 +14,6 @@
 
 The numbers go to ``--out`` (JSON, atomically) and a short table to stdout.
 """
-import argparse
 import os
 import statistics
 import subprocess
@@ -24,6 +23,7 @@ from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
+from core.args import command_line  # noqa: E402
 from core.atomic import write_json_atomic  # noqa: E402
 from core.config import DEFAULT, ROOT  # noqa: E402
 from core.device import DeviceError, check_gpu, machine_gpus  # noqa: E402
@@ -119,7 +119,7 @@ def report(result):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.gpu_check", description=__doc__.splitlines()[0])
+    p = command_line("tools.gpu_check", short="gpu-check", description=__doc__.splitlines()[0])
     p.add_argument("--gpu", type=int, default=0, metavar="N", help="device number (default 0)")
     p.add_argument("--iters", type=int, default=200, help="training steps compared (default 200)")
     p.add_argument("--time-iters", type=int, default=50, help="timed steps (default 50)")

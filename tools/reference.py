@@ -18,7 +18,6 @@ the long schedule: in ``runs/<dataset>/long/<act>_<solver>/``, packed into
 ``models/long/<dataset>/<act>_<solver>/`` (core.run_files.long_pack_dir). ``--pack-only
 --partial`` packs a run stopped on the way, which the next ``make reference`` continues.
 """
-import argparse
 import json
 import os
 import shutil
@@ -27,6 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: its INFO lines drown the bar
 
+from core.args import command_line  # noqa: E402
 from core.atomic import atomic_dir, write_json_atomic  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.cli import guarded  # noqa: E402
@@ -82,7 +82,7 @@ def unpack(ref, run):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.reference", description=__doc__.splitlines()[0])
+    p = command_line("tools.reference", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", required=True)
     p.add_argument("--act", default=PAPER_NET[0], help="default: the paper's net")
     p.add_argument("--solver", default=PAPER_NET[1], help="default: the paper's net")

@@ -11,13 +11,13 @@ if __name__ == "__main__":
     from core.cli import exit_quietly_until_main
     exit_quietly_until_main()
 
-import argparse
 import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from core.args import command_line
 from core.atomic import atomic_path
 from core.cli import check_writable, guarded
 from core.errors import DataError
@@ -94,7 +94,7 @@ def run(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.thickslice_figure", description=__doc__.splitlines()[0])
+    p = command_line("tools.thickslice_figure", short="thickslice-figure", description=__doc__.splitlines()[0])
     p.add_argument("--in", dest="input", type=Path, required=True, help="the thick-slice scan")
     p.add_argument("--sr", type=Path, required=True, help="make thickslice's output for it")
     p.add_argument("--png", type=Path, required=True, help="the figure")

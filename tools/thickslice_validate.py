@@ -16,8 +16,6 @@ if __name__ == "__main__":
     from core.cli import exit_quietly_until_main
     exit_quietly_until_main()
 
-import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -25,13 +23,13 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage
 
+from core.args import command_line
 from core.atomic import write_json_atomic, write_text_atomic
 from core.cli import guarded
 from core.config import ROOT
 from core.errors import DataError
 from data_prep.intensity import percentile_window
 from data_prep.one_axis import interpolate, thicken
-from data_prep.thick_scan import refined_affine
 from eval.metrics import psnr_of, ssim, to_uint8
 
 FACTORS = (3, 6)  # a 3 mm and a 6 mm acquisition of a 1 mm brain
@@ -177,7 +175,7 @@ def run(args):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.thickslice_validate", description=__doc__.splitlines()[0])
+    p = command_line("tools.thickslice_validate", short="thickslice-validate", description=__doc__.splitlines()[0])
     p.add_argument("--factors", type=int, nargs="+", default=list(FACTORS))
     p.add_argument("--volume", choices=VOLUMES, default=VOLUMES[0],
                    help="colin27 (validation, the default) or inia19 (the tuning volume)")

@@ -7,7 +7,6 @@ its log's last line); then the evaluation job.
 States come from squeue (which keeps a finished job for MinJobAge, 5 minutes by default) and, for
 jobs it no longer lists, from the runs' manifests and the logs.
 """
-import argparse
 import getpass
 import json
 import re
@@ -16,6 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.args import command_line
 from core.config import ConfigError, dataset_config
 from core.names import parse_run
 from core.run_files import default_run_dir, read_manifest
@@ -162,7 +162,7 @@ def report(record, states):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m tools.slurm.status", description=__doc__.splitlines()[0])
+    p = command_line("tools.slurm.status", short="grid-status", description=__doc__.splitlines()[0])
     p.add_argument("--logs", type=Path, default=DEFAULT_LOGS, help="the submissions' folder (logs/slurm)")
     p.add_argument("--job", help="the array job id of an earlier submission (default: the last)")
     args = p.parse_args(sys.argv[1:] if argv is None else argv)

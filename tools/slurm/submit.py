@@ -10,7 +10,6 @@ ids; KEY=VALUE after `--` are the trainer's config overrides. Every name and ove
 before anything is submitted. The submission is recorded in <logs>/grid-<array id>.json and
 <logs>/latest.json, which `make grid-status` reads.
 """
-import argparse
 import json
 import os
 import re
@@ -20,6 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from core.args import command_line
 from core.atomic import write_json_atomic
 from core.config import ROOT, ConfigError, dataset_config
 from core.data_files import data_dir, is_built
@@ -39,7 +39,7 @@ class SubmitError(Exception):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m tools.slurm.submit", description=__doc__.splitlines()[0])
+    p = command_line("tools.slurm.submit", short="submit", description=__doc__.splitlines()[0])
     p.add_argument("--grid", default="paper", help="paper or full (core.names.GRIDS)")
     p.add_argument("--seeds", type=int, default=1, help="seeds 0 .. N-1 of every run")
     p.add_argument("--datasets", default="", help="data sets, space-separated (default: all)")
