@@ -5,6 +5,7 @@ was. For eval.upscale, tools.thickslice (through eval.upscale.check_io), eval.ex
 tables and REPORT.md; and the marks themselves, per format."""
 import json
 import os
+import signal
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ from pydicom.uid import generate_uid
 from core import atomic
 from core.config import ROOT
 from core.errors import DataError
-from data_prep.io import format_of, marks
+from data_prep.io import format_of
 from eval import upscale
 from eval.__main__ import main as eval_main
 from eval.export import main as export_main
@@ -54,9 +55,10 @@ def series(folder, count=5, side=12):
 
 @pytest.fixture
 def scan_folder(tmp_path):
-    """The issue's /tmp/v: a DICOM series and the user's report.txt beside it."""
+    """The issue's /tmp/v: a DICOM series (one thickslice can train on) and the user's
+    report.txt beside it."""
     v = tmp_path / "v"
-    series(v / "series")
+    series(v / "series", side=48)
     (v / "report.txt").write_text("precious\n")
     return v
 
@@ -278,6 +280,7 @@ def test_a_report_replaces_only_a_report(tmp_path, capfd):
 # ------------------------------------------------------------------------------- the marks
 
 def test_every_written_format_carries_its_mark_and_a_copy_of_another_s_file_does_not(net, tmp_path):
+    from data_prep.io import marks
     cv2.imwrite(str(tmp_path / "in.png"), rng_image((6, 7), 256, np.uint8))
     cv2.imwrite(str(tmp_path / "in.tif"), rng_image((6, 7), 4000, np.uint16))
     data = rng_image((6, 7, 3), 1000, np.int16)
@@ -307,6 +310,7 @@ def test_a_bmp_has_no_room_for_a_mark_and_is_never_replaced(net, tmp_path):
 def test_the_dicom_mark_survives_what_issue_34_may_change(net, tmp_path):
     """The mark is a private element of its own creator: ImageType, SeriesDescription or
     DerivationDescription may say DERIVED and more without touching it."""
+    from data_prep.io import marks
     write_dicom(tmp_path / "in.dcm", rng_image((6, 7), 1000, np.uint16))
     upscale.upscale_path(tmp_path / "in.dcm", tmp_path / "out.dcm", net)
     ds = pydicom.dcmread(str(tmp_path / "out.dcm"))
@@ -322,24 +326,29 @@ def test_the_dicom_mark_survives_what_issue_34_may_change(net, tmp_path):
 def test_the_next_write_removes_a_killed_process_s_temporaries_only(tmp_path):
     """A SIGKILL leaves a temporary nobody removes: the next write of the same name removes it
     when its process is gone, and leaves a living process's and another machine's."""
-    dest = tmp_path / "out"
-    killed = subprocess.run([sys.executable, "-c", (
-        "import os, signal, sys\n"
-        "from core.atomic import atomic_dir\n"
-        f"with atomic_dir({str(dest)!r}) as tmp:\n"
-        "    (tmp / 'a.dcm').write_text('half')\n"
-        "    os.kill(os.getpid(), signal.SIGKILL)\n")], cwd=ROOT, env=clean_env())
-    assert killed.returncode == -9
-    left = [p.name for p in tmp_path.iterdir()]
-    assert len(left) == 1 and left[0].startswith(".out.") and left[0].endswith(".tmp")
+    def killed_in(dest):
+        killed = subprocess.run([sys.executable, "-c", (
+            "import os, signal\n"
+            "from core.atomic import atomic_dir\n"
+            f"with atomic_dir({str(dest)!r}) as tmp:\n"
+            "    (tmp / 'a.dcm').write_text('half')\n"
+            "    os.kill(os.getpid(), signal.SIGKILL)\n")], cwd=ROOT, env=clean_env())
+        assert killed.returncode == -signal.SIGKILL
+        left = [p.name for p in dest.parent.iterdir() if p.name.startswith(f".{dest.name}.")]
+        assert len(left) == 1 and left[0].endswith(".tmp")
+
+    killed_in(tmp_path / "out")
+    with atomic.atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "a.dcm").write_text("whole")
+    assert os.listdir(tmp_path) == ["out"]
     alive = subprocess.Popen(["sleep", "60"])
     try:
-        living = tmp_path / f".out.{alive.pid}.{atomic._HOST}-0000abcd.tmp"
-        elsewhere = tmp_path / f".out.{alive.pid + 1}.ffffffff-0000abcd.tmp"
+        living = tmp_path / f".again.{alive.pid}.{atomic._HOST}-0000abcd.tmp"
+        elsewhere = tmp_path / f".again.{alive.pid + 1}.ffffffff-0000abcd.tmp"
         living.mkdir(), elsewhere.mkdir()
-        with atomic.atomic_dir(dest) as tmp:
+        with atomic.atomic_dir(tmp_path / "again") as tmp:
             (tmp / "a.dcm").write_text("whole")
-        assert sorted(p.name for p in tmp_path.iterdir()) == sorted([living.name, elsewhere.name, "out"])
+        assert sorted(os.listdir(tmp_path)) == sorted([living.name, elsewhere.name, "again", "out"])
     finally:
         alive.kill()
         alive.wait()
