@@ -41,7 +41,7 @@ def _alive(pid):
 
 def remove_stale(beside):
     """Remove the temporaries of ``beside`` that a process of this machine left when it was
-    killed (its pid no longer runs); the names removed. Once per name and process: a process
+    killed (its pid no longer runs); returns their paths. Once per name and process: a process
     that writes one file many times looks once."""
     beside = Path(beside)
     key = str(beside.absolute())
