@@ -127,7 +127,8 @@ def test_make_upscale_force_keeps_the_input_and_the_report(model, scan_folder):
     """Case 1 as the issue ran it, through make."""
     run = make_run(scan_folder.parent, model)
     before = snapshot(scan_folder)
-    done = make("-s", "upscale", f"IN={scan_folder / 'series'}", f"OUT={scan_folder}", "FORCE=1", f"RUN={run}")
+    done = make("-s", "upscale", f"IN={scan_folder / 'series'}", f"OUT={scan_folder}", "FORCE=1",
+                f"RUN={run}")
     assert done.returncode != 0 and "it holds the input" in done.stderr, done.stderr
     assert snapshot(scan_folder) == before
 

@@ -66,6 +66,9 @@ def _dicom_series(path):
     """The file's SeriesInstanceUID when it is a DICOM file that carries the mark, else None."""
     import pydicom
     try:
+        with open(path, "rb") as f:
+            if f.read(132)[128:] != b"DICM":  # the writer always writes the preamble: others are not ours
+                return None
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
