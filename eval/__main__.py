@@ -8,9 +8,11 @@
 Methods are named <act>_<solver>/seed<k>; two runs that share a name get their directory added.
 The scale (and the scoring border, scale px per side) is the runs' own (config.scale); runs of
 different scales, or a --scale that contradicts them, are refused with one line.
-Writes JSON ({"scale", "methods": {name: {"variant", "seed", "iterations", "run", "images",
-"mean"}}}), CSV (one row per image and method) and a Markdown table shaped like the paper's Fig. 5
-(default: results/<name>.*).
+Writes JSON ({"producer", "scale", "methods": {name: {"variant", "seed", "iterations", "run",
+"images", "mean"}}}), CSV (one row per image and method) and a Markdown table shaped like the
+paper's Fig. 5 (default: results/<name>.*): the three together or none, each replacing only a
+table that eval wrote (its mark: eval.results.table_refusal), refused in one line before any
+image is scored otherwise.
 """
 if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (core.cli)
     from core.cli import exit_quietly_until_main
@@ -24,14 +26,15 @@ from pathlib import Path
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 from core.cli import check_writable, guarded  # noqa: E402
-from core.atomic import write_json_atomic, write_text_atomic  # noqa: E402
+from core.atomic import write_texts_atomic  # noqa: E402
 from core.config import ROOT  # noqa: E402
 from core.data_files import data_dir, is_built, test_images  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.device import use_device  # noqa: E402
+from core.outputs import check_replace  # noqa: E402
 from eval.metrics import METRICS  # noqa: E402
-from eval.results import (common_scale, csv_text, dataset_methods, evaluate,  # noqa: E402
-                          markdown_table, name_runs)
+from eval.results import (common_scale, dataset_methods, evaluate, name_runs,  # noqa: E402
+                          table_refusal, tables_text)
 from eval.score import load_hr_folder  # noqa: E402
 from eval.tiles import BORDERS, ENGINES  # noqa: E402
 
@@ -73,14 +76,16 @@ def mean_line(name, method, r):
     return f"eval: {name} {method}: {values}"
 
 
-def outputs(args, name):
+def outputs(args, name, inputs=()):
     """{"json", "csv", "md"}: where the tables go (results/<name>.* unless given), each checked
-    writable before any image is scored."""
+    before any image is scored: writable, and either new or a table of its kind that eval wrote
+    (never one of ``inputs``, nor anything else: core.outputs.check_replace)."""
     paths = {kind: getattr(args, kind) or ROOT / "results" / f"{name}.{kind}" for kind in ("json", "csv", "md")}
     for kind, path in paths.items():
         if path.is_dir():
             raise DataError(f"{path}: --{kind} is a folder; name the file to write")
         check_writable(path, f"--{kind}")
+        check_replace(path, lambda p, kind=kind: table_refusal(kind, p), inputs=inputs)
     return paths
 
 
@@ -104,7 +109,7 @@ def score(args):
     """One data set, or a folder of HR images, against its runs: the tables and the means."""
     name = args.dataset or args.hr.name
     hr_dir = test_images(data_dir(args.dataset)) if args.dataset else args.hr
-    paths = outputs(args, name)
+    paths = outputs(args, name, [hr_dir, *(args.runs or [])])
     if args.runs is not None:
         runs = name_runs(args.runs)
     else:
@@ -112,9 +117,8 @@ def score(args):
     scale = common_scale(runs, args.scale)  # refuse a mix of scales before loading anything
     use_device(args.gpu)
     result = evaluate(load_hr_folder(hr_dir), runs, scale, args.engine, args.border)
-    write_json_atomic(paths["json"], result)
-    write_text_atomic(paths["csv"], csv_text(result))
-    write_text_atomic(paths["md"], markdown_table(result, name))
+    texts = tables_text(result, name)
+    write_texts_atomic({paths[kind]: texts[kind] for kind in paths})  # all three, or none
     for method, r in result["methods"].items():
         print(mean_line(name, method, r))
     return 0

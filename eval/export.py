@@ -16,7 +16,8 @@ order, can differ (docs/exactness.md). A net it cannot translate is refused, nam
 
 Errors are one line, ``export: error: ...`` on stderr, exit code 2 (1 for a file system error);
 the file is written under a temporary name and renamed when whole. An existing --out is refused
-unless --force.
+unless --force, and --force replaces only an ONNX file this project wrote (its producer name,
+``eval.onnx_graph.PRODUCER``), never a file of the run or anything else (``core.outputs``).
 """
 if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (core.cli)
     from core.cli import exit_quietly_until_main
@@ -26,7 +27,6 @@ import os
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: keep errors to one line
 
-import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -34,10 +34,11 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core.atomic import atomic_path  # noqa: E402
-from core.cli import check_writable, guarded  # noqa: E402
+from core.cli import OneLineParser, check_writable, guarded  # noqa: E402
 from core.config import DEFAULT  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.names import variant  # noqa: E402
+from core.outputs import check_replace  # noqa: E402
 from core.run_files import final_snapshot  # noqa: E402
 from data_prep.degrade import degrade  # noqa: E402
 from data_prep.sources import prostate, sha256  # noqa: E402
@@ -81,15 +82,37 @@ def metadata(run_dir, manifest, caffemodel, net, scale):
             if v is not None}
 
 
-def check_out(out, force):
-    """DataError unless ``out`` may be written: not a folder, not there (or ``force``), in a
-    place this process can write."""
+def check_out(out, force, inputs=()):
+    """DataError unless ``out`` may be written: not a folder, in a place this process can write,
+    and not there, or (with ``force``) an ONNX file this project wrote that is none of
+    ``inputs``, the files the export reads (``core.outputs.check_replace``)."""
     out = Path(out)
     if out.is_dir():
         raise DataError(f"{out}: --out is a folder; name the .onnx file to write")
     check_writable(out)
-    if (out.exists() or out.is_symlink()) and not force:
-        raise DataError(f"{out}: already exists (add --force to replace it)")
+    check_replace(out, onnx_refusal, force, inputs)
+
+
+def onnx_refusal(path):
+    """None when ``path`` is an ONNX file this project wrote (its producer name); else why not."""
+    from eval.onnx_graph import PRODUCER
+    try:
+        import onnx
+        if onnx.load(str(path), load_external_data=False).producer_name == PRODUCER:
+            return None
+    except Exception:  # not ONNX (a caffemodel, a text), or unreadable: not this project's
+        pass
+    return f"it carries no mark of this project (the ONNX producer name {PRODUCER!r})"
+
+
+def run_inputs(run_dir):
+    """The files an export of ``run_dir`` reads (its manifest, deploy net and last snapshot),
+    never to be written over; none where the run is unusable (the export says why, later)."""
+    try:
+        _, deploy, caffemodel = final_snapshot(run_dir)
+    except DataError:
+        return []
+    return [Path(run_dir) / "manifest.json", deploy, caffemodel]
 
 
 # ---------------------------------------------------------------------- verification
@@ -165,19 +188,16 @@ def export(run_dir, out):
     return found
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, as every other error here, not the usage block
-        self.exit(2, f"export: error: {message}\n")
-
-
 def parse_args(argv):
-    p = Parser(prog="python -m eval.export", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m eval.export", name="export",
+                      description=__doc__.splitlines()[0])
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--run", type=Path, help="run directory: its last snapshot and deploy net")
     model.add_argument("--reference", metavar="DATASET",
                        help="the committed long-schedule weights models/reference/DATASET/")
     p.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out that this project exported")
     args = p.parse_args(argv)
     args.run = reference_run(args.reference, p) if args.reference else run_folder(args.run)
     return args
@@ -189,7 +209,7 @@ def main(argv=None):
 
 
 def run(args):
-    check_out(args.out, args.force)
+    check_out(args.out, args.force, run_inputs(args.run))
     found = export(args.run, args.out)
     diffs = ", ".join(f"{e} {found[e]:.2g}" for e in VERIFIED_ENGINES)
     print(f"export: {args.out}: verified against pycaffe (largest difference: {diffs}; the "

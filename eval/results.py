@@ -8,10 +8,13 @@ the same name are told apart by their directory: no run is ever dropped. Every m
 """
 import csv
 import io
+import json
 from pathlib import Path
 
+from core.atomic import json_text
 from core.config import DEFAULT, ROOT
 from core.errors import DataError
+from core.outputs import PRODUCER
 from core.names import PAPER_NET, manifest_variant, variant
 from core.run_files import LONG_RUN, LONG_VARIANTS, final_snapshot, is_reference, long_dirs, read_manifest, run_label
 from eval.metrics import METRICS
@@ -179,6 +182,40 @@ def csv_text(result):
             values = [f"{row[k]:.{m.decimals + 2}f}" for k, m in METRICS.items()]
             writer.writerow([method, r.get("variant") or method, seed, row["name"], *values])
     return out.getvalue()
+
+
+# The mark of eval's tables (FORCE, core.outputs): the JSON's "producer", the Markdown's last
+# line; a CSV has no place for a note that its readers skip, so its header row is its mark.
+TABLES_MARK = f"{PRODUCER} eval"
+MD_MARK = f"<!-- {TABLES_MARK} -->"
+CSV_HEAD = "method,variant,seed,image,"
+
+
+def tables_text(result, title):
+    """{"json", "csv", "md"}: the texts of the three tables of ``result``, each with its mark."""
+    return {"json": json_text({"producer": TABLES_MARK, **result}), "csv": csv_text(result),
+            "md": f"{markdown_table(result, title)}\n{MD_MARK}\n"}
+
+
+def table_refusal(kind, path):
+    """None when ``path`` is a table of ``kind`` ("json", "csv", "md") that eval wrote (its mark);
+    else why not, a clause (core.outputs.check_replace's ``own``)."""
+    try:
+        text = Path(path).read_text()
+        if kind == "json":
+            table = json.loads(text)
+            marked = isinstance(table, dict) and table.get("producer") == TABLES_MARK
+        elif kind == "csv":
+            marked = text.startswith(CSV_HEAD)
+        else:
+            marked = text.rstrip().endswith(MD_MARK)
+    except (OSError, ValueError):  # unreadable, not text, not JSON: not a table of ours
+        marked = False
+    if marked:
+        return None
+    where = {"json": f'"producer": "{TABLES_MARK}"', "csv": f"the header {CSV_HEAD}...",
+             "md": f"the last line {MD_MARK}"}[kind]
+    return f"it is not a table that eval wrote (no {where})"
 
 
 def markdown_table(result, title):

@@ -37,7 +37,9 @@ slice needs about 3 bytes per output pixel more at its peak.
 tqdm progress bars (slices; tiles, for an image that takes more than a few seconds) go to
 stderr when it is a terminal. Errors are one line, ``upscale: error:
 ...`` on stderr, exit code 2, and leave no output (temporary names, renamed at the end; a DICOM
-folder is built beside --out). An existing --out is refused unless --force.
+folder is built beside --out). An existing --out is refused unless --force, and --force replaces
+only an output this project wrote (its mark: ``core.outputs``, ``data_prep.io.marks``), never
+the input, a folder that holds it, a run folder or anything else (docs/reliability.md).
 
 Here: the paths and the command line; ``eval.upscale_formats`` upscales each kind of input,
 ``eval.upscale_stream`` the slices, in bounded memory.
@@ -50,17 +52,18 @@ import os
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: keep errors to one line
 
-import argparse  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from core.cli import check_writable, guarded  # noqa: E402
+from core.cli import OneLineParser, check_writable, guarded  # noqa: E402
 from core.config import DATASETS  # noqa: E402
 from core.errors import DataError  # noqa: E402
+from core.outputs import check_replace  # noqa: E402
 from core.run_files import final_snapshot  # noqa: E402
 from data_prep.io import by_name, format_of  # noqa: E402
 from data_prep.io.files import list_files  # noqa: E402
 from data_prep.io.formats import IMAGE_EXTS  # noqa: E402
+from data_prep.io.marks import file_refusal, series_refusal  # noqa: E402
 from data_prep.io.volume import upscaled_affine  # noqa: E402,F401 (API too)
 from eval.tiles import DEFAULT_BUDGET_MB, ENGINES  # noqa: E402
 from eval.upscale_formats import HANDLERS  # noqa: E402
@@ -89,7 +92,10 @@ def upscale_path(in_path, out_path, net, axis=2, force=False, scale=DEFAULT_SCAL
 
 def check_io(src, dst, force=False):
     """The input's format name ("image", "dicom", "nifti" ...) or "folder", after checking that
-    it exists, is supported, and that ``dst`` may be written; DataError otherwise."""
+    it exists, is supported, and that ``dst`` may be written: it does not exist, or ``force`` is
+    given and it is an output this project wrote (``core.outputs.check_replace``: never the
+    input, a folder that holds it, a run folder or anything else); DataError otherwise. The one
+    guard of every command that writes an input's upscaled copy (eval.upscale, tools.thickslice)."""
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise DataError(f"{src}: no such file or folder")
@@ -99,23 +105,33 @@ def check_io(src, dst, force=False):
     if dst.resolve() == src.resolve():
         raise DataError(f"{dst}: --out is the input; write somewhere else")
     check_writable(dst)  # before any work: a read-only or unwritable place is found out now
-    if dst.exists() or dst.is_symlink():
-        if not force:
-            raise DataError(f"{dst}: already exists (add --force to replace it)")
-        if dst.is_dir() != (kind == "folder"):
-            raise DataError(f"{dst}: exists and is a {'folder' if dst.is_dir() else 'file'}; "
-                            f"the output is a {'folder' if kind == 'folder' else 'file'}")
+    if dst.exists() and not dst.is_symlink() and dst.is_dir() != (kind == "folder"):
+        raise DataError(f"{dst}: exists and is a {'folder' if dst.is_dir() else 'file'}; "
+                        f"the output is a {'folder' if kind == 'folder' else 'file'}")
     fmt = _format(kind)
     # Image and volume writers pick the encoding from the name: it must say the input's format.
     if fmt.kind != "dicom" and not dst.name.lower().endswith(fmt.extensions):
         raise DataError(f"{dst}: --out for a {fmt.title} file must end in "
                         f"{', '.join(fmt.extensions)}")
-    # A detached header (.mhd, .nhdr) also writes its voxel data beside it.
-    for extra in (fmt.data_files(dst) if fmt.data_files else []):
-        if extra.resolve() == src.resolve() or (extra.exists() and not force):
-            raise DataError(f"{extra}: already exists and would be written with {dst.name} "
-                            "(add --force to replace it)")
+    extras = fmt.data_files(dst) if fmt.data_files else []
+    for extra in extras:
+        if extra.resolve() == src.resolve():
+            raise DataError(f"{extra}: would be written with {dst.name}, and it is the input")
+    own = series_refusal if kind == "folder" else (lambda path: file_refusal(fmt.name, path))
+    check_replace(dst, own, force, inputs=[src])
+    for extra in extras:
+        check_data_file(extra, dst, own)
     return kind
+
+
+def check_data_file(extra, dst, own):
+    """DataError unless ``extra``, a file that writing ``dst`` writes too (a detached header's
+    voxel data, the other half of a NIfTI pair), may be written: it exists only beside a ``dst``
+    this project wrote (which :func:`check_io` let be replaced)."""
+    if (extra.exists() or extra.is_symlink()) and (not dst.exists() or own(dst) is not None
+                                                   or extra.is_symlink()):
+        raise DataError(f"{extra}: already exists and would be written with {dst.name}, which is "
+                        "not an output this project wrote there (move or remove it by hand)")
 
 
 def check_series_folder(folder):
@@ -156,9 +172,9 @@ def resolve_run(run=None, model=None, deploy=None):
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m eval.upscale",
-                                description="Super-resolve an image with a trained SRCNN "
-                                            "and write it back in the same format.")
+    p = OneLineParser(prog="python -m eval.upscale", name="upscale",
+                      description="Super-resolve an image with a trained SRCNN "
+                                  "and write it back in the same format.")
     p.add_argument("--in", dest="input", type=Path, required=True,
                    help="PNG/TIFF/BMP, DICOM file or series folder, NIfTI (.nii, .nii.gz, or a .hdr/.img "
                         "pair), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd)")
@@ -181,7 +197,8 @@ def parse_args(argv):
     p.add_argument("--memory-budget", type=float, default=DEFAULT_BUDGET_MB, metavar="MB",
                    help="memory for one tile of the net, in MB (default %(default)g); larger "
                         "images run tile by tile with the same result")
-    p.add_argument("--force", action="store_true", help="replace an existing --out")
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out this project wrote (docs/reliability.md)")
     p.add_argument("--gpu", type=int, metavar="N",
                    help="run the net on GPU N (engine caffe; a CUDA build: make setup GPU=1)")
     args = p.parse_args(argv)

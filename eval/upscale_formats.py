@@ -14,6 +14,7 @@ from data_prep.intensity import DEFAULT_PERCENTILES, check_numeric, percentile_w
 from data_prep.io import dicom, images
 from data_prep.io.dicom_series import (check_same_size, check_stack, group_series,
                                        series_files, sort_series)
+from data_prep.io.marks import write_marked_picture
 from data_prep.io.volume import voxel_axis
 from data_prep.matlab import imresize
 from eval.upscale_stream import output_array, upscale_stack, upscaled_shape
@@ -71,7 +72,7 @@ def _upscale_image(src, dst, fmt, net, axis, scale):
         window = _window(img, img.dtype == np.uint8, percentiles=(0, 100))
         out = output_array((1,) + upscaled_shape(img.shape, scale), src)
         out = upscale_stack(net, [img], window, scale=scale, out=out)[0]
-    fmt.write(dst, out, img.dtype)
+    write_marked_picture(dst, lambda path: fmt.write(path, out, img.dtype), f"upscale x{scale}")
     return {"slices": 1, "window": list(window)}
 
 
@@ -90,7 +91,8 @@ def _upscale_pages(src, dst, net, scale):
     window = _window(np.stack(pages), first.dtype == np.uint8, percentiles=(0, 100))
     out = output_array((len(pages),) + upscaled_shape(first.shape, scale), src)
     upscale_stack(net, pages, window, scale=scale, out=out)
-    images.write_pages(dst, out, first.dtype)
+    write_marked_picture(dst, lambda path: images.write_pages(path, out, first.dtype),
+                         f"upscale x{scale}")
     return {"slices": len(pages), "window": list(window)}
 
 

@@ -57,14 +57,20 @@ def test_cli_reference_names_the_committed_weights_by_data_set(model, tmp_path, 
         assert f"no models/reference/{name}/ (there are: brain; {hint})" in capsys.readouterr().err
 
 
-def test_cli_force_replaces_existing_output(model, tmp_path):
+def test_cli_force_replaces_an_output_it_wrote_and_nothing_else(model, tmp_path, capsys):
     cv2.imwrite(str(tmp_path / "in.png"), rng_image((7, 9), 256, np.uint8))
-    (tmp_path / "out.png").write_bytes(b"old")
     args = ["--in", str(tmp_path / "in.png"), "--out", str(tmp_path / "out.png"),
             "--model", str(model[1]), "--deploy", str(model[0])]
-    assert upscale.main(args) == 2 and (tmp_path / "out.png").read_bytes() == b"old"
+    assert upscale.main(args) == 0
+    first = (tmp_path / "out.png").read_bytes()
+    assert upscale.main(args) == 2 and (tmp_path / "out.png").read_bytes() == first
+    assert "already exists (add --force" in capsys.readouterr().err
+    cv2.imwrite(str(tmp_path / "in.png"), rng_image((8, 9), 256, np.uint8))
     assert upscale.main(args + ["--force"]) == 0
-    assert cv2.imread(str(tmp_path / "out.png")).shape[:2] == (21, 27)
+    assert cv2.imread(str(tmp_path / "out.png")).shape[:2] == (24, 27)
+    (tmp_path / "out.png").write_bytes(b"old")  # the user's own file of that name
+    assert upscale.main(args + ["--force"]) == 2 and (tmp_path / "out.png").read_bytes() == b"old"
+    assert "carries no mark of this project (a Software tEXt chunk)" in capsys.readouterr().err
 
 
 BAD_INPUTS = {"missing_model": "caffemodel not found",
@@ -74,7 +80,7 @@ BAD_INPUTS = {"missing_model": "caffemodel not found",
               "one_row_png": "slices of 1x8 pixels are 1-D",
               "one_d_nifti": "has no 2-D slices",
               "empty_nifti": "image has no pixels",
-              "out_exists": "already exists (add --force",
+              "out_exists": "not replaced: it carries no mark of this project",
               "run_without_snapshots": "the run has no snapshot yet"}
 
 

@@ -11,7 +11,8 @@ functional groups); ImagePositionPatient moved by (0.5 / scale - 0.5) of an old 
 row and column directions (imresize's convention: new pixel n sits at old index
 (n + 0.5) / scale - 0.5); a new SOPInstanceUID, the given SeriesInstanceUID; Explicit VR Little
 Endian, uncompressed; SmallestImagePixelValue/LargestImagePixelValue dropped;
-DerivationDescription set. MONOCHROME1 stays MONOCHROME1. Colour (8-bit RGB or YBR_FULL(_422):
+DerivationDescription set; this project's mark added (a private element under the creator
+"medsr-caffe": :mod:`data_prep.io.marks`). MONOCHROME1 stays MONOCHROME1. Colour (8-bit RGB or YBR_FULL(_422):
 ultrasound, endoscopy, secondary captures) is read as RGB (:func:`colour_frames`) and written as
 uncompressed RGB, PlanarConfiguration 0.
 """
@@ -29,6 +30,7 @@ from pydicom.valuerep import DSfloat
 
 from core.errors import DataError
 from .files import to_stored, write_with
+from .marks import mark_dicom
 
 __all__ = ["read", "pixel_frames", "is_colour", "colour_frames", "modality_values", "is_monochrome1", "invert_monochrome1",
            "bits_stored", "int_or_none", "linear_values", "rescale", "stored_dtype",
@@ -240,6 +242,7 @@ def _write_copy(path, out, stored, scale, series_uid, description):
         if keyword in out:  # bounds of the old pixels, no longer true
             delattr(out, keyword)
     out.DerivationDescription = description[:1024]  # an ST value holds 1024 characters at most
+    mark_dicom(out, description)
     _set_uids(out, series_uid)
     # Straight to the file: no in-memory copy of a (possibly 250 MB) dataset.
     write_with(path, lambda tmp: out.save_as(str(tmp), write_like_original=False))

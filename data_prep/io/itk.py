@@ -6,7 +6,8 @@ ITK keeps a volume's geometry as spacing, origin and a direction matrix in LPS m
 RAS+ voxel-to-world affine that :class:`Volume` holds (as NIfTI's), and :func:`write` moves them
 for an upscaled volume as NIfTI's writer does: the spacing of the upscaled axes / scale, the
 origin on the new first voxel centre (imresize's convention, :func:`upscaled_affine`), the
-direction kept. Voxel values, the pixel type and the file's own key/value fields are kept; the
+direction kept. Voxel values, the pixel type and the file's own key/value fields are kept, and
+the field ``medsr_caffe`` marks the file as this project's (:mod:`data_prep.io.marks`); the
 file is compressed if the one read was. 2-D files are read as one slice and written back 2-D.
 
 SimpleITK is imported on first use: a .venv without it can still do everything else, and a
@@ -22,6 +23,7 @@ import numpy as np
 from core.atomic import staging_dir
 from core.errors import DataError
 from .files import head, to_stored
+from .marks import ITK_KEY, mark_text
 from .volume import Volume, upscaled_affine
 
 __all__ = ["Header", "read", "write", "header_text", "lps_affine"]
@@ -128,6 +130,7 @@ def write(path, like, values, planes, scale, title, image_io) -> None:
     for key, value in header.metadata.items():
         if not key.startswith(_OWN_KEYS):
             image.SetMetaData(key, value)
+    image.SetMetaData(ITK_KEY, mark_text(f"x{scale:g} along voxel axes {', '.join(map(str, planes))}"))
     with staging_dir(path) as tmp:
         writer = sitk.ImageFileWriter()
         writer.SetImageIO(image_io)

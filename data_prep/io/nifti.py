@@ -7,6 +7,7 @@ import numpy as np
 
 from core.errors import DataError
 from .files import to_stored, write_bytes
+from .marks import mark_nifti
 from .volume import Volume, upscaled_affine
 
 __all__ = ["read", "write", "upscaled_like"]
@@ -44,7 +45,8 @@ def write(path, like, values, planes, scale) -> None:
     away from zero and clipped); float data is written as float32. qform and sform are both
     moved by :func:`upscaled_affine` (codes kept) and the zooms of ``planes`` divided by
     ``scale``. The voxel order is kept: nothing is reoriented. A name ending in ``.gz`` is
-    gzip-compressed.
+    gzip-compressed. The header carries this project's mark (a comment extension:
+    :mod:`data_prep.io.marks`).
     """
     path = Path(path)
     payload = upscaled_like(like, values, planes, scale).to_bytes()
@@ -79,4 +81,5 @@ def _nifti_like(img, data, planes, scale, scaling):
     new.set_data_dtype(data.dtype)
     if scaling is not None and scaling != (1.0, 0.0):
         new.header.set_slope_inter(*scaling)  # data holds stored values: keep their scaling
+    mark_nifti(new.header, f"x{scale:g} along voxel axes {', '.join(map(str, planes))}")
     return new
