@@ -2,7 +2,6 @@
 interrupt (whatever cleans up after Ctrl-C cleans up after it too), a file system error is one
 line naming the path and the cause, a usage error is one line too, and an output is checked for
 writability before the work."""
-import argparse
 import errno
 import os
 import signal
@@ -43,18 +42,6 @@ def exit_quietly_until_main():
     # the two held off there, the kernel hands them to the main thread, where Python acts on them
     # (one a worker took could go unnoticed by Python 3.11). Held until main() takes them back.
     signal.pthread_sigmask(signal.SIG_BLOCK, INTERRUPTS)
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An argument parser whose usage errors are one line, ``<name>: error: ...``, exit 2, as
-    every other error of the command (not argparse's usage block above it)."""
-
-    def __init__(self, *args, name, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.name = name
-
-    def error(self, message):
-        self.exit(2, f"{self.name}: error: {message}\n")
 
 
 def os_error_line(exc, where=None):

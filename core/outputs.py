@@ -31,7 +31,7 @@ def check_replace(dst, own, force=True, inputs=()):
         raise DataError(f"{dst}: not replaced: {why} (only an output this project wrote is "
                         f"replaced; {HOW})")
     if not force:
-        raise DataError(f"{dst}: already exists (add --force to replace it)")
+        raise DataError(f"{dst}: already exists (add --force, or FORCE=1 with make, to replace it)")
 
 
 def refusal(dst, own, inputs=()):

@@ -34,7 +34,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core.atomic import atomic_path  # noqa: E402
-from core.cli import OneLineParser, check_writable, guarded  # noqa: E402
+from core.args import command_line  # noqa: E402
+from core.cli import check_writable, guarded  # noqa: E402
 from core.config import DEFAULT  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.names import variant  # noqa: E402
@@ -189,8 +190,7 @@ def export(run_dir, out):
 
 
 def parse_args(argv):
-    p = OneLineParser(prog="python -m eval.export", name="export",
-                      description=__doc__.splitlines()[0])
+    p = command_line("eval.export", description=__doc__.splitlines()[0])
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--run", type=Path, help="run directory: its last snapshot and deploy net")
     model.add_argument("--reference", metavar="DATASET",

@@ -55,7 +55,8 @@ os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: keep error
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
-from core.cli import OneLineParser, check_writable, guarded  # noqa: E402
+from core.args import command_line  # noqa: E402
+from core.cli import check_writable, guarded  # noqa: E402
 from core.config import DATASETS  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.outputs import check_replace  # noqa: E402
@@ -172,9 +173,8 @@ def resolve_run(run=None, model=None, deploy=None):
 
 
 def parse_args(argv):
-    p = OneLineParser(prog="python -m eval.upscale", name="upscale",
-                      description="Super-resolve an image with a trained SRCNN "
-                                  "and write it back in the same format.")
+    p = command_line("eval.upscale", description="Super-resolve an image with a trained SRCNN "
+                                                 "and write it back in the same format.")
     p.add_argument("--in", dest="input", type=Path, required=True,
                    help="PNG/TIFF/BMP, DICOM file or series folder, NIfTI (.nii, .nii.gz, or a .hdr/.img "
                         "pair), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd)")

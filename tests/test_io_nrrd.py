@@ -212,13 +212,16 @@ def test_bad_files_are_one_line(tmp_path, case, model, capfd):
     assert not (tmp_path / "out.nrrd").exists()
 
 
-def test_a_detached_data_file_in_the_way_is_refused_without_force(net, tmp_path):
+def test_a_detached_data_file_in_the_way_is_refused_unless_its_header_is_ours(net, tmp_path):
     write_itk(tmp_path / "in.mhd", rng_image((5, 5, 2), 100, np.int16), compress=False)
     (tmp_path / "out.raw").write_bytes(b"someone else's data")
-    with pytest.raises(DataError, match=r"out\.raw: already exists and would be written with"):
-        upscale.upscale_path(tmp_path / "in.mhd", tmp_path / "out.mhd", net)
+    for force in (False, True):
+        with pytest.raises(DataError, match=r"out\.raw: already exists and would be written with"):
+            upscale.upscale_path(tmp_path / "in.mhd", tmp_path / "out.mhd", net, force=force)
     assert (tmp_path / "out.raw").read_bytes() == b"someone else's data"
-    upscale.upscale_path(tmp_path / "in.mhd", tmp_path / "out.mhd", net, force=True)
+    (tmp_path / "out.raw").unlink()
+    upscale.upscale_path(tmp_path / "in.mhd", tmp_path / "out.mhd", net)
+    upscale.upscale_path(tmp_path / "in.mhd", tmp_path / "out.mhd", net, force=True)  # its own pair
     assert sitk.ReadImage(str(tmp_path / "out.mhd")).GetSize() == (15, 15, 2)
 
 

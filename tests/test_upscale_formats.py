@@ -155,14 +155,17 @@ def test_dicom_compressed_input_gives_uncompressed_output(net, tmp_path):
 def test_cli_force_replaces_existing_dicom_folder(net, tmp_path):
     src, dst = tmp_path / "series", tmp_path / "sr"
     src.mkdir()
-    dst.mkdir()
-    (dst / "stale.dcm").write_bytes(b"x")
     write_dicom(src / "a.dcm", rng_image((6, 6), 100, np.uint16), generate_uid())
+    upscale.upscale_path(src, dst, net)  # a series folder this project wrote
     with pytest.raises(upscale.DataError, match="already exists"):
         upscale.upscale_path(src, dst, net)
     upscale.upscale_path(src, dst, net, force=True)
     assert sorted(p.name for p in dst.iterdir()) == ["a.dcm"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["series", "sr"]
+    (dst / "stale.dcm").write_bytes(b"x")  # not this project's: the folder is no longer replaced
+    with pytest.raises(upscale.DataError, match="stale.dcm, which carries no mark"):
+        upscale.upscale_path(src, dst, net, force=True)
+    assert (dst / "stale.dcm").read_bytes() == b"x"
 
 
 # -------------------------------------------------------------------------------- NIfTI
