@@ -11,7 +11,7 @@ from pathlib import Path
 
 from core.atomic import write_json_atomic
 
-RUNNING, FAILED = "running", "failed"
+RUNNING, FAILED, DONE = "running", "failed", "done"
 
 
 def now():

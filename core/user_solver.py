@@ -98,13 +98,14 @@ def read_solver_file(path):
 
 
 def main(argv=None):
-    """`python -m core.user_solver FILE... [KEY=VALUE...]` (make grid SOLVER_FILES=): each file read
-    and checked as the trainer will, over the config with the KEY=VALUE overrides (make's SET=),
-    one line each; exit 2 at the first it refuses."""
-    argv = sys.argv[1:] if argv is None else argv
-    paths = [a for a in argv if "=" not in a]
+    """`python -m core.user_solver FILE... [-- KEY=VALUE...]` (make grid SOLVER_FILES=): each file
+    read and checked as the trainer will, over the config with the KEY=VALUE overrides (make's
+    SET=), one line each; exit 2 at the first it refuses."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    paths, overrides = argv[:split], argv[split + 1:]
     try:
-        cfg = DEFAULT.with_overrides([a for a in argv if "=" in a])
+        cfg = DEFAULT.with_overrides(overrides)
     except ConfigError as e:
         print(f"solver file: error: {e}", file=sys.stderr)
         return 2

@@ -336,3 +336,22 @@ def test_a_run_left_running_by_a_dead_trainer_is_taken_up_by_the_next(data_root,
     assert (f"(its trainer stopped without a word: killed, or the machine went down): resuming it "
             f"from its snapshot of iteration {last}") in again.stdout
     assert json.loads((run / "manifest.json").read_text())["status"] == "done"
+
+
+def test_a_caffe_abort_while_a_stopped_run_is_taken_up_marks_it_failed(data_root, tmp_path, capsys):
+    """The abort comes as Caffe builds the resumed run's net (the data's first file is not HDF5),
+    before the trainer wrote a word: the run was "interrupted", and says failed now."""
+    root, good = broken_data(data_root, tmp_path / "data", good_passes=0)
+    (root / "toy" / "train.txt").write_text(good)
+    run = tmp_path / "run"
+    assert train_main(args(root, run, 10)) == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
+    (root / "toy" / "train.txt").write_text(f"{root / 'toy' / 'broken.h5'}\n")
+    first = trainer(args(root, run, 20, "--resume"))
+    assert first.returncode == 1 and "(Caffe aborted: Failed opening HDF5 file" in first.stderr
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and [s["iter"] for s in manifest["snapshots"]] == [10]
+    (root / "toy" / "train.txt").write_text(good)
+    again = trainer(args(root, run, 20))
+    assert again.returncode == 0 and "resuming it from its snapshot of iteration 10" in again.stdout

@@ -128,12 +128,14 @@ def test_make_grid_refuses_the_file_before_any_run(tmp_path, name):
 
 def test_the_check_takes_the_config_a_file_trains_under(tmp_path, capsys):
     """A policy's fields may come from the harness (SET=, given to python -m core.user_solver as
-    KEY=VALUE) where the file sets none; a file that sets what the check takes is accepted."""
+    -- KEY=VALUE) where the file sets none; a file that sets what the check takes is accepted."""
     path = tmp_path / "steps.prototxt"
     path.write_text('base_lr: 0.01\nlr_policy: "step"\nstepsize: 10\n')
     assert user_solver_main([str(path)]) == 2
     assert "gamma is not set" in one_error_line(capsys, "solver file")
-    assert user_solver_main([str(path), "lr_policy=step", "stepsize=5", "gamma=0.5"]) == 0
+    assert user_solver_main([str(path), "--", "lr_policy=step", "stepsize=5", "gamma=0.5"]) == 0
+    assert user_solver_main([str(path), "--", "lr_policy=step", "stepsize=5", "gamma=0"]) == 2
+    assert "gamma must be positive" in one_error_line(capsys, "solver file")
     good = tmp_path / "good.prototxt"
     good.write_text('type: "Adam"\nbase_lr: 0.001\nlr_policy: "multistep"\ngamma: 0.5\nstepvalue: 5\n'
                     'stepvalue: 9\nclip_gradients: -1\niter_size: 2\nweight_decay: 0\n')

@@ -23,7 +23,7 @@ import threading
 from pathlib import Path
 
 from core.locks import Busy, exclusive, lock_beside
-from core.run_status import RUNNING, mark_failed, read_manifest
+from core.run_status import DONE, mark_failed, read_manifest
 
 ENV = "MEDSR_TRAIN_SUPERVISED"  # in the child: "<its Python stderr's fd>,<its report fd>"
 WATCHED = {signal.SIGINT, signal.SIGTERM, signal.SIGCHLD}
@@ -120,11 +120,11 @@ def died(run_dir, signum, fatal):
     try:
         with exclusive(lock_beside(run_dir), "train (recording its trainer's death)", run_dir):
             manifest = read_manifest(run_dir)
-            if manifest is None or manifest.get("status") != RUNNING:
+            if manifest is None or manifest.get("status") == DONE:  # nothing of it was lost
                 state = manifest.get("status") if manifest else "none"
                 return _say(f"train: error: the trainer died ({reason}); {run_dir}'s manifest says "
                             f"{state}, as the trainer left it", status)
-            mark_failed(run_dir, manifest, reason)
+            mark_failed(run_dir, manifest, reason)  # training, or taking up a stopped run
     except Busy:  # a new trainer holds the run already: it takes up the run as it finds it
         return _say(f"train: error: the trainer died ({reason}); {run_dir} is held by another "
                     f"trainer now", status)

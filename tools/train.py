@@ -535,7 +535,6 @@ def train_run(args, cfg, data_dir, run_dir, device):
         print(f"train: {run_dir} is finished ({cfg.max_iter} iterations); nothing to do")
         return 0
     manifest["device"] = "CPU" if device is None else f"GPU {device}"
-    save_manifest(run_dir, manifest)  # "running" from here: a death is recorded against this run
     stop = StopRequest()
     solver = make_solver(manifest, cfg, data_dir, restore, run_dir)
     record_machine(manifest, solver.iter)
