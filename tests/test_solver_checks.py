@@ -164,7 +164,8 @@ def test_each_policy_needs_the_fields_caffe_reads_for_it(tmp_path, capsys, polic
 
 @pytest.mark.slow
 def test_a_built_in_solver_is_checked_as_caffe_reads_it(data_root, tmp_path, capsys):
-    """SET="base_lr=1e-50" is a positive double and a 32-bit 0: Caffe would train nothing."""
+    """SET="base_lr=1e-50" is a positive double and a 32-bit 0: Caffe would train nothing. An
+    iteration count beyond 32 bits cannot be written into Caffe's solver."""
     from core.solvers import check_solver
     with pytest.raises(ConfigError, match=r"base_lr must be positive, got 0.0 \(as Caffe reads"):
         check_solver(DEFAULT.with_overrides(["base_lr=1e-50"]), "nesterov")
@@ -172,4 +173,10 @@ def test_a_built_in_solver_is_checked_as_caffe_reads_it(data_root, tmp_path, cap
             "--run-dir", str(tmp_path / "run"), "--iters", "10", *FAST, "base_lr=1e-50"]
     assert train_main(argv) == 2
     assert "base_lr must be positive" in one_error_line(capsys, "train")
+    assert not (tmp_path / "run").exists()
+    # beyond Caffe's 32-bit max_iter: one line, not protobuf's ValueError as the nets are written
+    argv[argv.index("--iters") + 1] = "3000000000"
+    assert train_main(argv[:-1]) == 2
+    assert "does not fit Caffe's 32-bit solver fields (Value out of range: 3000000000)" in \
+        one_error_line(capsys, "train")
     assert not (tmp_path / "run").exists()
