@@ -172,28 +172,11 @@ class Config:
         self._check_ranges()
 
     def _check_ranges(self):
-        """Every number finite and in its range: a NaN, infinite or negative rate, size or
-        interval would otherwise be accepted and fail (or diverge) much later."""
+        """Every number finite and in its range (check_number): a NaN, infinite or negative rate,
+        size or interval would otherwise be accepted and fail (or diverge) much later."""
         for key, kind in FIELDS.items():
-            if kind is not bool and kind is not str and not all(math.isfinite(v) for v in self._numbers(key)):
-                raise ConfigError(f"{key} must be finite, got {getattr(self, key)}")
-        for key in POSITIVE:
-            if getattr(self, key) <= 0:
-                raise ConfigError(f"{key} must be positive, got {getattr(self, key)}")
-        for key in NON_NEGATIVE:
-            if any(v < 0 for v in self._numbers(key)):
-                raise ConfigError(f"{key} must be >= 0, got {getattr(self, key)}")
-        if not self.momentum < 1:
-            raise ConfigError(f"momentum must be below 1 (the steps would grow without bound), got "
-                              f"{self.momentum}")
-        for key in ("momentum2", "rms_decay"):  # averages' decays, as Caffe checks them
-            if not 0 <= getattr(self, key) < 1:
-                raise ConfigError(f"{key} must lie in [0, 1), got {getattr(self, key)}")
-
-    def _numbers(self, key):
-        """The value of ``key`` as a tuple of its numbers (a per-layer tuple as it is)."""
-        value = getattr(self, key)
-        return value if isinstance(value, tuple) else (value,)
+            if kind is not bool and kind is not str:
+                check_number(key, getattr(self, key))
 
     def as_dict(self):
         """Every field, for manifests."""
@@ -201,12 +184,39 @@ class Config:
 
 
 FIELDS = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fields(Config)}
-# The numbers that must be above 0, and those that may be 0 (the rest are checked on their own)
+# The numbers that must be above 0, and those that may be 0 (the rest are checked on their own, in
+# check_number). A user's solver file is checked by the same lists (core/solvers.py,
+# check_solver_param): its numeric fields that the config has no key for are here too
+# (iter_size, power, stepvalue; clip_gradients is checked apart).
 POSITIVE = ("scale", "patch", "label", "stride_train", "stride_test", "n1", "n2", "f1", "f2", "f3",
             "init_std", "base_lr", "gamma", "loss_weight", "batch_train", "batch_test", "max_iter",
-            "snapshot", "test_interval", "delta")
+            "snapshot", "test_interval", "delta", "iter_size")
 NON_NEGATIVE = ("data_seed", "random_seed", "lr_mult_weights", "lr_mult_biases", "momentum",
-                "momentum2", "rms_decay", "weight_decay", "stepsize", "test_first", "display")
+                "momentum2", "rms_decay", "weight_decay", "stepsize", "test_first", "display",
+                "power", "stepvalue")
+DECAYS = ("momentum2", "rms_decay")  # averages' decays: in [0, 1), as Caffe checks rms_decay
+
+
+def check_number(key, value):
+    """ConfigError unless ``value`` (a number, or a sequence of them: a per-layer key, a solver
+    file's stepvalue) is finite and in ``key``'s range: POSITIVE, NON_NEGATIVE, a momentum below 1
+    (the steps would grow without bound), a decay (DECAYS) below 1, a gradient clip that is not 0
+    (it would clip every gradient to nothing; a negative one clips none)."""
+    numbers = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if not all(math.isfinite(v) for v in numbers):
+        raise ConfigError(f"{key} must be finite, got {value}")
+    if key in POSITIVE and any(v <= 0 for v in numbers):
+        raise ConfigError(f"{key} must be positive, got {value}")
+    if key in NON_NEGATIVE and any(v < 0 for v in numbers):
+        raise ConfigError(f"{key} must be >= 0, got {value}")
+    if key == "momentum" and not value < 1:
+        raise ConfigError(f"momentum must be below 1 (the steps would grow without bound), got {value}")
+    if key in DECAYS and not 0 <= value < 1:
+        raise ConfigError(f"{key} must lie in [0, 1), got {value}")
+    if key == "clip_gradients" and value == 0:
+        raise ConfigError("clip_gradients must not be 0 (every gradient would be clipped to "
+                          "nothing): a positive norm, or a negative value for no clipping")
+
 
 # Config keys added after runs had been made, with the value that gives the behaviour from before
 # them: a manifest without one was trained with that value (resume and comparisons read it so).
@@ -287,9 +297,16 @@ def dataset_config(dataset, overrides=(), base=DEFAULT, solver=None):
     then ``overrides``; ConfigError on a bad override, or a momentum the solver cannot take."""
     cfg = base.with_overrides([*DATASET_SETTINGS.get(dataset, ()), *SOLVER_SETTINGS.get(solver, ()),
                                *overrides])
-    if solver in MOMENTUM_FREE and cfg.momentum != 0:
-        raise ConfigError(f"{solver} takes no momentum (Caffe refuses one): momentum=0, not {cfg.momentum}")
+    if solver in MOMENTUM_FREE:
+        check_momentum_free(solver, SOLVERS[solver], cfg.momentum)
     return cfg
+
+
+def check_momentum_free(name, solver_type, momentum):
+    """ConfigError when Caffe's ``solver_type`` refuses a momentum and gets one: AdaGrad and
+    RMSProp (MOMENTUM_FREE) abort on any (sgd_solvers.hpp). ``name`` says whose it is."""
+    if solver_type in (SOLVERS[s] for s in MOMENTUM_FREE) and momentum != 0:
+        raise ConfigError(f"{name} takes no momentum (Caffe refuses one): momentum=0, not {momentum}")
 
 
 # Through-plane super-resolution of a thick-slice scan, trained on the scan's own in-plane slices

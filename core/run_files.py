@@ -13,19 +13,21 @@ them; the trainer rewrites it for a directory it finds copied or moved.
 """
 import json
 import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
 
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
 from core.errors import DataError
-from core.atomic import write_json_atomic, write_text_atomic
+from core.atomic import write_text_atomic
 from core.config import ROOT
 from core.data_files import list_file
 from core.machine import machine
 from core.names import PAPER_NET, manifest_variant, variant
 from core.nets import deploy_net, train_val_net
+# A manifest's reading, writing and status live where the supervising process, which loads no
+# Caffe, reads them too
+from core.run_status import now, read_manifest, save_manifest  # noqa: F401
 from core.solvers import solver_param
 
 
@@ -211,10 +213,6 @@ def caffe_version():
     return {"version": caffe.__version__, "pycaffe": str(Path(caffe.__file__).parent)}
 
 
-def now():
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
-
-
 def new_manifest(cfg, dataset, act, solver, files, data_dir, seed=0):
     return {"dataset": dataset, "act": act, "solver": solver, "seed": seed, "status": "running",
             "config": cfg.as_dict(), "data": str(Path(data_dir).resolve()),
@@ -231,14 +229,6 @@ def record_machine(manifest, iteration):
     machines = manifest.setdefault("machines", [])
     if not machines or {k: machines[-1].get(k) for k in here} != here:
         machines.append({"from_iter": int(iteration), **here})
-
-
-def read_manifest(run_dir):
-    """The run's manifest, or None if there is none (or it is unreadable)."""
-    try:
-        return json.loads((Path(run_dir) / "manifest.json").read_text())
-    except (OSError, ValueError):
-        return None
 
 
 # Where each recorded file lives inside a run directory
@@ -277,7 +267,3 @@ def final_snapshot(run_dir):
     deploy = (manifest.get("files") or {}).get("deploy") or "deploy.prototxt"
     return (manifest, run_path(run_dir, deploy, "deploy"),
             run_path(run_dir, snapshots[-1]["caffemodel"], "caffemodel"))
-
-
-def save_manifest(run_dir, manifest):
-    write_json_atomic(Path(run_dir) / "manifest.json", manifest)

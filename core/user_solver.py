@@ -5,6 +5,11 @@ device fields) and takes from the file what optimises: OPTIMISATION_FIELDS. Ever
 file that the harness keeps its own value of is said in one line. The variant is named after the
 file (``<act>_<stem>``); the manifest keeps the file's text and hash, and ``--resume`` refuses a
 file that changed.
+
+A file is checked as the config's SET= overrides are (core.solvers.check_solver_param): each number
+in its range, NaN and inf refused, a policy Caffe knows with the fields it reads, the type's own
+rules (AdaGrad and RMSProp take no momentum): first alone (read_solver_file), then as the solver
+Caffe gets, over the harness's fields (UserSolver.check), before anything is written.
 """
 import hashlib
 import sys
@@ -14,13 +19,8 @@ from pathlib import Path
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
-from core.config import SOLVERS, ConfigError
-
-# What a solver file may set: the type, its rate and policy with the policy's parameters, the
-# type's own fields, and the regularisation and gradient handling
-OPTIMISATION_FIELDS = ("type", "base_lr", "lr_policy", "gamma", "power", "stepsize", "stepvalue",
-                       "momentum", "momentum2", "delta", "rms_decay", "weight_decay",
-                       "regularization_type", "clip_gradients", "iter_size", "max_iter")
+from core.config import DEFAULT, MOMENTUM_FREE, SOLVERS, ConfigError
+from core.solvers import OPTIMISATION_FIELDS, check_solver, check_solver_param
 
 
 @dataclass(frozen=True)
@@ -48,13 +48,24 @@ class UserSolver:
         for field, _ in self.param.ListFields():
             param.ClearField(field.name)
         param.MergeFrom(self.param)
+        if param.type in (SOLVERS[s] for s in MOMENTUM_FREE) and not self.param.HasField("momentum"):
+            param.ClearField("momentum")  # SGD's momentum is not the file's: this type refuses one
         return param
+
+    def check(self, cfg, path):
+        """ConfigError naming ``path`` unless this file over the harness's solver for ``cfg``
+        gives Caffe a solver that runs and learns (core.solvers.check_solver)."""
+        try:
+            check_solver(cfg, self)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
 
 
 def read_solver_file(path):
     """The UserSolver of ``path``; ConfigError (one line naming the file and the line or field)
     for a file that is missing, does not parse, names no Caffe solver type or sets no
-    optimisation field, or whose name is one of the built-in solvers'."""
+    optimisation field, whose name is one of the built-in solvers', or whose fields fail their
+    checks each alone (core.solvers.check_solver_param: the harness's fields come in check())."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -79,16 +90,31 @@ def read_solver_file(path):
     if wanted.HasField("type") and wanted.type not in SOLVERS.values():
         raise ConfigError(f"{path}: type {wanted.type!r} is not one of Caffe's solver types "
                           f"({', '.join(SOLVERS.values())})")
+    try:
+        check_solver_param(wanted, complete=False)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return UserSolver(path.stem, text, hashlib.sha256(text.encode()).hexdigest(), wanted, tuple(kept))
 
 
 def main(argv=None):
-    """`python -m core.user_solver FILE...` (make grid SOLVER_FILES=): each file read as the
-    trainer will read it, one line each; exit 2 at the first it refuses."""
-    paths = sys.argv[1:] if argv is None else argv
+    """`python -m core.user_solver FILE... [-- KEY=VALUE...]` (make grid SOLVER_FILES=): each file
+    read and checked as the trainer will, over the config with the KEY=VALUE overrides (make's
+    SET=), one line each; exit 2 at the first it refuses."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    split = argv.index("--") if "--" in argv else len(argv)
+    paths, overrides = argv[:split], argv[split + 1:]
+    try:
+        cfg = DEFAULT.with_overrides(overrides)
+    except ConfigError as e:
+        print(f"solver file: error: {e}", file=sys.stderr)
+        return 2
     for path in paths:
         try:
             solver = read_solver_file(path)
+            file_cfg = cfg.with_overrides([f"max_iter={solver.param.max_iter}"]
+                                          if solver.param.HasField("max_iter") else [])
+            solver.check(file_cfg, path)
         except ConfigError as e:
             print(f"solver file: error: {e}", file=sys.stderr)
             return 2

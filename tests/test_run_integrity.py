@@ -4,11 +4,14 @@ naming the good one to fall back to; one trainer per run directory; --iters 0 an
 range are refused; a snapshot that the disk has no room for stops the run with one line and
 leaves the last whole snapshot."""
 import json
+import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -138,7 +141,10 @@ def test_a_second_trainer_on_a_run_directory_is_refused_naming_the_first(data_ro
         out, err = second.communicate(timeout=120)
         assert second.returncode == 2
         errors = [line for line in err.splitlines() if line.startswith("train:")]  # a CUDA build logs too
-        assert len(errors) == 1 and f"is in use by pid {first.pid} (train --dataset toy" in errors[0]
+        holder = re.search(r"is in use by pid (\d+) \(train --dataset toy", errors[0]) if len(errors) == 1 else None
+        assert holder, errors
+        # the first command's trainer: the child that its supervising process waits for (tools/supervisor.py)
+        assert f"PPid:\t{first.pid}\n" in Path(f"/proc/{holder.group(1)}/status").read_text()
         assert first.poll() is None  # the first goes on, its directory untouched
         assert json.loads((run / "manifest.json").read_text())["seed"] == 0
     finally:
@@ -186,12 +192,166 @@ def test_numbers_out_of_range_are_one_line(data_root, tmp_path, capsys, override
     assert message in refused(capsys, train_main, args(data_root, tmp_path / "run", 10, override))
 
 
-def test_every_number_in_the_config_has_a_range():
-    """A new numeric key must say whether it may be 0 (core.config POSITIVE / NON_NEGATIVE)."""
+def test_every_number_in_the_config_and_in_a_solver_file_has_a_range():
+    """A new numeric key, or a numeric field a solver file may set (core.solvers), must say whether
+    it may be 0 (core.config POSITIVE / NON_NEGATIVE): the two are checked by the same lists."""
     from core.config import FIELDS, NON_NEGATIVE, POSITIVE
+    from core.solvers import NUMERIC_FIELDS
     numeric = {k for k, kind in FIELDS.items() if kind is not bool and kind is not str}
-    checked_apart = {"rrelu_lower", "rrelu_upper"}  # 1 <= lower <= upper, in validate()
-    assert numeric == set(POSITIVE) | set(NON_NEGATIVE) | checked_apart
+    # 1 <= rrelu_lower <= rrelu_upper, in validate(); clip_gradients: not 0 (check_number)
+    checked_apart = {"rrelu_lower", "rrelu_upper", "clip_gradients"}
+    assert numeric | set(NUMERIC_FIELDS) == set(POSITIVE) | set(NON_NEGATIVE) | checked_apart
+    assert not set(POSITIVE) & set(NON_NEGATIVE)
     with pytest.raises(ConfigError):
         DEFAULT.with_overrides(["rrelu_lower=nan"])
     assert np.isfinite(DEFAULT.base_lr)
+
+
+# ------------------------------------------------ 5. a trainer's death (issue #32, case 5)
+
+def broken_data(data_root, folder, good_passes):
+    """A copy of the toy data set whose training list reaches, after ``good_passes`` passes over
+    its good file (10: past the snapshot of iteration 10; 0: at once), a file that is not HDF5:
+    Caffe's HDF5Data layer aborts the process there (LOG(FATAL), SIGABRT). Returns (data root,
+    the good list's text: writing it back mends the data set)."""
+    toy = folder / "toy"
+    shutil.copytree(data_root / "toy", toy)
+    (toy / "test.txt").write_text(f"{toy / 'test_000.h5'}\n")
+    (toy / "broken.h5").write_text("not HDF5\n")
+    good = f"{toy / 'train_000.h5'}\n" * max(good_passes, 1)
+    (toy / "train.txt").write_text(good * (good_passes > 0) + f"{toy / 'broken.h5'}\n")
+    return folder, good
+
+
+def trainer(argv, **kwargs):
+    """``python -m tools.train ARGV`` run to its end, as make train runs it."""
+    return subprocess.run([sys.executable, "-m", "tools.train", *argv], cwd=ROOT, capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, GLOG_minloglevel="2"), **kwargs)
+
+
+def test_a_caffe_abort_marks_the_run_failed_and_the_same_command_resumes_it(data_root, tmp_path):
+    root, good = broken_data(data_root, tmp_path / "data", good_passes=10)
+    run = tmp_path / "run"
+    argv = args(root, run, 40)  # as make train: neither --resume nor --force
+    first = trainer(argv)
+    assert first.returncode == 1, first.stderr[-2000:]
+    last = first.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(rf"train: error: the trainer died after iteration 10 \(Caffe aborted: Failed opening "
+                        rf"HDF5 file: {re.escape(str(root / 'toy' / 'broken.h5'))} \(hdf5_data_layer\.cpp:\d+\)\); "
+                        rf"{re.escape(str(run))} is marked failed: the same command again resumes it from "
+                        rf"its last snapshot or starts it over", last), last
+    assert "Check failure stack trace" not in first.stderr and "Traceback" not in first.stderr
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and [s["iter"] for s in manifest["snapshots"]] == [10]
+    assert "Failed opening HDF5 file" in manifest["failures"][-1]["reason"]
+
+    (root / "toy" / "train.txt").write_text(good)  # the data mended; the same command again
+    again = trainer(argv)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (f"train: {run} failed after iteration 10 (Caffe aborted: Failed opening HDF5 file" in again.stdout
+            and "resuming it from its snapshot of iteration 10" in again.stdout), again.stdout
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "done" and manifest["iterations_done"] == 40
+    assert [t["iter"] for t in manifest["tests"]] == [10, 20, 30, 40]
+
+
+def test_a_run_that_failed_before_its_first_snapshot_starts_over(data_root, tmp_path):
+    root, good = broken_data(data_root, tmp_path / "data", good_passes=0)
+    run = tmp_path / "run"
+    first = trainer(args(root, run, 20, "--resume"))  # as make grid runs it
+    assert first.returncode == 1 and "the trainer died after iteration 0 (Caffe aborted" in first.stderr
+    assert json.loads((run / "manifest.json").read_text())["status"] == "failed"
+    (root / "toy" / "train.txt").write_text(good)
+    again = trainer(args(root, run, 20, "--resume"))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "failed after iteration 0" in again.stdout and "starting it over (it has no snapshot)" in again.stdout
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "done" and "failures" not in manifest  # a new run
+
+
+def test_a_failed_run_with_another_config_starts_over_without_force(data_root, tmp_path, capsys):
+    """A run the trainer left failed cannot be finished as it was: a rerun with a changed config (the
+    user's fix) starts it over, with neither --force nor --resume (make train passes neither)."""
+    run = tmp_path / "run"
+    assert train_main(args(data_root, run, 10)) == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["status"] = "failed"
+    manifest["failures"] = [{"iter": 10, "reason": "Caffe aborted: a test's", "time": "then"}]
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    capsys.readouterr()
+    assert train_main(args(data_root, run, 20, "base_lr=2e-4")) == 0
+    out = capsys.readouterr().out
+    assert f"train: {run} failed after iteration 10 (Caffe aborted: a test's): starting it over (it was " \
+           "trained with another config)" in out
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "done" and manifest["config"]["base_lr"] == 2e-4
+
+
+def wait_for_a_recorded_snapshot(run, timeout=120):
+    """Until the run's manifest lists a snapshot (written after the snapshot's files)."""
+    deadline = time.time() + timeout
+    while not (json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").exists()
+               else {}).get("snapshots"):
+        assert time.time() < deadline, f"{run} recorded no snapshot"
+        time.sleep(0.01)
+
+
+def trainer_pid(run):
+    """The pid that holds the run's lock: the trainer (the child of the command's process)."""
+    deadline = time.time() + 60
+    while not re.match(r"pid \d+", text := lock_beside(run).read_text() if lock_beside(run).exists() else ""):
+        assert time.time() < deadline
+        time.sleep(0.01)
+    return int(text.split()[1])
+
+
+def test_a_trainer_killed_by_a_signal_leaves_its_run_failed_and_resumable(data_root, tmp_path):
+    run = tmp_path / "run"
+    command = run_cli(args(data_root, run, 100000))
+    wait_for_a_recorded_snapshot(run)
+    os.kill(trainer_pid(run), signal.SIGKILL)  # as the out-of-memory killer does
+    _, err = command.communicate(timeout=120)
+    assert command.returncode == 1
+    assert re.search(r"train: error: the trainer died after iteration \d+ \(killed by SIGKILL\); "
+                     rf"{re.escape(str(run))} is marked failed", err.strip().splitlines()[-1]), err[-2000:]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and manifest["failures"][-1]["reason"] == "killed by SIGKILL"
+    again = trainer(args(data_root, run, manifest["snapshots"][-1]["iter"] + 10))
+    assert again.returncode == 0 and "(killed by SIGKILL): resuming it from its snapshot" in again.stdout
+
+
+def test_a_run_left_running_by_a_dead_trainer_is_taken_up_by_the_next(data_root, tmp_path):
+    """Trainer and its supervising process killed together (the machine stops): the manifest says
+    running, and no process holds the run's lock; the same command resumes it and says why."""
+    run = tmp_path / "run"
+    command = run_cli(args(data_root, run, 100000), start_new_session=True)
+    wait_for_a_recorded_snapshot(run)
+    os.killpg(command.pid, signal.SIGKILL)
+    command.communicate(timeout=120)
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "running"
+    last = manifest["snapshots"][-1]["iter"]
+    again = trainer(args(data_root, run, last + 10))
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert (f"(its trainer stopped without a word: killed, or the machine went down): resuming it "
+            f"from its snapshot of iteration {last}") in again.stdout
+    assert json.loads((run / "manifest.json").read_text())["status"] == "done"
+
+
+def test_a_caffe_abort_while_a_stopped_run_is_taken_up_marks_it_failed(data_root, tmp_path, capsys):
+    """The abort comes as Caffe builds the resumed run's net (the data's first file is not HDF5),
+    before the trainer wrote a word: the run was "interrupted", and says failed now."""
+    root, good = broken_data(data_root, tmp_path / "data", good_passes=0)
+    (root / "toy" / "train.txt").write_text(good)
+    run = tmp_path / "run"
+    assert train_main(args(root, run, 10)) == 0
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "status": "interrupted"}))
+    (root / "toy" / "train.txt").write_text(f"{root / 'toy' / 'broken.h5'}\n")
+    first = trainer(args(root, run, 20, "--resume"))
+    assert first.returncode == 1 and "(Caffe aborted: Failed opening HDF5 file" in first.stderr
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and [s["iter"] for s in manifest["snapshots"]] == [10]
+    (root / "toy" / "train.txt").write_text(good)
+    again = trainer(args(root, run, 20))
+    assert again.returncode == 0 and "resuming it from its snapshot of iteration 10" in again.stdout

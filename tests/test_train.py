@@ -157,6 +157,16 @@ def test_bad_names_give_one_clear_line(data_root, tmp_path, capsys, bad):
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("flag,value", [("--resume-from", "abc"), ("--iters", "ten"), ("--seed", "1.5")])
+def test_a_number_that_is_not_one_is_one_line_naming_it(data_root, tmp_path, capsys, flag, value):
+    """Not argparse's usage screen: one line, exit 2 (issue #32, the noise list)."""
+    with pytest.raises(SystemExit) as exit_:
+        train_main([*train_args(data_root, tmp_path / "run", 5), "--resume", flag, value])
+    captured = capsys.readouterr()
+    assert exit_.value.code == 2 and not captured.out
+    assert captured.err.splitlines() == [f"train: error: argument {flag}: invalid int value: '{value}'"]
+
+
 def make_grid_runs(*variables):
     """(dataset, act, solver, seed) of every run `make -n grid VARIABLES` would start."""
     out = subprocess.run(["make", "-n", "grid", *variables], cwd=ROOT, capture_output=True, text=True,

@@ -9,10 +9,18 @@ HDF5Data layer's position nor Caffe's random generator (RReLU's draws). So every
 Caffe's generator from (random_seed, iteration), and a resumed run first advances the data layer
 alone by the batches already consumed: the resumed run ends with the same bytes as an
 uninterrupted one (on the CPU).
+
+From the command line the trainer runs in a child process that this one waits for
+(tools/supervisor.py): a Caffe abort or another signal that kills it leaves its run `failed`, with
+the reason, and a rerun of the same command (`make train` passes neither --resume nor --force)
+resumes a failed run from its last snapshot, or starts it over when it has none or its config or
+solver file changed, and says which.
 """
-if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (core.cli)
+if __name__ == "__main__":
     from core.cli import exit_quietly_until_main
-    exit_quietly_until_main()
+    exit_quietly_until_main()  # Ctrl-C while Caffe and OpenCV load: no traceback (core.cli)
+    from tools.supervisor import supervise_unless_supervised
+    supervise_unless_supervised("tools.train")  # the parent waits here for its trainer child
 
 import argparse
 import collections
@@ -36,7 +44,8 @@ from tqdm import tqdm  # noqa: E402
 
 from core.config import (BUILD_ONLY_KEYS, ROOT, ConfigError, check_name, dataset_config,  # noqa: E402
                          ACTIVATIONS, SOLVERS, with_added_keys)
-from core.cli import guarded  # noqa: E402
+from core.solvers import check_solver  # noqa: E402
+from core.cli import guarded, os_error_line  # noqa: E402
 from core.data_files import DATA_ROOT, built, is_built, list_file  # noqa: E402
 from core.data_files import data_dir as data_dir_of  # noqa: E402
 from core.device import use_device  # noqa: E402
@@ -48,7 +57,9 @@ from data_prep.shuffle import train_list  # noqa: E402
 from core.run_files import (default_run_dir, nets_here, new_manifest, now, only_generated,  # noqa: E402
                              read_manifest, record_machine, relative_to_run, run_path, save_manifest,
                              write_run_nets)
+from core.run_status import FAILED, RUNNING, last_failure, mark_failed  # noqa: E402
 from tools import snapshots  # noqa: E402
+from tools.supervisor import report_run_dir  # noqa: E402
 from tools.periodic_test import ImageScorer  # noqa: E402
 
 
@@ -213,8 +224,17 @@ def step_ms(manifest):
     return 1000.0 * (manifest["wall_time_s"] - manifest.get("test_time_s", 0.0)) / steps
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """argparse with a user's mistake as one line, ``train: error: ...`` naming the value, exit 2
+    (argparse's own: the usage screen, then the error)."""
+
+    def error(self, message):
+        print(f"train: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m tools.train", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m tools.train", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", help="a data set under data/ (make data)")
     p.add_argument("--act", help=f"{', '.join(ACTIVATIONS)}")
     p.add_argument("--solver", help=f"{', '.join(SOLVERS)}")
@@ -283,6 +303,10 @@ def resolve(args):
         raise TrainError(f"--seed must be >= 0, got {args.seed}")
     cfg = cfg.with_overrides([f"random_seed={cfg.random_seed + args.seed}",
                               f"data_seed={cfg.data_seed + args.seed}"])
+    if args.user_solver is not None:  # the file over the harness's fields, as Caffe will get it
+        args.user_solver.check(cfg, args.solver_file)
+    else:
+        check_solver(cfg, args.solver)
     if args.act == "rrelu" and cfg.rrelu_layer == "fused" and "RReLU" not in caffe.layer_type_list():
         raise TrainError("this Caffe has no RReLU layer (tools/setup/patches/0010, built by make "
                          "setup): use rrelu_layer=graph")
@@ -332,28 +356,62 @@ def build_changed(config, cfg):
     return any(old[k] != getattr(cfg, k) for k in BUILD_ONLY_KEYS)
 
 
+# Why a manifest says "running" when the trainer that takes its lock finds it so: no process held
+# the lock, so its trainer died with its supervisor (tools/supervisor.py), or without one
+DIED_UNSEEN = "its trainer stopped without a word: killed, or the machine went down"
+
+
 def prepare_run(args, cfg, data_dir, run_dir):
-    """(manifest, snapshot to restore or None) for a new, forced or resumed run; None, None when a
-    resumed run is already finished."""
+    """(manifest, snapshot to restore or None) for a new, forced or resumed run, or a failed one
+    taken up again (after_failure); None, None when a resumed run is already finished. Called
+    holding the run's lock."""
     old = read_manifest(run_dir)
     if run_dir.exists() and old is None and not only_generated(run_dir):
         raise TrainError(f"{run_dir} is not a run directory (no manifest.json) and holds other files: "
                          "not replacing it; choose another --run-dir")
+    if old is not None and old.get("status") == RUNNING:  # and this process holds its lock
+        mark_failed(run_dir, old, DIED_UNSEEN)
+    if old is not None and old.get("status") == FAILED and not args.force and args.resume_from is None:
+        return after_failure(args, cfg, data_dir, run_dir, old)
     if old is not None and not (args.force or args.resume):
         raise TrainError(f"{run_dir} exists: add --resume to continue it or --force to replace it")
     if args.resume and old is not None:
-        if comparable(old["config"]) != comparable(cfg.as_dict()):
-            raise TrainError(f"{run_dir} was trained with another config: use --force for a new run")
-        recorded = (old.get("solver_file") or {}).get("sha256")
-        if recorded != (args.user_solver.sha256 if args.user_solver else None):
-            raise TrainError(f"{run_dir} was trained with another solver file (or none): its text "
-                             "is in the manifest; use --force for a new run")
+        change = recipe_change(args, cfg, old)
+        if change is not None:
+            kept = "its text is in the manifest; " if "solver file" in change else ""
+            raise TrainError(f"{run_dir} was trained with {change}: {kept}use --force for a new run")
         if args.resume_from is None and old["iterations_done"] >= cfg.max_iter and old["status"] == "done":
             return None, None
         if old["snapshots"]:
             return resumed(args, cfg, data_dir, run_dir, old)
     if args.resume_from is not None:
         raise TrainError(f"{run_dir} has no snapshot to resume from")
+    return fresh(args, cfg, data_dir, run_dir), None
+
+
+def recipe_change(args, cfg, old):
+    """What differs between the run's manifest ``old`` and this command that forbids resuming it
+    ("another config", "another solver file (or none)"), or None."""
+    if comparable(old["config"]) != comparable(cfg.as_dict()):
+        return "another config"
+    recorded = (old.get("solver_file") or {}).get("sha256")
+    if recorded != (args.user_solver.sha256 if args.user_solver else None):
+        return "another solver file (or none)"
+    return None
+
+
+def after_failure(args, cfg, data_dir, run_dir, old):
+    """A failed run, taken up by the same command with no flag (make train passes neither --resume
+    nor --force): resumed from its last snapshot when its config and solver file are this
+    command's, else started over (a run that failed has nothing to finish); one line says which."""
+    said = f"train: {run_dir} failed after iteration {old['iterations_done']} ({last_failure(old)})"
+    change = recipe_change(args, cfg, old)
+    if change is None and old["snapshots"]:
+        manifest, restore = resumed(args, cfg, data_dir, run_dir, old)
+        print(f"{said}: resuming it from its snapshot of iteration {restore['iter']}")
+        return manifest, restore
+    why = f"it was trained with {change}" if change else "it has no snapshot"
+    print(f"{said}: starting it over ({why})")
     return fresh(args, cfg, data_dir, run_dir), None
 
 
@@ -442,7 +500,30 @@ def run(args):
     use_device(device)
     what = f"train --dataset {args.dataset} --act {args.act} --solver {args.solver} --seed {args.seed}"
     with exclusive(lock_beside(run_dir), what, run_dir):  # one trainer per run directory
-        return train_run(args, cfg, data_dir, run_dir, device)
+        report_run_dir(run_dir)  # to the supervising parent: the run to mark failed if this one dies
+        try:
+            return train_run(args, cfg, data_dir, run_dir, device)
+        except BaseException as exc:  # the line comes from guarded(); the manifest says it too
+            record_error(run_dir, exc)
+            raise
+
+
+def record_error(run_dir, exc):
+    """Mark the run failed, with ``exc`` as the reason, when an error ends this trainer while its
+    manifest says it trains (an unreadable data file, a snapshot that fails its check)."""
+    manifest = read_manifest(run_dir)
+    if manifest is None or manifest.get("status") != RUNNING:
+        return
+    if isinstance(exc, OSError):
+        reason = os_error_line(exc)
+    elif isinstance(exc, (TrainError, ConfigError, DataError)):
+        reason = str(exc)
+    else:
+        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    try:
+        mark_failed(run_dir, manifest, " ".join(reason.split()))
+    except OSError:  # the disk that failed the run: the next trainer finds it "running" and says so
+        pass
 
 
 def train_run(args, cfg, data_dir, run_dir, device):
