@@ -210,18 +210,25 @@ def test_the_targets_that_install_or_start_daemons_print_each_value_as_one_word(
 
 # ------------------------------------------------------------- the real programs refuse them
 
-def test_a_planted_set_reaches_the_trainer_as_one_word_and_is_refused(world):
-    proc, _ = call_make(world, "train", "DATASET=prostate", "ACT=rrelu", "SOLVER=nesterov",
-                        "SET=max_iter=3;cd;id>pwned", recorded=False)
+def test_a_planted_set_reaches_python_as_one_word_and_is_refused(world, tmp_path):
+    """make grid SCHEDULER=slurm DRY_RUN=1 checks SET before anything: with or without data/."""
+    proc, _ = call_make(world, "grid", "SCHEDULER=slurm", "DRY_RUN=1", "DATASETS=prostate",
+                        f"SLURM_LOGS={tmp_path / 'logs'}", "SET=max_iter=3;cd;id>pwned", recorded=False)
     assert nothing_ran(world)
-    assert proc.returncode == 2 and "train: error: max_iter='3;cd;id>pwned': expected int" in proc.stderr
+    assert proc.returncode == 2 and "max_iter='3;cd;id>pwned': expected int" in proc.stderr, proc.stderr
 
 
-def test_set_cannot_pass_an_option(world):
-    """SET=--force is an override the trainer refuses, not its --force (which replaces a run)."""
-    proc, _ = call_make(world, "train", "DATASET=prostate", "ACT=rrelu", "SOLVER=nesterov",
-                        "SET=--force", recorded=False)
-    assert proc.returncode == 2 and "'--force' is not KEY=VALUE" in proc.stderr, proc.stderr
+@pytest.mark.parametrize("target, variables", [
+    ("train", ("DATASET=prostate", "ACT=relu", "SOLVER=sgd")), ("grid", ("DATASETS=prostate",)),
+    ("reference", ("DATASET=prostate",)), ("thickslice", ("IN=scan.nii", "OUT=out.nii")),
+    ("thickslice-validate", ())])
+def test_set_and_layers_cannot_pass_an_option(world, target, variables):
+    """SET=--force is a KEY=VALUE word after --, which the program refuses, never its --force
+    (which replaces a run)."""
+    proc, calls = call_make(world, target, *variables, "SET=--force", "LAYERS=--retrain")
+    assert proc.returncode == 0, proc.stderr
+    given = [c["argv"] for c in calls if "--force" in c["argv"]]
+    assert given and all(a.index("--") < min(a.index("--force"), a.index("--retrain")) for a in given)
 
 
 def test_a_planted_activation_of_thickslice_is_refused(world):
