@@ -162,7 +162,9 @@ def test_a_solver_file_name_is_never_run_by_make_grid(world, plant):
     (caller / f"{stem}.prototxt").write_text('type: "Adam"\nbase_lr: 0.001\nmomentum: 0.9\n')
     proc, calls = call_make(world, "grid", "DATASETS=prostate", f"SOLVER_FILES={stem}.prototxt")
     assert nothing_ran(world), (proc.stdout, proc.stderr)
-    assert proc.returncode == 0, proc.stderr
+    if proc.returncode:  # core.names may refuse such a name: then in one line, before any run
+        assert "names: error:" in proc.stderr and not any("--grid-run" in c["argv"] for c in calls)
+        return
     for act in ("rrelu", "relu"):
         assert received(calls, f"prostate-{act}-{stem}-0"), calls
     assert received(calls, str(caller / f"{stem}.prototxt"))
