@@ -1,11 +1,37 @@
 # medsr-caffe: one target per verb. `make setup` once, then `make test`.
 SHELL := /bin/bash
 ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
+
+# ---- What a user gives is text: never run by make or by the shell (docs/reliability.md).
+# Make would expand a '$(...)' in a variable's value wherever the value is used (and when it exports
+# a command-line variable to the recipes), so every command-line variable, and each variable below
+# when it comes from the environment, is made literal first: its text as given, exported as before.
+USER_VARIABLES := IN OUT RUN REFERENCE FORCE MEM DATASET DATASETS ACT SOLVER SOLVERS SOLVER_FILE \
+  SOLVER_FILES SEED SEEDS ITERS SET LAYERS PROFILE GRID JOBS RUN_THREADS GPU GPU_ID FACTOR FACTORS \
+  SLICE_PROFILE DARK CORES ALL BENCH_ARGS SCHEDULER SBATCH_ARGS SLURM_LOGS SLURM_DIR SLURM_PORT \
+  SLURM_CONF DRY_RUN JOB
+literal = $(eval override export $(1) := $$(value $(1)))
+$(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(call literal,$(v))))
+$(foreach v,$(USER_VARIABLES),$(if $(filter environment%,$(origin $(v))),$(call literal,$(v))))
+# Then a recipe gets each value as one shell word. $(call quote,TEXT): TEXT single-quoted.
+# $(call arg,TEXT): TEXT as Python's shlex.quote writes it, bare when it holds only letters, digits
+# and @%+=:,./-_ (so `make -n` prints a plain name as it is), else single-quoted.
+# $(call args,LIST): each word of LIST so (SET="k=v k2=v2": SET='max_iter=3;id' is one word, which
+# Python refuses). Options take their value as --opt=VALUE, so a value starting with '-' is a value;
+# KEY=VALUE words come after --, so SET=--force is a bad override, not an option.
+quote = '$(subst ','\'',$(1))'
+PLAIN_CHARS := a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G H I J K L M N O P Q R \
+  S T U V W X Y Z 0 1 2 3 4 5 6 7 8 9 _ @ % + = : , . / -
+without = $(if $(2),$(call without,$(subst $(firstword $(2)),,$(1)),$(wordlist 2,$(words $(2)),$(2))),$(1))
+arg = $(if $(filter X--X,X-$(call without,$(1),$(PLAIN_CHARS))-X),$(if $(1),$(1),''),$(call quote,$(1)))
+args = $(foreach w,$(1),$(call arg,$(w)))
+ROOT_ARG := $(call arg,$(ROOT))
 PY := $(ROOT)/.venv/bin/python
+PY_ARG = $(call arg,$(PY))
 
 # Training: `make train DATASET=prostate ACT=rrelu SOLVER=nesterov [ITERS=N] [SEED=K] [SET="key=value ..."]`
 # The lists come from Python (core/names.py), never repeated here.
-NAMES = $(shell $(PY) -m core.names $(1) 2>/dev/null)
+NAMES = $(shell cd $(ROOT_ARG) && $(PY_ARG) -m core.names $(1) 2>/dev/null)
 DATASETS ?= $(call NAMES,datasets)
 GRID ?= paper
 SEEDS ?= 1
@@ -16,14 +42,17 @@ JOBS ?= $(shell nproc)
 RUN_THREADS ?= 1
 PROFILE ?= short
 # PROFILE=paper: the paper's 4e6 iterations and Fig. 3's test points (core/paper_fig5.json)
-PROFILE_paper = $(shell $(PY) -m core.paper profile 2>/dev/null)
-PROFILE_paper-dense = $(shell $(PY) -m core.paper profile dense 2>/dev/null)
+PROFILE_paper = $(shell cd $(ROOT_ARG) && $(PY_ARG) -m core.paper profile 2>/dev/null)
+PROFILE_paper-dense = $(shell cd $(ROOT_ARG) && $(PY_ARG) -m core.paper profile dense 2>/dev/null)
 PROFILE_short :=
+# Another PROFILE would train the short schedule without a word: refused (recipes only).
+CHECK_PROFILE = $(if $(filter undefined,$(origin PROFILE_$(PROFILE))),$(error make $@: PROFILE=$(PROFILE) is not a schedule: choose short, paper or paper-dense))
+PROFILE_ARGS = $(CHECK_PROFILE)$(PROFILE_$(PROFILE))
 # LAYERS: how Caffe builds the activations, never what they compute. act_layer=auto puts them inside
 # the convolutions where this Caffe (patch 0011), the CPU and the activation allow it (the same
 # numbers, faster per step: docs/performance.md); LAYERS= keeps the stock layers. SET= can override it too.
 LAYERS ?= act_layer=auto
-TRAIN_ARGS = $(LAYERS) $(PROFILE_$(PROFILE)) $(if $(ITERS),max_iter=$(ITERS)) $(if $(GPU_ID),solver_mode=GPU) $(SET)
+TRAIN_ARGS = $(call args,$(LAYERS) $(PROFILE_ARGS)) $(if $(ITERS),$(call arg,max_iter=$(ITERS))) $(if $(GPU_ID),solver_mode=GPU) $(call args,$(SET))
 # make grid SCHEDULER=slurm: one Slurm job array (tools/slurm/grid.sbatch) and an evaluation job;
 # SBATCH_ARGS: site options for both (partition, account, time limit); DRY_RUN=1 prints the sbatch
 # commands. The local one-node cluster (make slurm-up) lives in SLURM_DIR on ports SLURM_PORT, +1.
@@ -34,21 +63,20 @@ SLURM_LOGS ?= $(ROOT)/logs/slurm
 SLURM_DIR ?= $(ROOT)/.slurm
 SLURM_PORT ?= 16817
 # Without SLURM_CONF, a running local cluster (make slurm-up) is the one used; else the system's.
-SLURM_ENV = $(if $(SLURM_CONF),,$(if $(wildcard $(SLURM_DIR)/run/slurmctld.pid),SLURM_CONF=$(SLURM_DIR)/etc/slurm.conf))
-# $(call quote,TEXT): TEXT as one single-quoted shell word, so that a path a user gives reaches the
-# program as it is and is never run by the shell; $(value VAR) keeps make from expanding a '$' in it.
-quote = '$(subst ','\'',$(1))'
+SLURM_ENV = $(if $(SLURM_CONF),,$(if $(wildcard $(SLURM_DIR)/run/slurmctld.pid),SLURM_CONF=$(call arg,$(SLURM_DIR)/etc/slurm.conf)))
 # The directory make was called from (make -C changes it; the caller's shell exported PWD): a
 # relative IN or OUT is relative to it.
-CALLER_DIR := $(or $(PWD),$(CURDIR))
+CALLER_DIR := $(or $(value PWD),$(CURDIR))
 # make grid holds runs/ (core/locks.py): a second grid or reproduce on this checkout is refused
 # with the first one's pid instead of training the same runs twice; each trainer locks its run too.
-HOLD_RUNS = $(PY) -m core.locks $(ROOT)/.runs.lock "make grid" $(ROOT)/runs --
+HOLD_RUNS = $(PY_ARG) -m core.locks $(call arg,$(ROOT)/.runs.lock) "make grid" $(call arg,$(ROOT)/runs) --
 # make grid SOLVER_FILES="a.prototxt b.prototxt": the files (a relative one is the caller's) are
 # read before any run starts, and each grid run names its file by the stem (core.names).
 SOLVER_FILES_ABS = $(foreach f,$(SOLVER_FILES),$(if $(filter /%,$(f)),$(f),$(CALLER_DIR)/$(f)))
 GRID_SOLVER_ARGS = $(foreach f,$(SOLVER_FILES_ABS),--grid-solver-file $(call quote,$(f)))
-CHECK_SOLVER_FILES = $(if $(SOLVER_FILES),(cd $(ROOT) && $(PY) -m core.user_solver $(foreach f,$(SOLVER_FILES_ABS),$(call quote,$(f)))),true)
+CHECK_SOLVER_FILES = $(if $(SOLVER_FILES),(cd $(ROOT_ARG) && $(PY_ARG) -m core.user_solver $(foreach f,$(SOLVER_FILES_ABS),$(call quote,$(f)))),true)
+# The arguments of core.names grid: GRID, SEEDS, DATASETS, SOLVERS, SOLVER_FILES, one word each.
+GRID_NAMES_ARGS = $(call arg,$(GRID)) $(call arg,$(SEEDS)) $(call arg,$(DATASETS)) $(call arg,$(SOLVERS)) $(call arg,$(SOLVER_FILES_ABS))
 # $(call require,VARS): stop with one line naming the first unset variable (recipes only).
 require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
 
@@ -58,107 +86,108 @@ require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is 
 # nvidia-smi lists a GPU.
 GPU ?= auto
 # GPU_ID=N: train, grid, eval and upscale compute on GPU N (a CUDA build: make setup GPU=1)
-GPU_ARG = $(if $(GPU_ID),--gpu $(GPU_ID))
+GPU_ARG = $(if $(GPU_ID),--gpu=$(call arg,$(GPU_ID)))
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 16
+	@grep -E '^[a-z-]+:.*## ' $(call args,$(MAKEFILE_LIST)) | sed -E 's/:.*## /\t/' | expand -t 16
 
 setup:  ## Debian packages, Caffe (built once into ~/.cache/medsr-caffe), .venv [GPU=1|0|auto]
-	@GPU=$(GPU) bash $(ROOT)/tools/setup/setup.sh
+	@GPU=$(call arg,$(GPU)) bash $(ROOT_ARG)/tools/setup/setup.sh
 
 gpu-check: check-venv  ## on a machine with a GPU: device query, GPU vs CPU loss curve, step times [GPU_ID=0]; without one, says so
-	@cd $(ROOT) && $(PY) -m tools.gpu_check --gpu $(or $(GPU_ID),0)
+	@cd $(ROOT_ARG) && $(PY_ARG) -m tools.gpu_check --gpu=$(call arg,$(or $(GPU_ID),0))
 
 check-venv:
-	@test -x $(PY) || { echo "make: .venv is missing: run 'make setup' first" >&2; exit 1; }
+	@test -x $(PY_ARG) || { echo "make: .venv is missing: run 'make setup' first" >&2; exit 1; }
 
 test: check-venv  ## the pytest suite (CPU, minutes)
-	@cd $(ROOT) && $(PY) -m pytest
+	@cd $(ROOT_ARG) && $(PY_ARG) -m pytest
 
 test-kernels: check-venv  ## the tests marked blas again under an older OpenBLAS core type (a child process's OPENBLAS_CORETYPE) [CORES="Haswell Zen SkylakeX Sandybridge"] [ALL=1: every test]
-	@cd $(ROOT) && $(PY) -m tools.blas_kernels $(if $(CORES),--cores $(CORES)) $(if $(ALL),--all-tests)
+	@cd $(ROOT_ARG) && $(PY_ARG) -m tools.blas_kernels $(if $(CORES),--cores $(call args,$(CORES))) $(if $(ALL),--all-tests)
 
 test-fast: check-venv  ## the pytest suite without the tests marked slow or slurm
-	@cd $(ROOT) && $(PY) -m pytest -m "not slow and not slurm"
+	@cd $(ROOT_ARG) && $(PY_ARG) -m pytest -m "not slow and not slurm"
 
 nets: check-venv  ## regenerate models/ and solvers/ from core/config.py
-	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.generate
+	@cd $(ROOT_ARG) && GLOG_minloglevel=2 $(PY_ARG) -m tools.generate
 
 data: check-venv  ## build the default data sets (core/datasets.py) into data/
-	@cd $(ROOT) && $(PY) -m data_prep $(foreach d,$(or $(DATASET),$(DATASETS)),--dataset $(d))
+	@cd $(ROOT_ARG) && $(PY_ARG) -m data_prep $(foreach d,$(or $(DATASET),$(DATASETS)),--dataset=$(call arg,$(d)))
 
 train: check-venv  ## one run: DATASET= ACT= SOLVER= (or SOLVER_FILE=your_solver.prototxt) [ITERS=] [PROFILE=paper] [SET="k=v ..."]
-	$(call require,DATASET ACT)$(if $(or $(SOLVER),$(SOLVER_FILE)),,$(error make train: set SOLVER=... or SOLVER_FILE=...; see make help))@cd $(ROOT) && $(PY) -m tools.train --dataset $(DATASET) --act $(ACT) $(if $(SOLVER_FILE),--solver-file $(call quote,$(if $(filter /%,$(value SOLVER_FILE)),,$(CALLER_DIR)/)$(value SOLVER_FILE)),--solver $(SOLVER)) $(if $(SEED),--seed $(SEED)) $(GPU_ARG) $(TRAIN_ARGS)
+	$(call require,DATASET ACT)$(if $(or $(SOLVER),$(SOLVER_FILE)),,$(error make train: set SOLVER=... or SOLVER_FILE=...; see make help))@cd $(ROOT_ARG) && $(PY_ARG) -m tools.train --dataset=$(call arg,$(DATASET)) --act=$(call arg,$(ACT)) $(if $(SOLVER_FILE),--solver-file=$(call quote,$(if $(filter /%,$(SOLVER_FILE)),,$(CALLER_DIR)/)$(SOLVER_FILE)),--solver=$(call arg,$(SOLVER))) $(if $(SEED),--seed=$(call arg,$(SEED))) $(GPU_ARG) -- $(TRAIN_ARGS)
 
 grid: check-venv  ## GRID=paper (rrelu_nesterov, relu_sgd) or full (2x2) x DATASETS x SEEDS [SOLVERS="TYPE ...": Caffe solver types instead; SOLVER_FILES="a.prototxt ...": your solver files too; each with the paper's two activations]; -j safe; resumes; SCHEDULER=slurm
 ifeq ($(SCHEDULER),slurm)
-	@$(PY) -m core.names grid $(GRID) $(SEEDS) "$(DATASETS)" "$(SOLVERS)" "$(SOLVER_FILES_ABS)" >/dev/null
+	$(CHECK_PROFILE)@cd $(ROOT_ARG) && $(PY_ARG) -m core.names grid $(GRID_NAMES_ARGS) >/dev/null
 	@$(CHECK_SOLVER_FILES)
-	@$(if $(DRY_RUN),,$(MAKE) --no-print-directory data)
-	@cd $(ROOT) && $(SLURM_ENV) $(PY) -m tools.slurm.submit --grid $(GRID) --seeds $(SEEDS) \
-	  --datasets "$(DATASETS)" --solvers "$(SOLVERS)" --solver-files "$(SOLVER_FILES_ABS)" --profile $(PROFILE) --iters "$(ITERS)" --set "$(SET)" \
-	  --logs $(SLURM_LOGS) $(if $(DRY_RUN),--dry-run) -- $(TRAIN_ARGS)
+	@$(if $(DRY_RUN),,$(MAKE) --no-print-directory -C $(ROOT_ARG) data)
+	@cd $(ROOT_ARG) && $(SLURM_ENV) $(PY_ARG) -m tools.slurm.submit --grid=$(call arg,$(GRID)) --seeds=$(call arg,$(SEEDS)) \
+	  --datasets=$(call arg,$(DATASETS)) --solvers=$(call arg,$(SOLVERS)) --solver-files=$(call arg,$(SOLVER_FILES_ABS)) \
+	  --profile=$(call arg,$(PROFILE)) --iters=$(call arg,$(ITERS)) --set=$(call arg,$(SET)) \
+	  --logs=$(call arg,$(SLURM_LOGS)) $(if $(DRY_RUN),--dry-run) -- $(TRAIN_ARGS)
 else ifeq ($(SCHEDULER),local)
-	@runs=$$($(PY) -m core.names grid $(GRID) $(SEEDS) "$(DATASETS)" "$(SOLVERS)" "$(SOLVER_FILES_ABS)") && \
+	$(CHECK_PROFILE)@cd $(ROOT_ARG) && names=$$($(PY_ARG) -m core.names grid $(GRID_NAMES_ARGS)) && read -r -a runs <<< "$$names" && \
 	  $(CHECK_SOLVER_FILES) && \
-	  $(HOLD_RUNS) $(MAKE) --no-print-directory $$(printf 'grid-%s ' $$runs) $(if $(SOLVER_FILES),SOLVER_FILES=$(call quote,$(SOLVER_FILES_ABS)))
+	  $(HOLD_RUNS) $(MAKE) --no-print-directory -C $(ROOT_ARG) "$${runs[@]/#/grid-}" $(if $(SOLVER_FILES),SOLVER_FILES=$(call quote,$(SOLVER_FILES_ABS)))
 else
 	$(error make grid: SCHEDULER=$(SCHEDULER): choose local (the default) or slurm)
 endif
 
 grid-status: check-venv  ## the last `make grid SCHEDULER=slurm`: each run pending, running, finished or failed [JOB=array id]
-	@cd $(ROOT) && $(SLURM_ENV) $(PY) -m tools.slurm.status --logs $(SLURM_LOGS) $(if $(JOB),--job $(JOB))
+	@cd $(ROOT_ARG) && $(SLURM_ENV) $(PY_ARG) -m tools.slurm.status --logs=$(call arg,$(SLURM_LOGS)) $(if $(JOB),--job=$(call arg,$(JOB)))
 
 slurm-up:  ## a one-node Slurm cluster in SLURM_DIR (.slurm/): installs the Debian packages if missing; prints export SLURM_CONF=...
-	@bash $(ROOT)/tools/slurm/local_cluster.sh up --dir $(SLURM_DIR) --port $(SLURM_PORT)
+	@bash $(ROOT_ARG)/tools/slurm/local_cluster.sh up --dir $(call arg,$(SLURM_DIR)) --port $(call arg,$(SLURM_PORT))
 
 slurm-down:  ## stop the daemons slurm-up started (their jobs are cancelled first)
-	@bash $(ROOT)/tools/slurm/local_cluster.sh down --dir $(SLURM_DIR)
+	@bash $(ROOT_ARG)/tools/slurm/local_cluster.sh down --dir $(call arg,$(SLURM_DIR))
 
 # One independent run per target (dataset-act-solver-seed): its own run directory; finished runs
-# are left alone.
+# are left alone. The run's name (the stem $*) is one word too: a solver file's stem is in it.
 # Under make -j (make reproduce) several runs share the terminal: each prints its progress as
 # lines (tools/train.py, progress_style) instead of a bar that redraws over the others'.
 grid-%: data
-	@cd $(ROOT) && $(if $(filter-out -j1,$(filter -j%,$(MAKEFLAGS))),MEDSR_PROGRESS=lines) $(PY) -m tools.train --resume \
-	  --grid-run $* $(GRID_SOLVER_ARGS) $(GPU_ARG) $(TRAIN_ARGS)
+	@cd $(ROOT_ARG) && $(if $(filter-out -j1,$(filter -j%,$(MAKEFLAGS))),MEDSR_PROGRESS=lines) $(PY_ARG) -m tools.train --resume \
+	  --grid-run $(call arg,$*) $(GRID_SOLVER_ARGS) $(GPU_ARG) -- $(TRAIN_ARGS)
 
 reference: check-venv data  ## long-schedule weights: DATASET= [ACT= SOLVER=: another variant] [ITERS=] [SET="k=v ..."] -> models/reference/<dataset>/ (models/long/<dataset>/<act>_<solver>/; resumes)
-	$(call require,DATASET)@cd $(ROOT) && $(PY) -m tools.reference --dataset $(DATASET) $(if $(ACT),--act $(ACT)) $(if $(SOLVER),--solver $(SOLVER)) $(if $(ITERS),--iters $(ITERS)) $(LAYERS) $(SET)
+	$(call require,DATASET)@cd $(ROOT_ARG) && $(PY_ARG) -m tools.reference --dataset=$(call arg,$(DATASET)) $(if $(ACT),--act=$(call arg,$(ACT))) $(if $(SOLVER),--solver=$(call arg,$(SOLVER))) $(if $(ITERS),--iters=$(call arg,$(ITERS))) -- $(call args,$(LAYERS) $(SET))
 
 curves: check-venv  ## Figs. 3-4 (PSNR vs iterations) per data set into figures/
-	@cd $(ROOT) && $(PY) -m tools.curves
+	@cd $(ROOT_ARG) && $(PY_ARG) -m tools.curves
 
 eval: check-venv  ## PSNR/SSIM of bicubic and every run, per data set: results/<dataset>.{json,csv,md}
-	@cd $(ROOT) && $(PY) -m eval --built $(DATASETS) $(GPU_ARG)
+	@cd $(ROOT_ARG) && $(PY_ARG) -m eval --built $(call args,$(DATASETS)) $(GPU_ARG)
 
 regions: check-venv  ## where a run gains on bicubic: dark region vs the rest: DATASET= RUN= [ITERS="6000 40000"] [DARK=20]
-	$(call require,DATASET RUN)@cd $(ROOT) && $(PY) -m eval.regions --dataset $(DATASET) --run "$(RUN)" $(if $(ITERS),--iters $(ITERS)) $(if $(DARK),--dark $(DARK))
+	$(call require,DATASET RUN)@cd $(ROOT_ARG) && $(PY_ARG) -m eval.regions --dataset=$(call arg,$(DATASET)) --run=$(call quote,$(RUN)) $(if $(ITERS),--iters $(call args,$(ITERS))) $(if $(DARK),--dark=$(call arg,$(DARK)))
 
 figures: check-venv  ## Fig. 6 grids (LR | bicubic | network | original) into figures/
-	@cd $(ROOT) && $(PY) -m eval.figures
+	@cd $(ROOT_ARG) && $(PY_ARG) -m eval.figures
 
 reproduce: check-venv  ## the main job: data, grid (GRID=paper, SEEDS=1), eval, curves, figures, REPORT.md
-	@$(MAKE) --no-print-directory data
-	@OMP_NUM_THREADS=$(RUN_THREADS) OPENBLAS_NUM_THREADS=$(RUN_THREADS) \
-	  $(MAKE) --no-print-directory -j$(JOBS) grid
-	@$(MAKE) --no-print-directory eval curves figures
-	@cd $(ROOT) && $(PY) -m eval.report --command "make reproduce GRID=$(GRID) SEEDS=$(SEEDS) PROFILE=$(PROFILE)$(if $(ITERS), ITERS=$(ITERS))"
+	@$(MAKE) --no-print-directory -C $(ROOT_ARG) data
+	@OMP_NUM_THREADS=$(call arg,$(RUN_THREADS)) OPENBLAS_NUM_THREADS=$(call arg,$(RUN_THREADS)) \
+	  $(MAKE) --no-print-directory -C $(ROOT_ARG) -j$(call arg,$(JOBS)) grid
+	@$(MAKE) --no-print-directory -C $(ROOT_ARG) eval curves figures
+	@cd $(ROOT_ARG) && $(PY_ARG) -m eval.report --command=$(call arg,make reproduce GRID=$(call arg,$(GRID)) SEEDS=$(call arg,$(SEEDS)) PROFILE=$(call arg,$(PROFILE))$(if $(ITERS), ITERS=$(call arg,$(ITERS))))
 
 bench: check-venv  ## Caffe training step of each configuration (tools/bench_train.py, CONFIGS) vs PyTorch, side by side; a GPU column where one is: bench/train_step.json
-	@$(PY) -c 'import torch' 2>/dev/null || $(PY) -m pip install --quiet -r tools/setup/requirements-bench.txt
-	@cd $(ROOT) && GLOG_minloglevel=2 $(PY) -m tools.bench_train $(BENCH_ARGS)
+	@cd $(ROOT_ARG) && { $(PY_ARG) -c 'import torch' 2>/dev/null || $(PY_ARG) -m pip install --quiet -r tools/setup/requirements-bench.txt; }
+	@cd $(ROOT_ARG) && GLOG_minloglevel=2 $(PY_ARG) -m tools.bench_train $(call args,$(BENCH_ARGS))
 
 upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [MEM=MB]
-	$(call require,IN OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make upscale: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY) -m eval.upscale --in $(call quote,$(value IN)) --out $(call quote,$(value OUT)) $(if $(REFERENCE),--reference $(call quote,$(value REFERENCE)),--run $(call quote,$(value RUN))) $(if $(FORCE),--force) $(if $(MEM),--memory-budget $(call quote,$(value MEM))) $(GPU_ARG)
+	$(call require,IN OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make upscale: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY_ARG) -m eval.upscale --in=$(call quote,$(IN)) --out=$(call quote,$(OUT)) $(if $(REFERENCE),--reference=$(call quote,$(REFERENCE)),--run=$(call quote,$(RUN))) $(if $(FORCE),--force) $(if $(MEM),--memory-budget=$(call quote,$(MEM))) $(GPU_ARG)
 
 export: check-venv  ## a run's net as ONNX, verified against pycaffe in ONNX Runtime and OpenCV: OUT=model.onnx RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [FORCE=1]
-	$(call require,OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make export: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY) -m eval.export --out $(call quote,$(value OUT)) $(if $(REFERENCE),--reference $(call quote,$(value REFERENCE)),--run $(call quote,$(value RUN))) $(if $(FORCE),--force)
+	$(call require,OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make export: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY_ARG) -m eval.export --out=$(call quote,$(OUT)) $(if $(REFERENCE),--reference=$(call quote,$(REFERENCE)),--run=$(call quote,$(RUN))) $(if $(FORCE),--force)
 
 # Through-plane super-resolution trained on the scan itself (tools/thickslice.py, docs/thickslice.md).
 # SLICE_PROFILE, not PROFILE: PROFILE names the training schedule above.
 thickslice: check-venv  ## refine a thick-slice scan's slices, trained on the scan itself (SMORE): IN=scan OUT=path [FACTOR=auto|N] [ITERS=] [ACT= SOLVER=] [SLICE_PROFILE=gaussian|boxcar] [SET="k=v ..."] [FORCE=1]
-	$(call require,IN OUT)@cd $(call quote,$(CALLER_DIR)) && $(PY) -m tools.thickslice --in $(call quote,$(value IN)) --out $(call quote,$(value OUT)) $(if $(FACTOR),--factor $(call quote,$(value FACTOR))) $(if $(ITERS),--iters $(call quote,$(value ITERS))) $(if $(ACT),--act $(ACT)) $(if $(SOLVER),--solver $(SOLVER)) $(if $(SLICE_PROFILE),--profile $(SLICE_PROFILE)) $(if $(FORCE),--force) $(LAYERS) $(SET)
+	$(call require,IN OUT)@cd $(call quote,$(CALLER_DIR)) && $(PY_ARG) -m tools.thickslice --in=$(call quote,$(IN)) --out=$(call quote,$(OUT)) $(if $(FACTOR),--factor=$(call arg,$(FACTOR))) $(if $(ITERS),--iters=$(call arg,$(ITERS))) $(if $(ACT),--act=$(call arg,$(ACT))) $(if $(SOLVER),--solver=$(call arg,$(SOLVER))) $(if $(SLICE_PROFILE),--profile=$(call arg,$(SLICE_PROFILE))) $(if $(FORCE),--force) -- $(call args,$(LAYERS) $(SET))
 
 thickslice-validate: check-venv  ## make thickslice on Colin27 thickened x3 and x6, scored against its thin slices beside cubic, a cubic spline and the reference net: results/thickslice/ [FACTORS="3 6"] [ITERS=]
-	@cd $(ROOT) && $(PY) -m tools.thickslice_validate $(if $(FACTORS),--factors $(FACTORS)) $(if $(ITERS),--iters $(ITERS)) $(LAYERS) $(SET)
+	@cd $(ROOT_ARG) && $(PY_ARG) -m tools.thickslice_validate $(if $(FACTORS),--factors $(call args,$(FACTORS))) $(if $(ITERS),--iters=$(call arg,$(ITERS))) -- $(call args,$(LAYERS) $(SET))

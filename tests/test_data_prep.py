@@ -169,9 +169,11 @@ def test_bad_input_gives_one_line_and_no_output(tmp_path, capsys):
         assert not (out / "x").exists(), what
 
 
-def test_unknown_override_is_one_clear_line(capsys):
-    assert data_prep_main(["--dataset", "prostate", "stride_train=abc"]) == 2
-    assert "stride_train" in capsys.readouterr().err
+def test_unknown_override_is_one_clear_line(tmp_path, capsys):
+    out = tmp_path / "data"  # not the checkout's data/, which make data may have built
+    out.mkdir()
+    assert data_prep_main(["--dataset", "prostate", "--out", str(out), "stride_train=abc"]) == 2
+    assert "stride_train" in capsys.readouterr().err and not any(out.iterdir())
 
 
 def test_percentile_window_is_shared_by_the_mr_rule_and_upscale():

@@ -68,10 +68,11 @@ def test_corrupt_caffemodel_is_one_clear_line(trained, tmp_path, capsys):
     (broken / "snapshots" / "bad.caffemodel").write_bytes(b"\x00not a model" * 50)
     manifest["snapshots"][-1]["caffemodel"] = "snapshots/bad.caffemodel"
     (broken / "manifest.json").write_text(json.dumps(manifest))
-    out = tmp_path / "out.json"
-    assert eval_main(["--hr", str(hr), "--runs", str(broken), "--json", str(out)]) == 2
+    out = tmp_path / "out"  # all three tables here: none in the checkout's results/
+    out.mkdir()
+    assert eval_main(["--hr", str(hr), "--runs", str(broken), *eval_tables(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith("eval: error:") and not out.exists()
+    assert len(err) == 1 and err[0].startswith("eval: error:") and not any(out.iterdir())
 
 
 def test_fig6_grid_and_report(trained):
@@ -90,11 +91,16 @@ def test_figures_skip_a_reference_whose_data_set_is_not_built(tmp_path, monkeypa
     reproduce DATASETS=prostate): the figures of the others are still made."""
     import eval.figures as figures
     from tests.helpers import make_run
+    # A project of its own: its data/ (not built), runs/ and models/reference/ (brain's only),
+    # never the checkout's, which `make data` or `make reproduce` may have filled.
+    references, data = tmp_path / "models" / "reference", tmp_path / "data"
     monkeypatch.setattr(figures, "ROOT", tmp_path)
-    monkeypatch.setattr(figures, "reference_dir", lambda d: tmp_path / "models" / "reference" / d)
+    monkeypatch.setattr(figures, "REFERENCE_ROOT", references)
+    monkeypatch.setattr(figures, "reference_dir", lambda d: references / d)
+    monkeypatch.setattr(figures, "data_dir", lambda d: data / d)
     monkeypatch.setattr(figures, "dataset_runs", lambda d: [])
-    (tmp_path / "models" / "reference").mkdir(parents=True)
-    make_run(tmp_path, model).rename(tmp_path / "models" / "reference" / "brain")
+    references.mkdir(parents=True)
+    make_run(tmp_path, model).rename(references / "brain")
     assert figures.main(["--out", str(tmp_path / "figures")]) == 2  # nothing else to draw
     err = capsys.readouterr().err
     assert "figures: brain: skipped (no data/brain: make data DATASET=brain)" in err

@@ -298,12 +298,13 @@ def test_curves_from_seed_directories_and_the_long_schedule(tmp_path, fake_paper
     ref = tmp_path / "reference" / "toy"
     ref.mkdir(parents=True)
     (ref / "manifest.json").write_text(json.dumps(curve_manifest("rrelu", "nesterov", 0, 4000000)))
+    none = str(tmp_path / "none")  # no long schedules: not the checkout's models/long/
     assert curves_main(["--runs", str(tmp_path / "runs"), "--reference", str(tmp_path / "reference"),
-                        "--out", str(tmp_path / "fig")]) == 0
+                        "--long", none, "--out", str(tmp_path / "fig")]) == 0
     for name in ("toy_fig3.png", "toy_fig4.png", "toy_long.png"):
         img = cv2.imread(str(tmp_path / "fig" / name))
         assert img is not None and img.shape[0] > 200 and img.std() > 10
-    assert curves_main(["--runs", str(tmp_path / "runs"), "--reference", str(tmp_path / "none"),
+    assert curves_main(["--runs", str(tmp_path / "runs"), "--reference", none, "--long", none,
                         "--out", str(tmp_path / "fig2"), "--metric", "ssim"]) == 0
     assert sorted(p.name for p in (tmp_path / "fig2").iterdir()) == ["toy_fig3_ssim.png",
                                                                       "toy_fig4_ssim.png"]

@@ -101,11 +101,12 @@ def hr_folder(tmp_path):
 def test_eval_refuses_mixed_or_contradicted_scales_in_one_line(tmp_path, hr_folder, capsys,
                                                                scales, extra, message):
     runs = [str(fake_run(tmp_path / f"run{i}", scale=s)) for i, s in enumerate(scales)]
-    out = tmp_path / "out.json"
-    assert eval_main(["--hr", str(hr_folder), "--runs", *runs, "--json", str(out), *extra]) == 2
+    out = tmp_path / "out"  # all three tables here: none in the checkout's results/
+    out.mkdir()
+    assert eval_main(["--hr", str(hr_folder), "--runs", *runs, *eval_tables(out), *extra]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("eval: error:") and message in err[0]
-    assert not out.exists()
+    assert not any(out.iterdir())
 
 
 def test_bicubic_only_takes_the_default_scale(tmp_path, hr_folder):
