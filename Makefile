@@ -9,7 +9,7 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 USER_VARIABLES := IN OUT RUN REFERENCE FORCE MEM DATASET DATASETS ACT SOLVER SOLVERS SOLVER_FILE \
   SOLVER_FILES SEED SEEDS ITERS SET LAYERS PROFILE GRID JOBS RUN_THREADS GPU GPU_ID FACTOR FACTORS \
   SLICE_PROFILE DARK CORES ALL BENCH_ARGS SCHEDULER SBATCH_ARGS SLURM_LOGS SLURM_DIR SLURM_PORT \
-  SLURM_CONF DRY_RUN JOB
+  SLURM_CONF DRY_RUN JOB METRIC
 literal = $(eval override export $(1) := $$(value $(1)))
 $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(call literal,$(v))))
 $(foreach v,$(USER_VARIABLES),$(if $(filter environment%,$(origin $(v))),$(call literal,$(v))))
@@ -74,14 +74,14 @@ HOLD_RUNS = $(PY_ARG) -m core.locks $(call arg,$(ROOT)/.runs.lock) "make grid" $
 # read before any run starts, and each grid run names its file by the stem (core.names).
 SOLVER_FILES_ABS = $(foreach f,$(SOLVER_FILES),$(if $(filter /%,$(f)),$(f),$(CALLER_DIR)/$(f)))
 GRID_SOLVER_ARGS = $(foreach f,$(SOLVER_FILES_ABS),--grid-solver-file $(call quote,$(f)))
-CHECK_SOLVER_FILES = $(if $(SOLVER_FILES),(cd $(ROOT_ARG) && $(PY_ARG) -m core.user_solver $(foreach f,$(SOLVER_FILES_ABS),$(call quote,$(f)))),true)
+CHECK_SOLVER_FILES = $(if $(SOLVER_FILES),(cd $(ROOT_ARG) && $(PY_ARG) -m core.user_solver $(foreach f,$(SOLVER_FILES_ABS),$(call quote,$(f))) -- $(TRAIN_ARGS)),true)
 # The arguments of core.names grid: GRID, SEEDS, DATASETS, SOLVERS, SOLVER_FILES, one word each.
 GRID_NAMES_ARGS = $(call arg,$(GRID)) $(call arg,$(SEEDS)) $(call arg,$(DATASETS)) $(call arg,$(SOLVERS)) $(call arg,$(SOLVER_FILES_ABS))
 # $(call require,VARS): stop with one line naming the first unset variable (recipes only).
 require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
 
 .PHONY: help setup test test-kernels test-fast check-venv nets data train grid curves eval figures reproduce bench upscale
-.PHONY: grid-status slurm-up slurm-down gpu-check regions export reference thickslice thickslice-validate
+.PHONY: grid-status slurm-up slurm-down gpu-check regions export reference thickslice thickslice-validate readme-figure
 # make setup GPU=1: Caffe with CUDA (tools/setup/setup_gpu.sh); GPU=0: CPU-only; auto: 1 when
 # nvidia-smi lists a GPU.
 GPU ?= auto
@@ -115,7 +115,7 @@ nets: check-venv  ## regenerate models/ and solvers/ from core/config.py
 data: check-venv  ## build the default data sets (core/datasets.py) into data/
 	@cd $(ROOT_ARG) && $(PY_ARG) -m data_prep $(foreach d,$(or $(DATASET),$(DATASETS)),--dataset=$(call arg,$(d)))
 
-train: check-venv  ## one run: DATASET= ACT= SOLVER= (or SOLVER_FILE=your_solver.prototxt) [ITERS=] [PROFILE=paper] [SET="k=v ..."]
+train: check-venv  ## one run: DATASET= ACT= SOLVER= (or SOLVER_FILE=your_solver.prototxt) [ITERS=] [SEED=K] [PROFILE=paper] [SET="k=v ..."]
 	$(call require,DATASET ACT)$(if $(or $(SOLVER),$(SOLVER_FILE)),,$(error make train: set SOLVER=... or SOLVER_FILE=...; see make help))@cd $(ROOT_ARG) && $(PY_ARG) -m tools.train --dataset=$(call arg,$(DATASET)) --act=$(call arg,$(ACT)) $(if $(SOLVER_FILE),--solver-file=$(call quote,$(if $(filter /%,$(SOLVER_FILE)),,$(CALLER_DIR)/)$(SOLVER_FILE)),--solver=$(call arg,$(SOLVER))) $(if $(SEED),--seed=$(call arg,$(SEED))) $(GPU_ARG) -- $(TRAIN_ARGS)
 
 grid: check-venv  ## GRID=paper (rrelu_nesterov, relu_sgd) or full (2x2) x DATASETS x SEEDS [SOLVERS="TYPE ...": Caffe solver types instead; SOLVER_FILES="a.prototxt ...": your solver files too; each with the paper's two activations]; -j safe; resumes; SCHEDULER=slurm
@@ -155,8 +155,8 @@ grid-%: data
 reference: check-venv data  ## long-schedule weights: DATASET= [ACT= SOLVER=: another variant] [ITERS=] [SET="k=v ..."] -> models/reference/<dataset>/ (models/long/<dataset>/<act>_<solver>/; resumes)
 	$(call require,DATASET)@cd $(ROOT_ARG) && $(PY_ARG) -m tools.reference --dataset=$(call arg,$(DATASET)) $(if $(ACT),--act=$(call arg,$(ACT))) $(if $(SOLVER),--solver=$(call arg,$(SOLVER))) $(if $(ITERS),--iters=$(call arg,$(ITERS))) -- $(call args,$(LAYERS) $(SET))
 
-curves: check-venv  ## Figs. 3-4 (PSNR vs iterations) per data set into figures/
-	@cd $(ROOT_ARG) && $(PY_ARG) -m tools.curves
+curves: check-venv  ## Figs. 3-4 (PSNR vs iterations) per data set into figures/ [METRIC=psnr|ssim]
+	@cd $(ROOT_ARG) && $(PY_ARG) -m tools.curves $(if $(METRIC),--metric=$(call arg,$(METRIC)))
 
 eval: check-venv  ## PSNR/SSIM of bicubic and every run, per data set: results/<dataset>.{json,csv,md}
 	@cd $(ROOT_ARG) && $(PY_ARG) -m eval --built $(call args,$(DATASETS)) $(GPU_ARG)
@@ -166,6 +166,9 @@ regions: check-venv  ## where a run gains on bicubic: dark region vs the rest: D
 
 figures: check-venv  ## Fig. 6 grids (LR | bicubic | network | original) into figures/
 	@cd $(ROOT_ARG) && $(PY_ARG) -m eval.figures
+
+readme-figure: check-venv  ## the README's picture, bicubic | ours | original on a prostate test slice (the reference weights): docs/readme_figure.png
+	@cd $(ROOT_ARG) && $(PY_ARG) -m tools.readme_figure
 
 reproduce: check-venv  ## the main job: data, grid (GRID=paper, SEEDS=1), eval, curves, figures, REPORT.md
 	@$(MAKE) --no-print-directory -C $(ROOT_ARG) data
@@ -178,11 +181,11 @@ bench: check-venv  ## Caffe training step of each configuration (tools/bench_tra
 	@cd $(ROOT_ARG) && { $(PY_ARG) -c 'import torch' 2>/dev/null || $(PY_ARG) -m pip install --quiet -r tools/setup/requirements-bench.txt; }
 	@cd $(ROOT_ARG) && GLOG_minloglevel=2 $(PY_ARG) -m tools.bench_train $(call args,$(BENCH_ARGS))
 
-upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [MEM=MB]
-	$(call require,IN OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make upscale: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY_ARG) -m eval.upscale --in=$(call quote,$(IN)) --out=$(call quote,$(OUT)) $(if $(REFERENCE),--reference=$(call quote,$(REFERENCE)),--run=$(call quote,$(RUN))) $(if $(FORCE),--force) $(if $(MEM),--memory-budget=$(call quote,$(MEM))) $(GPU_ARG)
+upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [MEM=MB] [FORCE=1]
+	$(call require,IN OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make upscale: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY_ARG) -m eval.upscale --in=$(call quote,$(IN)) --out=$(call quote,$(OUT)) $(if $(REFERENCE),--reference=$(call quote,$(REFERENCE))) $(if $(RUN),--run=$(call quote,$(RUN))) $(if $(FORCE),--force) $(if $(MEM),--memory-budget=$(call quote,$(MEM))) $(GPU_ARG)
 
 export: check-venv  ## a run's net as ONNX, verified against pycaffe in ONNX Runtime and OpenCV: OUT=model.onnx RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [FORCE=1]
-	$(call require,OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make export: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY_ARG) -m eval.export --out=$(call quote,$(OUT)) $(if $(REFERENCE),--reference=$(call quote,$(REFERENCE)),--run=$(call quote,$(RUN))) $(if $(FORCE),--force)
+	$(call require,OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make export: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY_ARG) -m eval.export --out=$(call quote,$(OUT)) $(if $(REFERENCE),--reference=$(call quote,$(REFERENCE))) $(if $(RUN),--run=$(call quote,$(RUN))) $(if $(FORCE),--force)
 
 # Through-plane super-resolution trained on the scan itself (tools/thickslice.py, docs/thickslice.md).
 # SLICE_PROFILE, not PROFILE: PROFILE names the training schedule above.

@@ -264,7 +264,7 @@ DEFAULT = Config()
 
 # Settings of one default data set's runs, applied over DEFAULT and under the user's KEY=VALUE
 # overrides. Each is a flag the README's "Differences from the paper" explains, chosen from the
-# curves in its "Schedule" section.
+# curves in docs/notebook/2026-11-25-schedule.md (docs/training.md, "The default schedule").
 DATASET_SETTINGS = {
     # Brain's test SSIM peaks near 6000-7000 iterations and then falls while PSNR still rises
     # (the net's errors move into the dark, low-variance regions SSIM weighs most): stop there.

@@ -5,6 +5,7 @@
     python -m core.names grid paper 1 "prostate" "sgd adam"   the paper's activations with these solvers
     python -m core.names grid paper 1 "prostate" "" "a.prototxt"   and with these solver files too
 """
+import re
 import sys
 from pathlib import Path
 
@@ -46,6 +47,9 @@ def solver_file_names(paths):
         if "-" in stem or not stem:
             raise ConfigError(f"{path}: a grid's run names are dataset-act-solver-seed: rename "
                               f"the solver file without '-' (the variant is named after it)")
+        if not re.fullmatch(r"[A-Za-z0-9_.]+", stem):
+            raise ConfigError(f"{path}: make takes a grid's run names as targets: name the solver "
+                              "file with letters, digits, '_' and '.' only")
         if stem in SOLVERS:
             raise ConfigError(f"{path}: named like the built-in solver {stem!r}: rename it")
         if stem in names:

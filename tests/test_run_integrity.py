@@ -61,7 +61,8 @@ def test_a_copied_run_is_scored_as_itself(data_root, tmp_path, hr_folder, capsys
     _, _, model = final_snapshot(tmp_path / "copy")
     assert model.parent.parent == tmp_path / "copy"
     model.write_bytes(b"corrupt")  # the copy's weights only
-    line = refused(capsys, eval_main, ["--hr", str(hr_folder), "--runs", str(tmp_path / "copy")], "eval")
+    line = refused(capsys, eval_main, ["--hr", str(hr_folder), "--runs", str(tmp_path / "copy"),
+                                       *eval_tables(tmp_path, "refused")], "eval")
     assert "not a Caffe model" in line
     assert eval_main(["--hr", str(hr_folder), "--runs", str(tmp_path / "orig"), *eval_tables(tmp_path)]) == 0
 

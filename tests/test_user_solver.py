@@ -114,7 +114,8 @@ def test_make_grid_solver_files_adds_each_file_with_the_papers_two_activations(t
 
 @pytest.mark.parametrize("files, message", [
     (["my-adam.prototxt"], "without '-'"), (["sgd.prototxt"], "built-in solver 'sgd'"),
-    (["a/x.prototxt", "b/x.prototxt"], "two solver files are named 'x'")])
+    (["a/x.prototxt", "b/x.prototxt"], "two solver files are named 'x'"),
+    (["a=b.prototxt"], "letters, digits")])
 def test_grid_solver_file_names_a_run_cannot_carry_are_refused(files, message):
     with pytest.raises(ConfigError, match=message):
         grid_runs("paper", ["prostate"], 1, (), files)
