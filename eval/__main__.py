@@ -25,6 +25,7 @@ from pathlib import Path
 
 os.environ.setdefault("GLOG_minloglevel", "2")
 
+from core.args import command_line  # noqa: E402
 from core.cli import check_writable, guarded  # noqa: E402
 from core.atomic import write_texts_atomic  # noqa: E402
 from core.config import ROOT  # noqa: E402
@@ -40,7 +41,7 @@ from eval.tiles import BORDERS, ENGINES  # noqa: E402
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="python -m eval", description=__doc__.splitlines()[0])
+    p = command_line("eval", description=__doc__.splitlines()[0])
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dataset", help="score data/<dataset>/test_images and runs/<dataset>/*")
     src.add_argument("--hr", type=Path, help="any folder of HR images (grey, or RGB -> MATLAB Y)")

@@ -1,12 +1,12 @@
 """`python -m eval.report` (last step of `make reproduce`): REPORT.md from what was run: the
 results/*.json tables, the run manifests, the figures, and the paper's numbers (core.paper). It
 reports only files that exist, and replaces only a report it wrote (its first line: core.outputs)."""
-import argparse
 import json
 import sys
 from pathlib import Path
 
 from core import paper
+from core.args import command_line
 from core.atomic import write_text_atomic
 from core.cli import guarded
 from core.config import DATASETS, ROOT
@@ -148,7 +148,7 @@ def report(root=ROOT, datasets=DATASETS, command=DEFAULT_COMMAND):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="python -m eval.report", description=__doc__.splitlines()[0])
+    p = command_line("eval.report", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "REPORT.md")
     p.add_argument("--command", default=DEFAULT_COMMAND,
                    help=f"the command that produced the runs, printed in the report "

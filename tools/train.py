@@ -22,7 +22,6 @@ if __name__ == "__main__":
     from tools.supervisor import supervise_unless_supervised
     supervise_unless_supervised("tools.train")  # the parent waits here for its trainer child
 
-import argparse
 import collections
 import json
 import math
@@ -45,6 +44,7 @@ from tqdm import tqdm  # noqa: E402
 from core.config import (BUILD_ONLY_KEYS, ROOT, ConfigError, check_name, dataset_config,  # noqa: E402
                          ACTIVATIONS, SOLVERS, with_added_keys)
 from core.solvers import check_solver  # noqa: E402
+from core.args import command_line  # noqa: E402
 from core.cli import guarded, os_error_line  # noqa: E402
 from core.data_files import DATA_ROOT, built, is_built, list_file  # noqa: E402
 from core.data_files import data_dir as data_dir_of  # noqa: E402
@@ -224,17 +224,8 @@ def step_ms(manifest):
     return 1000.0 * (manifest["wall_time_s"] - manifest.get("test_time_s", 0.0)) / steps
 
 
-class OneLineParser(argparse.ArgumentParser):
-    """argparse with a user's mistake as one line, ``train: error: ...`` naming the value, exit 2
-    (argparse's own: the usage screen, then the error)."""
-
-    def error(self, message):
-        print(f"train: error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
 def parse_args(argv):
-    p = OneLineParser(prog="python -m tools.train", description=__doc__.splitlines()[0])
+    p = command_line("tools.train", description=__doc__.splitlines()[0])
     p.add_argument("--dataset", help="a data set under data/ (make data)")
     p.add_argument("--act", help=f"{', '.join(ACTIVATIONS)}")
     p.add_argument("--solver", help=f"{', '.join(SOLVERS)}")
