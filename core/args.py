@@ -14,7 +14,7 @@ class OneLineParser(argparse.ArgumentParser):
         self.short = short
 
     def error(self, message):
-        print(f"{self.short}: error: {message} (--help lists the options)", file=sys.stderr)
+        print(f"{self.short}: error: {message}", file=sys.stderr)
         sys.exit(2)
 
 

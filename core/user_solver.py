@@ -19,6 +19,7 @@ from pathlib import Path
 from caffe.proto import caffe_pb2
 from google.protobuf import text_format
 
+from core.args import command_line
 from core.config import DEFAULT, MOMENTUM_FREE, SOLVERS, ConfigError
 from core.solvers import OPTIMISATION_FIELDS, check_solver, check_solver_param
 
@@ -103,7 +104,10 @@ def main(argv=None):
     SET=), one line each; exit 2 at the first it refuses."""
     argv = list(sys.argv[1:] if argv is None else argv)
     split = argv.index("--") if "--" in argv else len(argv)
-    paths, overrides = argv[:split], argv[split + 1:]
+    parser = command_line("core.user_solver", short="solver file",
+                          description="check solver files as the trainer will read them")
+    parser.add_argument("files", nargs="+", metavar="FILE", help="solver prototxt files")
+    paths, overrides = parser.parse_args(argv[:split]).files, argv[split + 1:]
     try:
         cfg = DEFAULT.with_overrides(overrides)
     except ConfigError as e:

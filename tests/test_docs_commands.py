@@ -23,7 +23,7 @@ SHELL_FENCES = {"", "sh", "bash", "console"}
 PYTHON = re.compile(r"^(?:\.venv/bin/)?python3? ")
 # Options of GNU make the docs may use; any other dash word after `make` (`--metric`) is an
 # argument that make would refuse or misread.
-MAKE_OPTIONS = {"-j", "-k", "-n", "-s", "-C", "--no-print-directory"}
+MAKE_OPTIONS = {"-j", "-k", "-n", "-s", "-C", "-f", "--no-print-directory"}
 # A word that stands for something the reader fills in, not a value to check.
 PLACEHOLDER = re.compile(r"<[^>]*>|\.\.\.|^[A-Z]+$|\|")
 CONFIG_KEYS = {f.name for f in dataclasses.fields(Config)}
@@ -399,7 +399,7 @@ def planted(text, in_block=True):
     ("make curves --metric ssim", "no option --metric"),
     ("make regions DATASET=breast", "needs RUN="),
     ("make upscale IN=a OUT=b", "needs RUN= or REFERENCE="),
-    ("make curves METRIC=ssim", "does not read METRIC"),
+    ("make curves METRICS=ssim", "does not read METRICS"),
     ("make reproduce SEED=3", "does not read SEED"),
     ("make trian DATASET=prostate", "no make target 'trian'"),
     ("make train DATASET=prostate ACT=relu SOLVER=sgd SET=\"base_rate=1\"", "base_rate is not a config"),
