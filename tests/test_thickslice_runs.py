@@ -148,10 +148,20 @@ def test_other_iterations_or_settings_never_relabel_a_finished_run(tmp_path, cap
     assert "continuing the run from iteration 8 to 12" in out and _run_named(out) == eight, out
     assert json.loads((tmp_path / eight / "manifest.json").read_text())["iterations_done"] == 12
 
-    assert _refine(src, tmp_path / "lr.nii.gz", "--iters", ITERS, "base_lr=0.0005", work=work) == 0, \
+
+
+@pytest.mark.slow
+def test_other_settings_are_a_run_of_their_own(tmp_path, capsys):
+    """SET= that differs from a finished run's: a new run beside it, not a refusal with advice
+    (--force) that make cannot pass."""
+    src, work = _scan(tmp_path / "ser.nii.gz"), tmp_path / "work"
+    assert _refine(src, tmp_path / "a.nii.gz", "--iters", ITERS, work=work) == 0
+    first = _run_named(capsys.readouterr().out)
+    assert _refine(src, tmp_path / "b.nii.gz", "--iters", ITERS, "base_lr=0.0005", work=work) == 0, \
         capsys.readouterr().err
     out = capsys.readouterr().out
-    assert "a new run of 8 iterations" in out and _run_named(out) not in (eight,), out
+    assert "a new run of 8 iterations" in out and _run_named(out) != first, out
+    assert json.loads((tmp_path / first / "manifest.json").read_text())["config"]["base_lr"] != 0.0005
 
 
 # ---------------------------------------------------------------- case 7: NaN and inf kept
@@ -188,7 +198,6 @@ def test_the_run_scores_held_out_slices_thickened_along_one_axis(tmp_path, capsy
     src, work = _scan(tmp_path / "ser.nii.gz"), tmp_path / "work"
     assert _refine(src, tmp_path / "fine.nii.gz", "--iters", ITERS, work=work) == 0
     out = capsys.readouterr().out
-    assert "held-out in-plane slices thickened x3 along one axis (gaussian profile)" in out, out
     run = json.loads((tmp_path / _run_named(out) / "manifest.json").read_text())
     data = next(work.glob("data/*/test_images")).parent
     images = [cv2.imread(str(p), cv2.IMREAD_UNCHANGED) for p in sorted((data / "test_images").iterdir())]
@@ -204,6 +213,8 @@ def test_the_run_scores_held_out_slices_thickened_along_one_axis(tmp_path, capsy
     x, _ = slice_pairs(np.delete(volume01, held, axis=2), 2, 3, 33, 21, 6, "gaussian", 3.0)
     patches = json.loads((data / "manifest.json").read_text())["patches"]
     assert patches["train"] == len(x)
+    # and the line says what it scored
+    assert "held-out in-plane slices thickened x3 along one axis (gaussian profile)" in out, out
 
 
 # ---------------------------------------------------------------- noise: one line, exit 2
