@@ -8,6 +8,9 @@ the slice axis, so their errors along the in-plane directions are nearly indepen
 mean halves the variance of what they do not share. SMORE instead weighs its orientations per
 frequency (Fourier burst accumulation); that pays off with many rotated orientations, not with
 two orthogonal planes that each hold the slice axis' whole band, and is not done here.
+
+Also here: the scan's NaN and infinite voxels put back (:func:`restore_nonfinite`), and the score
+of the task on 2-D slices (:func:`score_one_axis`: the trainer's check of a thick-slice run).
 """
 import numpy as np
 from tqdm import tqdm
