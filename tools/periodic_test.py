@@ -14,7 +14,8 @@ from eval.thickslice import score_one_axis
 
 
 def task_of(data_dir, cfg):
-    """(a scorer ``f(images, method)``, a line that says what it scores) for ``data_dir``."""
+    """(a scorer ``f(images, method)``, a line that says what it scores, the name of its
+    baseline) for ``data_dir``."""
     try:
         task = json.loads(manifest_path(data_dir).read_text()).get("test_task")
     except (OSError, ValueError):
@@ -22,8 +23,8 @@ def task_of(data_dir, cfg):
     if task and task.get("kind") == "one_axis":
         return (partial(score_one_axis, factor=task["factor"], profile=task["profile"],
                         width=task["width_px"]),
-                task_line(task["factor"], task["profile"]))
-    return partial(score_method, scale=cfg.scale), f"in-plane x{cfg.scale}, beside bicubic"
+                task_line(task["factor"], task["profile"]), "cubic along one axis")
+    return partial(score_method, scale=cfg.scale), f"in-plane x{cfg.scale}, beside bicubic", "bicubic"
 
 
 def task_line(factor, profile):
@@ -34,12 +35,13 @@ def task_line(factor, profile):
 
 class ImageScorer:
     """Scores nets on one data set's ``test_images``; the baseline (the interpolation the net
-    starts from) is computed once. ``task`` says what is scored."""
+    starts from) is computed once. ``task`` says what is scored and ``baseline`` names that
+    interpolation."""
 
     def __init__(self, data_dir, deploy_prototxt, cfg):
         self.images = load_hr_folder(test_images(data_dir))
         self.deploy = str(deploy_prototxt)
-        self.scorer, self.task = task_of(data_dir, cfg)
+        self.scorer, self.task, self.baseline = task_of(data_dir, cfg)
         self.bicubic = self.summary(self.scorer(self.images, lambda up: up))
 
     @staticmethod
