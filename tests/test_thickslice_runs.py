@@ -142,6 +142,9 @@ def test_other_iterations_or_settings_never_relabel_a_finished_run(tmp_path, cap
     assert four["iterations_done"] == 4 and four["status"] == "done"
     assert not np.array_equal(_values(tmp_path / "i4.nii.gz"), _values(tmp_path / "i8.nii.gz"))
     assert json.loads((tmp_path / eight / "manifest.json").read_text())["iterations_done"] == 8
+    assert _refine(src, tmp_path / "i4.nii.gz", "--iters", "4", work=work) == 0  # and again: reused
+    again = capsys.readouterr().out
+    assert "finished run of that length, reused" in again and _run_named(again) == _run_named(out), again
 
     assert _refine(src, tmp_path / "i12.nii.gz", "--iters", "12", work=work) == 0
     out = capsys.readouterr().out

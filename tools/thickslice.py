@@ -156,20 +156,18 @@ def choose_run(work, dataset, args, cfg):
     if old.get("dataset") != dataset:  # only a copied or hand-made folder: not this run's pairs
         return run_dir, "--force", f"a new run of {want} iterations (the folder held a run of other pairs)"
     last = old["snapshots"][-1]["iter"] if old.get("snapshots") else 0
-    done = old.get("iterations_done", 0)
-    if old.get("status") == "done" and done == want == last:
+    finished = old.get("status") == "done"
+    reached = old.get("iterations_done", 0) if finished else last  # where a rerun would start
+    if finished and reached == want == last:
         return run_dir, "--resume", f"the finished run of {want} iterations, reused"
-    if max(last, done if old.get("status") == "done" else last) <= want:
+    if reached <= want:
         return run_dir, "--resume", (f"continuing the run from iteration {last} to {want}" if last
                                      else f"a new run of {want} iterations")
     shorter = work / f"{key}-iters{want}" / f"seed{args.seed}"
-    own = read_manifest(shorter)
-    ahead = max(done, last)
-    if own is not None and own.get("status") == "done" and own.get("iterations_done") == want:
-        return shorter, "--resume", (f"the run in {run_dir} has {ahead} iterations, more than "
-                                     f"{want}: the finished run of {want} of its own, reused")
-    return shorter, "--resume", (f"the run in {run_dir} has {ahead} iterations, more than {want}: "
-                                 f"a run of {want} iterations of its own")
+    own = read_manifest(shorter) or {}
+    what = ("the finished run of that length, reused" if own.get("status") == "done"
+            and own.get("iterations_done") == want else f"a run of {want} iterations of its own")
+    return shorter, "--resume", f"the run in {run_dir} has {reached} iterations, more than {want}: {what}"
 
 
 def train(args, scan, volume01, factor, work):
