@@ -8,11 +8,15 @@ the slice axis, so their errors along the in-plane directions are nearly indepen
 mean halves the variance of what they do not share. SMORE instead weighs its orientations per
 frequency (Fourier burst accumulation); that pays off with many rotated orientations, not with
 two orthogonal planes that each hold the slice axis' whole band, and is not done here.
+
+Also here: the scan's NaN and infinite voxels put back (:func:`restore_nonfinite`), and the score
+of the task on 2-D slices (:func:`score_one_axis`: the trainer's check of a thick-slice run).
 """
 import numpy as np
 from tqdm import tqdm
 
-from data_prep.one_axis import interpolate
+from data_prep.one_axis import degrade, interpolate
+from eval.metrics import METRICS, to_uint8
 
 
 def estimate_planes(net, volume, axis, bar=None):
@@ -40,3 +44,44 @@ def super_resolve(net, volume01, axis, factor, desc="through-plane"):
     first += second
     first *= 0.5
     return first
+
+
+def restore_nonfinite(fine, values, axis, factor):
+    """Put ``values``' NaN and infinite voxels back into ``fine`` (its estimate, ``factor`` times
+    finer along ``axis``; in place), each on the output voxels whose centre lies inside it:
+    ``make upscale``'s rule (``eval.upscale_stream.restore_nonfinite``) along the one refined
+    axis. Why: a NaN-masked volume (SPM, FSL) keeps its mask; the net saw those voxels as the
+    window's low end, so their neighbours are estimated as next to background."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return fine
+    inside = np.minimum(((np.arange(fine.shape[axis]) + 0.5) / factor).astype(np.intp),
+                        values.shape[axis] - 1)  # the input slice each output slice lies in
+    for n in np.flatnonzero(bad.any(axis=tuple(a for a in range(3) if a != axis))[inside]):
+        source = np.take(values, inside[n], axis=axis)
+        out = np.moveaxis(fine, axis, 0)[n]  # a view: writes go into ``fine``
+        mask = ~np.isfinite(source)
+        out[mask] = source[mask]
+    return fine
+
+
+def score_one_axis(hr_images, method, factor, profile, width, border=None):
+    """PSNR and SSIM of ``method`` on each image degraded along each of its axes in turn as the
+    scan's slice direction is (``data_prep.one_axis.degrade``: ``factor``, ``profile`` of
+    ``width`` px), and their means: ``eval.score.score_method``'s conventions (8-bit, ``border``
+    px shaved, ``factor`` by default) for the thick-slice task. ``method`` maps the cubic
+    interpolation along that axis ([0, 1] scale) to its estimate; ``lambda x: x`` scores the
+    cubic itself. Rows are named ``<image>/axis<k>``."""
+    border = factor if border is None else border
+    rows = []
+    for name, image in hr_images:
+        for along in (0, 1):
+            hr, up = degrade(np.asarray(image, np.float64) / 255.0, along, factor, profile, width)
+            estimate = np.asarray(method(up))
+            reference, estimate = to_uint8(hr), to_uint8(estimate)
+            rows.append({"name": f"{name}/axis{along}",
+                         **{key: metric.score(reference, estimate, border)
+                            for key, metric in METRICS.items()}})
+    if not rows:
+        raise ValueError("score_one_axis: no images to score")
+    return {"images": rows, "mean": {key: float(np.mean([r[key] for r in rows])) for key in METRICS}}
