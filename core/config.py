@@ -320,7 +320,7 @@ THICKSLICE_SETTINGS = (
     "max_iter=6000",  # minutes on 2 cores; the gain over a spline still grew from 3000 to here
     "stride_train=6",  # one scan holds few slices: denser patches than the release's 14
     "snapshot=500",  # an interrupted run resumes from at most this far back
-    "test_interval=100000",  # the in-plane proxy test only at the end: it is not the task's score
+    "test_interval=100000",  # the run's own check (held-out slices) once, at the end
 )
 THICKSLICE_ACT = "rrelu"  # the paper's activation
 THICKSLICE_SOLVER = "adam"  # at Caffe's example base_lr (SOLVER_SETTINGS); see THICKSLICE_SETTINGS

@@ -24,7 +24,6 @@ if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (
     from core.cli import exit_quietly_until_main
     exit_quietly_until_main()
 
-import argparse
 import hashlib
 import json
 import re
@@ -34,6 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.args import command_line
 from core.cli import guarded, terminate_as_interrupt
 from core.config import (ACTIVATIONS, ROOT, SOLVERS, THICKSLICE_ACT, THICKSLICE_PROFILE,
                          THICKSLICE_SETTINGS, THICKSLICE_SOLVER, ConfigError)
@@ -48,13 +48,8 @@ WORK_ROOT = ROOT / "runs" / "thickslice"  # one folder per scan: its data sets a
 INTERRUPTED = 130  # Ctrl-C or SIGTERM, wherever it lands (docs/reliability.md)
 
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):  # one line, as every other error here, not the usage block
-        self.exit(2, f"thickslice: error: {message}\n")
-
-
 def parse_args(argv):
-    p = Parser(prog="python -m tools.thickslice", description=__doc__.splitlines()[0])
+    p = command_line("tools.thickslice", description=__doc__.splitlines()[0])
     p.add_argument("--in", dest="input", type=Path, required=True,
                    help="a thick-slice volume: NIfTI (.nii, .nii.gz, .hdr/.img), NRRD, MetaImage, "
                         "or a DICOM series folder")

@@ -559,7 +559,7 @@ def train_run(args, cfg, data_dir, run_dir, device):
         return 1
     last = manifest["tests"][-1] if manifest["tests"] else {}
     print(f"train: done, {solver.iter} iterations, test PSNR {last.get('psnr', float('nan')):.2f} dB "
-          f"(bicubic {scorer.bicubic['psnr']:.2f}); {step_ms(manifest):.1f} ms/iteration without the "
+          f"({scorer.baseline} {scorer.bicubic['psnr']:.2f}); {step_ms(manifest):.1f} ms/iteration without the "
           f"periodic tests ({manifest.get('test_time_s', 0.0):.1f} s), median step "
           f"{manifest['step_time'].get('median_ms', float('nan')):.1f} ms; manifest: {run_dir / 'manifest.json'}")
     return 0
