@@ -231,6 +231,17 @@ def make_run(tmp_path, model, snapshots=True):
     return run
 
 
+def scorable_run(tmp_path, model, side):
+    """(a folder of one side x side test image, a run ``python -m eval`` scores as relu_sgd)."""
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    cv2.imwrite(str(hr / "a.png"), rng_image((side, side), 256, np.uint8))
+    run = make_run(tmp_path, model)
+    manifest = json.loads((run / "manifest.json").read_text())
+    (run / "manifest.json").write_text(json.dumps({**manifest, "act": "relu", "solver": "sgd"}))
+    return hr, run
+
+
 # ------------------------------------------------------------------- make
 
 def clean_env(**extra):

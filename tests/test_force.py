@@ -24,7 +24,8 @@ from eval import upscale
 from eval.__main__ import main as eval_main
 from eval.export import main as export_main
 from eval.report import main as report_main
-from tests.helpers import clean_env, eval_tables, make, make_run, rng_image, write_dicom, write_nifti
+from tests.helpers import (clean_env, eval_tables, make, make_run, rng_image, scorable_run, write_dicom,
+                           write_nifti)
 
 
 def snapshot(folder):
@@ -229,13 +230,7 @@ def test_make_with_a_run_and_a_reference_is_one_line_and_writes_nothing(model, t
 
 @pytest.fixture
 def scored(model, tmp_path):
-    hr = tmp_path / "hr"
-    hr.mkdir()
-    cv2.imwrite(str(hr / "a.png"), rng_image((40, 40), 256, np.uint8))
-    run = make_run(tmp_path, model)
-    manifest = json.loads((run / "manifest.json").read_text())
-    (run / "manifest.json").write_text(json.dumps({**manifest, "act": "relu", "solver": "sgd"}))
-    return hr, run
+    return scorable_run(tmp_path, model, 40)
 
 
 @pytest.mark.parametrize("kind", ["json", "csv", "md"])

@@ -20,7 +20,7 @@ from core.locks import lock_beside
 from data_prep.__main__ import main as data_prep_main
 from eval.__main__ import main as eval_main
 from eval.upscale import main as upscale_main
-from tests.helpers import FAST, make_run, rng_image, write_dicom, write_nifti
+from tests.helpers import FAST, make_run, rng_image, scorable_run, write_dicom, write_nifti
 from tools.train import main as train_main
 
 pytestmark = pytest.mark.slow
@@ -216,12 +216,7 @@ def test_eval_tables_to_a_folder_or_a_read_only_place_are_one_line(model, tmp_pa
 def test_eval_s_three_tables_on_a_full_disk_are_all_written_or_none(model, tmp_path, capsys):
     """Issue #32: the JSON was left without the CSV and the Markdown. A disk of one page holds
     the first table's temporary and not the second's: none of the three appears."""
-    hr = tmp_path / "hr"
-    hr.mkdir()
-    cv2.imwrite(str(hr / "a.png"), rng_image((60, 60), 256, np.uint8))
-    run = make_run(tmp_path, model)
-    manifest = json.loads((run / "manifest.json").read_text())
-    (run / "manifest.json").write_text(json.dumps({**manifest, "act": "relu", "solver": "sgd"}))
+    hr, run = scorable_run(tmp_path, model, 60)
     with small_fs(tmp_path / "small", 4) as small:
         assert eval_main(["--hr", str(hr), "--runs", str(run), "--json", str(small / "r.json"),
                           "--csv", str(small / "r.csv"), "--md", str(small / "r.md")]) == 1
