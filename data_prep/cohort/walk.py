@@ -109,6 +109,8 @@ def dicom_header(path):
         ds = _read_header(fp, path)
         pixel_start = fp.tell()
     size = os.path.getsize(path)
+    if "SOPClassUID" not in ds and "Rows" not in ds:  # a forced read of something else
+        raise DataError(f"{path}: not a DICOM file")
     if "Rows" not in ds or "Columns" not in ds or pixel_start >= size:
         raise DataError(f"{path}: not a DICOM image (no pixel data)")
     if "SeriesInstanceUID" not in ds:
