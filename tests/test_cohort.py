@@ -99,8 +99,11 @@ def test_test_slices_takes_the_central_slices_of_each_test_series(tree, tmp_path
 
 
 def test_one_patient_is_split_by_its_central_slices_and_says_so(tree, tmp_path, capsys):
-    code, m = build(tree / "SYN-0002", tmp_path, "--series", "t2_tse", "--test-count", "5")
+    code, m = build(tree / "SYN-0002", tmp_path, "--series", "t2_tse|tfl", "--test-count", "5")
     assert code == 0
+    # 4 slices cannot give 5 test slices and a gap
+    (short,) = [e for e in m["cohort"]["series_left_out"] if "does not match" not in e["reason"]]
+    assert short["description"] == "tfl_3d PD ref_tra" and "too few to split" in short["reason"]
     assert m["cohort"]["split"]["mode"] == "one patient" and m["split"]["mode"] == "one patient"
     assert m["test_slices"] == [f"SYN-0002_t2_tse_tra_{k:04d}" for k in range(7, 12)]
     # one unused slice each side of the test block, as split_central

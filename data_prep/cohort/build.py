@@ -36,9 +36,12 @@ def plan_cohort(args, cfg):
     used = [s for s in series if not s.reason]
     if not used:
         raise DataError(_nothing_used(args, series, files_out))
-    name_series(used)
     one_patient = args.test_slices or args.test_count
     the_split = split(used, wanted, args.test_slices, cfg.data_seed, args.gap, one_patient)
+    used = [s for s in used if not s.reason]  # the one-patient split leaves short series out
+    if not used:
+        raise DataError(_nothing_used(args, series, files_out))
+    name_series(used)
     part = manifest_part(args.input, pattern, series, files_out, the_split, cfg.data_seed,
                          args.test_slices)
     train, test = slice_sources(used, args.rule, args.axis)

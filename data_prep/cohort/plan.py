@@ -166,10 +166,16 @@ def split(used, wanted, test_slices, seed, gap, one_patient_test):
     """Give each used series its role and slice sources; returns the Split.
 
     ``test_slices``: central slices per test series (None: all); ``one_patient_test``: test slices
-    per series when there is one patient (``--test-slices`` or ``--test-count``)."""
+    per series when there is one patient (``--test-slices`` or ``--test-count``); then a series
+    too short for that split is left out (its ``reason`` set)."""
     patients = sorted({s.patient for s in used}, key=natural_key)
     if len(patients) == 1 and wanted is None:
         for s in used:
+            if s.slices is not None and s.slices < one_patient_test + 2 * gap + 1:
+                s.reason = (f"{s.slices} slices are too few to split (one patient): "
+                            f"{one_patient_test} test slices, {gap} unused each side and one "
+                            "to train")
+                continue
             s.role = "train+test"
             s.sources = [("test", ("central", one_patient_test)),
                          ("train", ("around", one_patient_test, gap))]
