@@ -160,6 +160,22 @@ def test_a_mistake_is_one_line_and_builds_nothing(tree, tmp_path, capsys, option
     assert len(err) == 1 and err[0].startswith("data_prep: error: ") and re.search(message, err[0])
 
 
+def test_one_patient_with_test_patients_is_refused_in_one_line(tree, tmp_path, capsys):
+    code, _ = build(tree / "SYN-0002", tmp_path, "--series", "t2_tse", "--test-patients", "1")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "one patient (SYN-0002)" in err[0]
+
+
+def test_a_slice_source_pickles_and_loads_its_slices(tree):
+    import pickle
+    train, test, _ = plan_cohort(_args(tree), DEFAULT)
+    copy = pickle.loads(pickle.dumps(test[0]))
+    slices = copy.load()
+    assert copy == test[0] and len(slices) == 19
+    assert [s.name for s in slices] == [f"{copy.stem}_{k:04d}" for k in range(19)]
+    assert slices[0].image.dtype.name == "uint8" and slices[0].image.shape == (CROP, CROP)
+
+
 @pytest.mark.parametrize("options, message", [
     (["--test-patients", "2"], "--test-patients goes with --series"),
     (["--series", "("], "not a regular expression"),

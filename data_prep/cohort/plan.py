@@ -143,6 +143,9 @@ class Split:
 def choose_test_patients(patients, wanted, seed):
     """The test patients among sorted ``patients``: ``wanted`` is None (a fifth, at least one),
     a count, or a list of IDs. DataError for a bad count or an unknown ID."""
+    if len(patients) == 1:
+        raise DataError(f"--test-patients: the series used are of one patient ({patients[0]}), "
+                        "who cannot be both: leave --test-patients out to split its slices")
     if wanted is None:
         wanted = max(1, len(patients) // 5)
     if isinstance(wanted, int):
