@@ -136,7 +136,8 @@ def check_cohort_args(p, args):
         if given:
             p.error(f"{given[0]} goes with --series (a cohort)")
         if args.input is not None and len(args.input) > 1:
-            p.error("several --input paths are a cohort: add --series REGEX")
+            p.error(f"--input: {len(args.input)} paths ({', '.join(map(str, args.input[:3]))}) "
+                    "are a cohort: add --series REGEX (KEY=VALUE overrides go after the options)")
         return
     if args.input is None:
         p.error("--series goes with --input and --name")
