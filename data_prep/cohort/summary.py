@@ -35,13 +35,30 @@ def summary_lines(name, part):
     lines += [f"  used  {e['patient']}  {e['description']!r} #{e['series_number'] or '?'}  "
               f"{_count(e['slices'])}  {e['role']}" for e in used[:SHOWN]]
     lines += _more(len(used))
-    lines += [f"  left out  {e['patient'] or '?'}  {e['description']!r} "
-              f"#{e['series_number'] or '?'} ({_count(e['slices'])}): {e['reason']}"
-              for e in out[:SHOWN]]
-    lines += _more(len(out))
+    groups = _grouped(out)
+    lines += [_left_out_line(entries) for entries in groups[:SHOWN]]
+    lines += _more(len(groups))
     lines += [f"  left out file  {f['path']}: {f['reason']}" for f in files[:SHOWN]]
     lines += _more(len(files))
     return lines
+
+
+def _grouped(entries):
+    """Left-out series with one description and one reason, together, in order of first one."""
+    groups = {}
+    for e in entries:
+        groups.setdefault((e["description"], e["reason"]), []).append(e)
+    return list(groups.values())
+
+
+def _left_out_line(entries):
+    e = entries[0]
+    if len(entries) == 1:
+        return (f"  left out  {e['patient'] or '?'}  {e['description']!r} "
+                f"#{e['series_number'] or '?'} ({_count(e['slices'])}): {e['reason']}")
+    patients = len({x["patient"] for x in entries})
+    return (f"  left out  {len(entries)} series {e['description']!r} of {patients} patient(s): "
+            f"{e['reason']}")
 
 
 def _count(slices):
