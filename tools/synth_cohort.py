@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
-from pydicom.uid import generate_uid
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from core.args import command_line
 from core.cli import guarded
@@ -57,7 +57,8 @@ class Writer:
         changes copy i further. Returns the series folder."""
         self.series_count += 1
         number = self.series_count
-        folder = self.root / f"{number}.000000-{description.replace('_', ' ')}-{number * 1117 % 10000}"
+        name = description.replace('_', ' ').replace('/', '-')
+        folder = self.root / f"{number}.000000-{name}-{number * 1117 % 10000}"
         folder.mkdir(parents=True)
         series_uid = self.uid("series", number)
         for i, source in enumerate(datasets):
@@ -76,7 +77,7 @@ class Writer:
 
 
 def scale_pixels(ds, gain, crop=None):
-    """Stored values x ``gain``, rounded and clipped to BitsStored (uncompressed files only);
+    """Stored values x ``gain``, rounded and clipped to BitsStored, stored uncompressed;
     ``crop``: only the central crop x crop pixels are kept."""
     dtype = ds.pixel_array.dtype
     arr = ds.pixel_array.astype(np.float64) * gain
@@ -84,8 +85,12 @@ def scale_pixels(ds, gain, crop=None):
         r, c = (max(0, (n - crop) // 2) for n in arr.shape)
         arr = arr[r:r + crop, c:c + crop]
         ds.Rows, ds.Columns = arr.shape
-    top = 2 ** int(ds.get("BitsStored", ds.BitsAllocated)) - 1
-    ds.PixelData = np.clip(np.round(arr), 0, top).astype(dtype).tobytes()
+    bits = int(ds.get("BitsStored", ds.BitsAllocated))
+    lo, hi = (-2 ** (bits - 1), 2 ** (bits - 1) - 1) if ds.get("PixelRepresentation") else (0, 2 ** bits - 1)
+    ds.PixelData = np.clip(np.round(arr), lo, hi).astype(dtype).tobytes()
+    if ds.file_meta.TransferSyntaxUID.is_compressed:  # the new pixels are stored plain
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.is_implicit_VR, ds.is_little_endian = False, True
     for keyword in ("SmallestImagePixelValue", "LargestImagePixelValue", "WindowCenter",
                     "WindowWidth"):
         if keyword in ds:
