@@ -86,7 +86,8 @@ def scale_pixels(ds, gain, crop=None):
         arr = arr[r:r + crop, c:c + crop]
         ds.Rows, ds.Columns = arr.shape
     bits = int(ds.get("BitsStored", ds.BitsAllocated))
-    lo, hi = (-2 ** (bits - 1), 2 ** (bits - 1) - 1) if ds.get("PixelRepresentation") else (0, 2 ** bits - 1)
+    signed = bool(ds.get("PixelRepresentation"))
+    lo, hi = (-2 ** (bits - 1), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
     ds.PixelData = np.clip(np.round(arr), lo, hi).astype(dtype).tobytes()
     if ds.file_meta.TransferSyntaxUID.is_compressed:  # the new pixels are stored plain
         ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
