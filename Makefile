@@ -9,7 +9,7 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 USER_VARIABLES := IN OUT RUN REFERENCE FORCE MEM DATASET DATASETS ACT SOLVER SOLVERS SOLVER_FILE \
   SOLVER_FILES SEED SEEDS ITERS SET LAYERS PROFILE GRID JOBS RUN_THREADS GPU GPU_ID FACTOR FACTORS \
   SLICE_PROFILE DARK CORES ALL BENCH_ARGS SCHEDULER SBATCH_ARGS SLURM_LOGS SLURM_DIR SLURM_PORT \
-  SLURM_CONF DRY_RUN JOB METRIC
+  SLURM_CONF DRY_RUN JOB METRIC NAME SERIES TEST_PATIENTS TEST_SLICES
 literal = $(eval override export $(1) := $$(value $(1)))
 $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(call literal,$(v))))
 $(foreach v,$(USER_VARIABLES),$(if $(filter environment%,$(origin $(v))),$(call literal,$(v))))
@@ -112,8 +112,13 @@ test-fast: check-venv  ## the pytest suite without the tests marked slow or slur
 nets: check-venv  ## regenerate models/ and solvers/ from core/config.py
 	@cd $(ROOT_ARG) && GLOG_minloglevel=2 $(PY_ARG) -m tools.generate
 
-data: check-venv  ## build the default data sets (core/datasets.py) into data/
-	@cd $(ROOT_ARG) && $(PY_ARG) -m data_prep $(foreach d,$(or $(DATASET),$(DATASETS)),--dataset=$(call arg,$(d)))
+# make data IN=<study tree> NAME= SERIES=: your cohort, split by patient (docs/data.md); IN is one
+# path (spaces allowed), relative to the caller's folder; JOBS processes read the headers.
+COHORT_ARGS = --input=$(call quote,$(if $(filter /%,$(IN)),,$(CALLER_DIR)/)$(IN)) --name=$(call arg,$(NAME)) \
+  --series=$(call quote,$(SERIES)) $(if $(TEST_PATIENTS),--test-patients=$(call quote,$(TEST_PATIENTS))) \
+  $(if $(TEST_SLICES),--test-slices=$(call arg,$(TEST_SLICES))) --jobs=$(call arg,$(JOBS))
+data: check-venv  ## the default data sets (core/datasets.py) into data/; your cohort: IN=study tree NAME= SERIES=regex [TEST_PATIENTS=N|ID,ID] [TEST_SLICES=K] [JOBS=N]
+	$(if $(IN),$(call require,NAME SERIES))@cd $(ROOT_ARG) && $(PY_ARG) -m data_prep $(if $(IN),$(COHORT_ARGS),$(foreach d,$(or $(DATASET),$(DATASETS)),--dataset=$(call arg,$(d))))
 
 train: check-venv  ## one run: DATASET= ACT= SOLVER= (or SOLVER_FILE=your_solver.prototxt) [ITERS=] [SEED=K] [PROFILE=paper] [SET="k=v ..."]
 	$(call require,DATASET ACT)$(if $(or $(SOLVER),$(SOLVER_FILE)),,$(error make train: set SOLVER=... or SOLVER_FILE=...; see make help))@cd $(ROOT_ARG) && $(PY_ARG) -m tools.train --dataset=$(call arg,$(DATASET)) --act=$(call arg,$(ACT)) $(if $(SOLVER_FILE),--solver-file=$(call quote,$(if $(filter /%,$(SOLVER_FILE)),,$(CALLER_DIR)/)$(SOLVER_FILE)),--solver=$(call arg,$(SOLVER))) $(if $(SEED),--seed=$(call arg,$(SEED))) $(GPU_ARG) -- $(TRAIN_ARGS)

@@ -55,7 +55,7 @@ from data_prep.io import IMAGE_EXTS, by_name, dicom, format_of, images, list_fil
 from data_prep.io.dicom_series import check_stack, group_series, pixel_spacing, sort_series
 from data_prep.io.volume import as_3d, closest_canonical
 
-__all__ = ["Slice", "read_volume"]
+__all__ = ["Slice", "read_volume", "read_series"]
 
 
 @dataclass
@@ -121,6 +121,21 @@ def _load(path, fmt):
         warn(f"{path}: a TIFF of {pages} pages: only the first is read (eval.upscale upscales "
              "them all)")
     return images.to_grey(data, path) if fmt.kind == "image" else data
+
+
+def read_series(paths, rule="auto", *, source=None, **rule_params):
+    """One DICOM series given as its files (anywhere: a series is its SeriesInstanceUID, not a
+    folder), read as :func:`read_volume` reads a folder of one series: sorted, one intensity rule
+    over the series; a file that cannot be read or decoded is skipped with a warning.
+    ``source`` names the series in messages and ``info``. Returns ``(slices, info)``."""
+    intensity.check_rule(rule)
+    paths = [Path(p) for p in paths]
+    source = source or (paths[0].parent if paths else "<no files>")
+    skipped = []
+    loaded = _load_all([(p, by_name("dicom")) for p in paths], skipped)
+    if not loaded:
+        raise DataError(f"{source}: no DICOM file of the series could be read")
+    return _dicom_volume(loaded, source, rule, None, rule_params, skipped)
 
 
 # --------------------------------------------------------------------- folders

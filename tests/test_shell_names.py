@@ -115,12 +115,14 @@ TARGETS = {
     "thickslice-validate": ({}, {"ITERS": "word", "FACTORS": "list", "SET": "list",
                                  "LAYERS": "list"}),
     "data": ({}, {"DATASET": "list"}),
+    "data-cohort": ({}, {"IN": "word", "NAME": "word", "SERIES": "word", "TEST_PATIENTS": "word",
+                         "TEST_SLICES": "word", "JOBS": "word"}),
     "data-all": ({}, {"DATASETS": "list"}),
     "test-kernels": ({}, {"CORES": "list"}),
     "gpu-check": ({}, {"GPU_ID": "word"}),
 }
 MAKE_TARGET = {"train-solver-file": "train", "grid-slurm": "grid", "upscale-reference": "upscale",
-               "export-reference": "export", "data-all": "data"}
+               "export-reference": "export", "data-all": "data", "data-cohort": "data"}
 
 
 def planted(variables, plant):

@@ -20,13 +20,15 @@ from .files import list_files, natural_key
 from .formats import by_name, sniff
 
 __all__ = ["series_files", "group_series", "sort_series", "pixel_spacing", "check_stack",
-           "check_even_spacing", "check_same_size", "SPACING_TOLERANCE", "ORIENTATION_TOLERANCE"]
+           "check_even_spacing", "check_same_size", "orientations", "images_per_position",
+           "SPACING_TOLERANCE", "ORIENTATION_TOLERANCE", "POSITION_DECIMALS"]
 
 # Relative to the slice spacing: positions are written as rounded decimals (to 0.01 mm or coarser,
 # several per slice on an oblique stack), which at 0.5 mm slices is 2 %; a missing slice (100 %),
 # a duplicate (100 %) or an interleaved stack (a fraction of a slice) is far above it.
 SPACING_TOLERANCE = 0.05
 ORIENTATION_TOLERANCE = 1e-3  # direction cosines this close are one orientation (written rounded)
+POSITION_DECIMALS = 2  # positions written alike to 0.01 mm are one position (DWI b-values, repeats)
 
 
 def series_files(folder):
@@ -192,3 +194,31 @@ def _size(size):
 
 def _vector(values):
     return "\\".join(f"{v:.6g}" for v in values)
+
+
+# ------------------------------------------------------------------- header-only checks
+# For planning a cohort from headers alone (data_prep.cohort): ``items`` may hold any objects
+# with a dataset's ``get`` (pydicom datasets, data_prep.cohort.walk.FileInfo records).
+
+def orientations(items):
+    """The distinct ImageOrientationPatient vectors (within ORIENTATION_TOLERANCE) of
+    (path, dataset) pairs, in order of first appearance; files without one are not counted.
+    More than one: the series mixes stacks (a localizer's three planes)."""
+    found = []
+    for _, ds in items:
+        iop = _floats(ds.get("ImageOrientationPatient"), 6)
+        if iop is not None and all(np.abs(iop - f).max() > ORIENTATION_TOLERANCE for f in found):
+            found.append(iop)
+    return found
+
+
+def images_per_position(items):
+    """(most images at one ImagePositionPatient, number of distinct positions) of (path, dataset)
+    pairs; files without a position are not counted ((0, 0) when none has one). More than one image
+    at a position: several images of one place (DWI b-values, repeats), not one stack."""
+    counts = Counter()
+    for _, ds in items:
+        p = _position(ds)
+        if p is not None:
+            counts[tuple(np.round(p, POSITION_DECIMALS) + 0.0)] += 1
+    return (max(counts.values()), len(counts)) if counts else (0, 0)

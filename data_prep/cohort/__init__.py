@@ -1,0 +1,9 @@
+"""Your own cohort: a study tree of many patients in, a data set split by patient out.
+
+    walk.py         every file under the inputs, any depth; DICOM headers only (in parallel)
+    plan.py         files -> series (by SeriesInstanceUID) -> chosen or left out, with why;
+                    the split by patient
+    source.py       SeriesSource: one series' slices, read when the build asks (picklable)
+    materialise.py  the slice sources as slice lists, for build_dataset (until it streams)
+    summary.py      the manifest's cohort part and the one-screen summary
+"""
