@@ -107,15 +107,16 @@ def source_patches(source, cfg, stride, keep_images):
             labels.append(y)
             image = modcrop(s.image, cfg.scale) if keep_images else None  # what degrade() takes as truth
         records.append(SliceRecord(s.name, problem, shape, image))
-    empty = (np.zeros((0, 1, cfg.patch, cfg.patch), np.float32), np.zeros((0, 1, cfg.label, cfg.label), np.float32))
-    data = np.concatenate(inputs) if inputs else empty[0]
-    label = np.concatenate(labels) if labels else empty[1]
-    return records, data, label
+    if not inputs:  # every slice skipped: no patches, shaped as patches
+        inputs = [np.zeros((0, 1, cfg.patch, cfg.patch), np.float32)]
+        labels = [np.zeros((0, 1, cfg.label, cfg.label), np.float32)]
+    return records, np.concatenate(inputs), np.concatenate(labels)
 
 
 def in_order(work, items, jobs):
-    """``work(item)`` for each item, in the items' order, by ``jobs`` processes; at most two
-    results per process wait to be consumed, so memory stays bounded."""
+    """``work(item)`` for each item, in the items' order, by ``jobs`` processes; while one result
+    is consumed the ``jobs`` workers make the next ones, and no more wait: memory stays bounded
+    by ``jobs`` + 1 sources' patches."""
     if jobs <= 1:
         yield from map(work, items)
         return
@@ -124,7 +125,7 @@ def in_order(work, items, jobs):
         try:
             for item in items:
                 waiting.append(pool.submit(work, item))
-                if len(waiting) >= 2 * jobs:
+                if len(waiting) > jobs:
                     yield waiting.popleft().result()
             while waiting:
                 yield waiting.popleft().result()
