@@ -139,7 +139,7 @@ ROLE_WORDS = {"train": "training", "test": "test"}
 
 def stream_role(sources, cfg, role, sink, desc, jobs, keep_images):
     """Feed the patches of ``sources`` to ``sink`` in order, with a progress bar over sources;
-    yields each slice's record (skipped slices warned about, in order, as usable() does)."""
+    yields each slice's record (a skipped slice gets its warning line here, in order)."""
     stride = cfg.stride_train if role == "train" else cfg.stride_test
     work = partial(source_patches, cfg=cfg, stride=stride, keep_images=keep_images)
     patches, start = 0, time.monotonic()
