@@ -44,6 +44,10 @@ class Config:
     stride_train: int = 14  # training patch stride
     stride_test: int = 21  # test patch stride (generate_test.m)
     data_seed: int = 0  # seed of the permutation that shuffles training patches
+    # Most MiB of patches one HDF5 file (shard) holds, and what the build keeps in memory: a data
+    # set whose training patches fit in one shard is shuffled as generate_train.m (one randperm),
+    # a larger one in bounded memory (docs/data.md, "Shards and the shuffle")
+    shard_mb: int = 256
     # Brain intensity rule. The Colin27 volume is 8-bit but uses only 0..~125: "none" keeps that
     # (network inputs reach 0.5 only, learning is ~4x slower: README, differences); "mr" stretches
     # its 0.5-99.5 percentile window to 0..255 like the prostate series.
@@ -188,8 +192,8 @@ FIELDS = {f.name: typing.get_type_hints(Config)[f.name] for f in dataclasses.fie
 # check_number). A user's solver file is checked by the same lists (core/solvers.py,
 # check_solver_param): its numeric fields that the config has no key for are here too
 # (iter_size, power, stepvalue; clip_gradients is checked apart).
-POSITIVE = ("scale", "patch", "label", "stride_train", "stride_test", "n1", "n2", "f1", "f2", "f3",
-            "init_std", "base_lr", "gamma", "loss_weight", "batch_train", "batch_test", "max_iter",
+POSITIVE = ("scale", "patch", "label", "stride_train", "stride_test", "shard_mb", "n1", "n2", "f1",
+            "f2", "f3", "init_std", "base_lr", "gamma", "loss_weight", "batch_train", "batch_test", "max_iter",
             "snapshot", "test_interval", "delta", "iter_size")
 NON_NEGATIVE = ("data_seed", "random_seed", "lr_mult_weights", "lr_mult_biases", "momentum",
                 "momentum2", "rms_decay", "weight_decay", "stepsize", "test_first", "display",
@@ -221,7 +225,7 @@ def check_number(key, value):
 # Config keys added after runs had been made, with the value that gives the behaviour from before
 # them: a manifest without one was trained with that value (resume and comparisons read it so).
 ADDED_KEYS = {"residual": False, "rrelu_layer": "graph", "act_layer": "separate",
-              "momentum2": 0.999, "delta": 1e-8, "rms_decay": 0.99}
+              "momentum2": 0.999, "delta": 1e-8, "rms_decay": 0.99, "shard_mb": 256}
 
 
 # Keys that choose how Caffe computes, not what: every choice gives the same numbers bit for bit

@@ -1,10 +1,23 @@
 """Build one data set directory (core/data_files.py: its layout) from train and test slices; the
 HDF5 patches are `data` (N,1,33,33) and `label` (N,1,21,21).
 
+The slices come from *slice sources* (SliceSource: a series, a volume, a list in memory), loaded
+one at a time, in ``jobs`` worker processes where asked, their patches consumed in the sources'
+order: the bytes do not depend on ``jobs``. Patches stream into shards of at most ``shard_mb``
+MiB and are shuffled in bounded memory (data_prep/shards.py), so memory does not grow with the
+number of sources.
+
 The directory is built under a temporary name and renamed into place: an interrupted or failed
 build leaves the previous data set (or none), never a partial one.
 """
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from functools import partial
+from multiprocessing import get_context
 from pathlib import Path
+import time
+import typing
 
 import cv2
 import numpy as np
@@ -17,11 +30,14 @@ from core.config import ROOT
 from .degrade import degrade
 from .matlab import modcrop
 from core.errors import DataError, warn
-from .hdf5 import CAFFE_MAX_BLOB, write_list_file, write_patch_files
+from .hdf5 import CAFFE_MAX_BLOB, write_list_file
 from .patches import extract_patches
+from .readers import Slice
+from .shards import OrderedShards, ShuffledShards, rows_in, shard_rows
 
 FORMAT_VERSION = 1  # bump when the layout or the patch recipe changes: old data sets are rebuilt
-DATA_KEYS = ("scale", "patch", "label", "stride_train", "stride_test", "data_seed", "brain_rule")  # in manifests
+DATA_KEYS = ("scale", "patch", "label", "stride_train", "stride_test", "data_seed", "brain_rule",
+             "shard_mb")  # in manifests
 
 
 def check_slice(s, cfg):
@@ -35,69 +51,163 @@ def check_slice(s, cfg):
     return None
 
 
-def usable(slices, cfg, role):
-    """The slices that can give patches; the others are skipped with a warning naming them."""
-    good = []
-    for s in slices:
-        problem = check_slice(s, cfg)
-        if problem:
-            warn(f"skipped {role} slice {problem}")
-        else:
-            good.append(s)
-    if not good:
-        raise DataError(f"no usable {role} slices (see the warnings above)")
-    return good
-
-
-def patch_set(slices, cfg, stride, desc):
-    """All patches of ``slices`` (degraded as the SRCNN release), concatenated in slice order."""
-    inputs, labels = [], []
-    for s in tqdm(slices, desc=desc, unit="slice", leave=False):
-        hr, up = degrade(s.image, cfg.scale)
-        x, y = extract_patches(hr, up, cfg.patch, cfg.label, stride)
-        inputs.append(x)
-        labels.append(y)
-    return np.concatenate(inputs), np.concatenate(labels)
-
-
 def list_root(dest):
     """Caffe runs from the repo root: list files there name HDF5 files relative to it."""
     return ROOT if Path(dest).resolve().is_relative_to(ROOT) else None
 
 
-def write_contents(tmp, dest, train, test, cfg, max_elements):
-    """Fill ``tmp`` with what ``dest`` will hold; returns the manifest's counts part."""
-    counts = {}
-    for role, slices, stride, shuffle in (("train", train, cfg.stride_train, True),
-                                          ("test", test, cfg.stride_test, False)):
-        data, label = patch_set(slices, cfg, stride, f"{dest.name} {role}")
-        if shuffle:  # generate_train.m: randperm over all patches
-            order = np.random.RandomState(cfg.data_seed).permutation(len(data))
-            data, label = data[order], label[order]
-        paths = write_patch_files(tmp, role, data, label, max_elements)
-        root = list_root(dest)
-        write_list_file(list_file(tmp, role), [dest.resolve() / p.name for p in paths], root)
-        counts[role] = {"patches": len(data), "files": [p.name for p in paths]}
-    test_images(tmp).mkdir()
-    for s in test:
-        hr = modcrop(s.image, cfg.scale)  # exactly what degrade() takes as ground truth
-        if not cv2.imwrite(str(test_images(tmp) / f"{s.name}.png"), hr):
-            raise DataError(f"could not write test image {s.name}.png")
-    return counts
+class SliceSource(typing.Protocol):
+    """What build_dataset reads slices from: ``name`` (unique in a data set) and ``load()``, the
+    source's slices (data_prep.readers.Slice) in order. Picklable: workers load sources."""
+
+    name: str
+
+    def load(self) -> list: ...
 
 
-def build_dataset(dest, train, test, cfg, manifest, max_elements=CAFFE_MAX_BLOB):
-    """Write the data set of ``train``/``test`` slices into ``dest`` atomically; ``manifest``
-    (sources, split, intensity) is completed with the config and patch counts and saved."""
+@dataclass(frozen=True)
+class InMemorySource:
+    """Slices already read, as a source."""
+
+    name: str
+    slices: tuple
+
+    def load(self):
+        return list(self.slices)
+
+
+def as_sources(items):
+    """Slice sources for ``items``: sources as they are, a list of slices one source each."""
+    return [InMemorySource(s.name, (s,)) if isinstance(s, Slice) else s for s in items]
+
+
+@dataclass
+class SliceRecord:
+    """What the build keeps of one slice: its name, why it was skipped (or None), its modcropped
+    shape, and (test slices only) the modcropped 8-bit image evaluation scores."""
+
+    name: str
+    problem: typing.Optional[str]
+    shape: list
+    image: typing.Optional[np.ndarray] = None
+
+
+def source_patches(source, cfg, stride, keep_images):
+    """(slice records, data, label) of one source, its slices' patches in slice order; runs in a
+    worker process when jobs > 1."""
+    records, inputs, labels = [], [], []
+    for s in source.load():
+        problem = check_slice(s, cfg)
+        shape = [d - d % cfg.scale for d in s.image.shape]
+        image = None
+        if problem is None:
+            hr, up = degrade(s.image, cfg.scale)
+            x, y = extract_patches(hr, up, cfg.patch, cfg.label, stride)
+            inputs.append(x)
+            labels.append(y)
+            image = modcrop(s.image, cfg.scale) if keep_images else None  # what degrade() takes as truth
+        records.append(SliceRecord(s.name, problem, shape, image))
+    if not inputs:  # every slice skipped: no patches, shaped as patches
+        inputs = [np.zeros((0, 1, cfg.patch, cfg.patch), np.float32)]
+        labels = [np.zeros((0, 1, cfg.label, cfg.label), np.float32)]
+    return records, np.concatenate(inputs), np.concatenate(labels)
+
+
+def in_order(work, items, jobs):
+    """``work(item)`` for each item, in the items' order, by ``jobs`` processes; while one result
+    is consumed the ``jobs`` workers make the next ones, and no more wait: memory stays bounded
+    by ``jobs`` + 1 sources' patches."""
+    if jobs <= 1:
+        yield from map(work, items)
+        return
+    with ProcessPoolExecutor(jobs, mp_context=get_context("fork")) as pool:
+        waiting = deque()
+        try:
+            for item in items:
+                waiting.append(pool.submit(work, item))
+                if len(waiting) > jobs:
+                    yield waiting.popleft().result()
+            while waiting:
+                yield waiting.popleft().result()
+        finally:
+            for future in waiting:
+                future.cancel()
+
+
+ROLE_WORDS = {"train": "training", "test": "test"}
+
+
+def stream_role(sources, cfg, role, sink, desc, jobs, keep_images):
+    """Feed the patches of ``sources`` to ``sink`` in order, with a progress bar over sources;
+    yields each slice's record (a skipped slice gets its warning line here, in order)."""
+    stride = cfg.stride_train if role == "train" else cfg.stride_test
+    work = partial(source_patches, cfg=cfg, stride=stride, keep_images=keep_images)
+    patches, start = 0, time.monotonic()
+    with tqdm(total=len(sources), desc=desc, unit="source", leave=False) as bar:
+        for records, data, label in in_order(work, sources, jobs):
+            for r in records:
+                if r.problem:
+                    warn(f"skipped {ROLE_WORDS[role]} slice {r.problem}")
+            sink.add(data, label)
+            yield from records
+            patches += len(data)
+            bar.set_postfix_str(f"{patches / max(time.monotonic() - start, 1e-9):.0f} patches/s")
+            bar.update()
+
+
+@dataclass
+class RoleFiles:
+    """What one role left in the data set: its patch count, files, slices used (records without
+    images) and how the patches were shuffled (ShuffledShards.kind; None for test)."""
+
+    patches: int
+    files: list
+    used: list
+    shuffle: typing.Optional[str]
+
+
+def write_role(tmp, dest, role, sources, cfg, max_elements, jobs):
+    """Stream one role's patches into ``tmp`` (test slices also as test_images/<slice>.png)."""
+    shapes = (1, 1, cfg.patch, cfg.patch), (1, 1, cfg.label, cfg.label)
+    rows = shard_rows(cfg.shard_mb, *shapes, max_elements)
+    if role == "train":
+        sink = ShuffledShards(tmp, role, cfg.data_seed, rows_in(cfg.shard_mb, *shapes), rows, max_elements)
+    else:
+        sink = OrderedShards(tmp, role, rows)
+    used = []
+    for record in stream_role(sources, cfg, role, sink, f"{dest.name} {role}", jobs, role == "test"):
+        if record.problem is None:
+            if record.image is not None:
+                write_test_image(tmp, record)
+            used.append(SliceRecord(record.name, None, record.shape))
+    if not used:
+        raise DataError(f"no usable {ROLE_WORDS[role]} slices (see the warnings above)")
+    paths = sink.close()
+    write_list_file(list_file(tmp, role), [dest.resolve() / p.name for p in paths], list_root(dest))
+    return RoleFiles(sink.total, [p.name for p in paths], used, getattr(sink, "kind", None))
+
+
+def write_test_image(tmp, record):
+    if not cv2.imwrite(str(test_images(tmp) / f"{record.name}.png"), record.image):
+        raise DataError(f"could not write test image {record.name}.png")
+
+
+def build_dataset(dest, train, test, cfg, manifest, max_elements=CAFFE_MAX_BLOB, *, jobs=1):
+    """Write the data set of ``train``/``test`` (lists of slices, or of slice sources) into
+    ``dest`` atomically, by ``jobs`` processes; ``manifest`` (sources, split, intensity) is
+    completed with the config and patch counts and saved."""
     dest = Path(dest)
-    train, test = usable(train, cfg, "training"), usable(test, cfg, "test")
     with atomic_dir(dest) as tmp:
-        counts = write_contents(tmp, dest, train, test, cfg, max_elements)
+        test_images(tmp).mkdir()
+        roles = {role: write_role(tmp, dest, role, as_sources(items), cfg, max_elements, jobs)
+                 for role, items in (("train", train), ("test", test))}
         manifest = dict(manifest, format_version=FORMAT_VERSION, name=dest.name,
                         config={k: getattr(cfg, k) for k in DATA_KEYS},
-                        train_slices=[s.name for s in train], test_slices=[s.name for s in test],
-                        test_shapes={s.name: [d - d % cfg.scale for d in s.image.shape] for s in test},
-                        patches={k: v["patches"] for k, v in counts.items()},
-                        files={k: v["files"] for k, v in counts.items()})
+                        train_slices=[r.name for r in roles["train"].used],
+                        test_slices=[r.name for r in roles["test"].used],
+                        test_shapes={r.name: r.shape for r in roles["test"].used},
+                        patches={k: v.patches for k, v in roles.items()},
+                        files={k: v.files for k, v in roles.items()},
+                        shuffle=roles["train"].shuffle)
         write_json_atomic(manifest_path(tmp), manifest)
     return manifest

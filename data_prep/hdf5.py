@@ -14,14 +14,18 @@ def patches_per_file(data_shape, max_elements=CAFFE_MAX_BLOB):
     return max(1, max_elements // per_patch)
 
 
-def write_patch_files(directory, stem, data, label, max_elements=CAFFE_MAX_BLOB):
-    """Write ``data``/``label`` (float32, N first) as ``<stem>_000.h5``, ``<stem>_001.h5``, ...,
-    splitting where one file would pass ``max_elements`` per blob. Each file is written under a
-    temporary name and renamed. Returns the paths."""
+def shard_name(stem, part):
+    return f"{stem}_{part:03d}.h5"
+
+
+def write_patch_files(directory, stem, data, label, max_elements=CAFFE_MAX_BLOB, first=0):
+    """Write ``data``/``label`` (float32, N first) as ``<stem>_000.h5``, ``<stem>_001.h5``, ...
+    (numbered from ``first``), splitting where one file would pass ``max_elements`` per blob. Each
+    file is written under a temporary name and renamed. Returns the paths."""
     step = patches_per_file(data.shape, max_elements)
     paths = []
-    for part, start in enumerate(range(0, len(data), step)):
-        path = directory / f"{stem}_{part:03d}.h5"
+    for part, start in enumerate(range(0, len(data), step), start=first):
+        path = directory / shard_name(stem, part)
         with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
             for key, array in (("data", data), ("label", label)):
                 chunk = array[start:start + step]

@@ -4,12 +4,17 @@ A data set's ``train_*.h5`` hold its patches in the order ``RandomState(data_see
 (generate_train.m's randperm) of the slice-order patches, with the data set's own ``data_seed``.
 A run with another ``data_seed`` needs the same patches in that seed's order: they are written
 once per seed under ``<data set>/shuffles/data_seed<k>/`` and shared by every run of that seed.
+
+A data set too large for one shard (manifest ``shuffle``: "buckets", data_prep/shards.py) was
+shuffled by buckets, not by one permutation: its other seeds' orders are the bucket shuffle of
+``data_seed`` applied to its stored order, in the same bounded memory. They are deterministic and
+uniform, but not the bytes a build with that data_seed would give.
 """
 import fcntl
 import json
+import shutil
 from pathlib import Path
 
-import h5py
 import numpy as np
 
 from core.atomic import atomic_dir
@@ -17,13 +22,15 @@ from core.data_files import list_file, manifest_path, shuffle_dir
 from core.errors import DataError
 
 from .hdf5 import write_list_file, write_patch_files
+from .shards import bucket_shuffle, read_patches, shard_rows
 
 
 def train_list(data_dir, data_seed):
     """The HDF5 list file of ``data_dir``'s training patches in ``data_seed``'s order (the data
     set's own list when it was built with that seed); made on first use, atomically."""
     data_dir = Path(data_dir).resolve()
-    built_with = json.loads(manifest_path(data_dir).read_text())["config"]["data_seed"]
+    manifest = json.loads(manifest_path(data_dir).read_text())
+    built_with = manifest["config"]["data_seed"]
     if data_seed == built_with:
         return list_file(data_dir, "train")
     dest = shuffle_dir(data_dir, data_seed)
@@ -31,7 +38,10 @@ def train_list(data_dir, data_seed):
     with open(dest.parent / ".lock", "w") as lock:  # runs of one seed may start side by side
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not list_file(dest, "train").is_file():
-            _write_reordered(data_dir, dest, built_with, data_seed)
+            if manifest.get("shuffle") == "buckets":
+                _write_rebucketed(data_dir, dest, manifest, data_seed)
+            else:
+                _write_reordered(data_dir, dest, built_with, data_seed)
     return list_file(dest, "train")
 
 
@@ -50,16 +60,35 @@ def _write_reordered(data_dir, dest, built_with, data_seed):
         write_list_file(list_file(tmp, "train"), [dest / p.name for p in paths])
 
 
-def _read_patches(list_file, data_dir):
-    """All ``data``/``label`` rows of the files a list names, in order."""
-    data, label = [], []
+def _write_rebucketed(data_dir, dest, manifest, data_seed):
+    """The bucket shuffle of ``data_seed`` over the stored shards, one shard in memory at a time."""
+    config = manifest["config"]
+    rows = shard_rows(config["shard_mb"], (1, 1, config["patch"], config["patch"]),
+                      (1, 1, config["label"], config["label"]))
+    with atomic_dir(dest) as tmp:
+        scratch = tmp / ".scratch"
+        scratch.mkdir()
+        chunks = (_read_file(path) for path in _listed(list_file(data_dir, "train"), data_dir))
+        paths = bucket_shuffle(chunks, manifest["patches"]["train"], data_seed, scratch, tmp, "train", rows)
+        shutil.rmtree(scratch)
+        write_list_file(list_file(tmp, "train"), [dest / p.name for p in paths])
+
+
+def _listed(list_file, data_dir):
+    """The HDF5 files a list names, in order."""
     for name in list_file.read_text().split():
         path = Path(name)
-        path = path if path.is_absolute() else data_dir / path.name
-        try:
-            with h5py.File(path, "r") as f:
-                data.append(f["data"][:])
-                label.append(f["label"][:])
-        except OSError as exc:
-            raise DataError(f"{path}: cannot read training patches ({exc}); rebuild with make data")
-    return np.concatenate(data), np.concatenate(label)
+        yield path if path.is_absolute() else data_dir / path.name
+
+
+def _read_file(path):
+    try:
+        return read_patches(path)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read training patches ({exc}); rebuild with make data")
+
+
+def _read_patches(list_file, data_dir):
+    """All ``data``/``label`` rows of the files a list names, in order."""
+    parts = [_read_file(path) for path in _listed(list_file, data_dir)]
+    return np.concatenate([d for d, _ in parts]), np.concatenate([lb for _, lb in parts])

