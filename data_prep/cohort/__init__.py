@@ -4,6 +4,5 @@
     plan.py         files -> series (by SeriesInstanceUID) -> chosen or left out, with why;
                     the split by patient
     source.py       SeriesSource: one series' slices, read when the build asks (picklable)
-    materialise.py  the slice sources as slice lists, for build_dataset (until it streams)
     summary.py      the manifest's cohort part and the one-screen summary
 """

@@ -5,7 +5,6 @@ from pathlib import Path
 
 from core.errors import DataError
 
-from .materialise import materialise
 from .plan import find_series, name_series, read_patient_map, slice_sources, split
 from .summary import manifest_part, summary_lines
 from .walk import read_infos, tree_files
@@ -66,8 +65,8 @@ def _nothing_used(args, series, files_out):
 
 
 def build_cohort(args, cfg, build, lock):
-    """Plan, print the summary, then build through ``build(dest, train, test, cfg, manifest)``
-    under ``lock``; returns the built manifest."""
+    """Plan, print the summary, then build through ``build(dest, train, test, cfg, manifest,
+    jobs=...)`` under ``lock``; returns the built manifest."""
     train_sources, test_sources, part = plan_cohort(args, cfg)
     for line in summary_lines(args.name, part):
         print(line)
@@ -76,6 +75,6 @@ def build_cohort(args, cfg, build, lock):
                 "intensity": {"rule": args.rule, "scope": "each series on its own"},
                 "split": {"mode": part["split"]["mode"], "note": part["split"]["note"]},
                 "cohort": part}
-    with lock:
-        train, test = materialise(train_sources), materialise(test_sources)
-        return build(Path(args.out) / args.name, train, test, cfg, manifest)
+    with lock:  # the sources stream through the build, in args.jobs workers
+        return build(Path(args.out) / args.name, train_sources, test_sources, cfg, manifest,
+                     jobs=args.jobs)
