@@ -9,7 +9,7 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 USER_VARIABLES := IN OUT RUN REFERENCE FORCE MEM DATASET DATASETS ACT SOLVER SOLVERS SOLVER_FILE \
   SOLVER_FILES SEED SEEDS ITERS SET LAYERS PROFILE GRID JOBS RUN_THREADS GPU GPU_ID FACTOR FACTORS \
   SLICE_PROFILE DARK CORES ALL BENCH_ARGS SCHEDULER SBATCH_ARGS SLURM_LOGS SLURM_DIR SLURM_PORT \
-  SLURM_CONF DRY_RUN JOB METRIC NAME SERIES TEST_PATIENTS TEST_SLICES
+  SLURM_CONF DRY_RUN JOB METRIC NAME SERIES TEST_PATIENTS TEST_SLICES RESUME RESUME_FROM
 literal = $(eval override export $(1) := $$(value $(1)))
 $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(call literal,$(v))))
 $(foreach v,$(USER_VARIABLES),$(if $(filter environment%,$(origin $(v))),$(call literal,$(v))))
@@ -120,8 +120,8 @@ COHORT_ARGS = --input=$(call quote,$(if $(filter /%,$(IN)),,$(CALLER_DIR)/)$(IN)
 data: check-venv  ## the default data sets (core/datasets.py) into data/; your cohort: IN=study tree NAME= SERIES=regex [TEST_PATIENTS=N|ID,ID] [TEST_SLICES=K] [JOBS=N]
 	$(if $(IN),$(call require,NAME SERIES))@cd $(ROOT_ARG) && $(PY_ARG) -m data_prep $(if $(IN),$(COHORT_ARGS),$(foreach d,$(or $(DATASET),$(DATASETS)),--dataset=$(call arg,$(d))))
 
-train: check-venv  ## one run: DATASET= ACT= SOLVER= (or SOLVER_FILE=your_solver.prototxt) [ITERS=] [SEED=K] [PROFILE=paper] [SET="k=v ..."]
-	$(call require,DATASET ACT)$(if $(or $(SOLVER),$(SOLVER_FILE)),,$(error make train: set SOLVER=... or SOLVER_FILE=...; see make help))@cd $(ROOT_ARG) && $(PY_ARG) -m tools.train --dataset=$(call arg,$(DATASET)) --act=$(call arg,$(ACT)) $(if $(SOLVER_FILE),--solver-file=$(call quote,$(if $(filter /%,$(SOLVER_FILE)),,$(CALLER_DIR)/)$(SOLVER_FILE)),--solver=$(call arg,$(SOLVER))) $(if $(SEED),--seed=$(call arg,$(SEED))) $(GPU_ARG) -- $(TRAIN_ARGS)
+train: check-venv  ## one run: DATASET= ACT= SOLVER= (or SOLVER_FILE=your_solver.prototxt) [ITERS=] [SEED=K] [PROFILE=paper] [SET="k=v ..."] [RESUME=1|RESUME_FROM=N|FORCE=1]
+	$(call require,DATASET ACT)$(if $(or $(SOLVER),$(SOLVER_FILE)),,$(error make train: set SOLVER=... or SOLVER_FILE=...; see make help))@cd $(ROOT_ARG) && $(PY_ARG) -m tools.train --dataset=$(call arg,$(DATASET)) --act=$(call arg,$(ACT)) $(if $(SOLVER_FILE),--solver-file=$(call quote,$(if $(filter /%,$(SOLVER_FILE)),,$(CALLER_DIR)/)$(SOLVER_FILE)),--solver=$(call arg,$(SOLVER))) $(if $(SEED),--seed=$(call arg,$(SEED))) $(if $(or $(RESUME),$(RESUME_FROM)),--resume) $(if $(RESUME_FROM),--resume-from=$(call arg,$(RESUME_FROM))) $(if $(FORCE),--force) $(GPU_ARG) -- $(TRAIN_ARGS)
 
 grid: check-venv  ## GRID=paper (rrelu_nesterov, relu_sgd) or full (2x2) x DATASETS x SEEDS [SOLVERS="TYPE ...": Caffe solver types instead; SOLVER_FILES="a.prototxt ...": your solver files too; each with the paper's two activations]; -j safe; resumes; SCHEDULER=slurm
 ifeq ($(SCHEDULER),slurm)

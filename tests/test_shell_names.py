@@ -90,7 +90,8 @@ def received(calls, word):
 # target: (fixed variables, {variable: "word" (one value) or "list" (words, each one argument)})
 TARGETS = {
     "train": ({}, {"DATASET": "word", "ACT": "word", "SOLVER": "word", "SEED": "word",
-                   "ITERS": "word", "GPU_ID": "word", "SET": "list", "LAYERS": "list"}),
+                   "ITERS": "word", "GPU_ID": "word", "SET": "list", "LAYERS": "list",
+                   "RESUME_FROM": "word"}),
     "train-solver-file": ({"DATASET": "prostate", "ACT": "relu"}, {"SOLVER_FILE": "word"}),
     "grid": ({"DATASETS": "prostate"}, {"ITERS": "word", "GPU_ID": "word", "SET": "list",
                                         "LAYERS": "list"}),

@@ -131,7 +131,20 @@ def test_a_diverging_run_stops_with_one_line_and_no_nan_snapshot(data_root, tmp_
 def test_existing_run_needs_resume_or_force(data_root, tmp_path, capsys):
     assert train_main(train_args(data_root, tmp_path / "run", 5)) == 0
     assert train_main(train_args(data_root, tmp_path / "run", 5)) == 2
-    assert "--resume" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    # both ways, the flag and what make passes it as (make train takes no --resume)
+    assert "--resume" in err and "RESUME=1" in err and "FORCE=1" in err
+
+
+@pytest.mark.parametrize("given, passed", [
+    (["RESUME=1"], ["--resume"]), (["FORCE=1"], ["--force"]),
+    (["RESUME_FROM=10"], ["--resume", "--resume-from=10"])])
+def test_make_train_passes_resume_and_force(given, passed):
+    """The trainer's advice names RESUME=, RESUME_FROM= and FORCE=: make train passes them on."""
+    done = subprocess.run(["make", "-s", "-n", "-C", str(ROOT), "train", "DATASET=prostate",
+                           "ACT=relu", "SOLVER=sgd", *given], capture_output=True, text=True)
+    words = done.stdout.split()
+    assert done.returncode == 0 and all(w in words for w in passed), done.stdout
 
 
 def test_a_folder_that_is_not_a_run_is_never_replaced(data_root, tmp_path, capsys):

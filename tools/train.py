@@ -365,12 +365,14 @@ def prepare_run(args, cfg, data_dir, run_dir):
     if old is not None and old.get("status") == FAILED and not args.force and args.resume_from is None:
         return after_failure(args, cfg, data_dir, run_dir, old)
     if old is not None and not (args.force or args.resume):
-        raise TrainError(f"{run_dir} exists: add --resume to continue it or --force to replace it")
+        raise TrainError(f"{run_dir} exists: add --resume (make: RESUME=1) to continue it or --force "
+                         "(make: FORCE=1) to replace it")
     if args.resume and old is not None:
         change = recipe_change(args, cfg, old)
         if change is not None:
             kept = "its text is in the manifest; " if "solver file" in change else ""
-            raise TrainError(f"{run_dir} was trained with {change}: {kept}use --force for a new run")
+            raise TrainError(f"{run_dir} was trained with {change}: {kept}use --force (make: FORCE=1) "
+                             "for a new run")
         if args.resume_from is None and old["iterations_done"] >= cfg.max_iter and old["status"] == "done":
             return None, None
         if old["snapshots"]:
@@ -479,8 +481,9 @@ def unusable(error, solver, manifest, run_dir, restore):
     """The line for a snapshot that failed its check: which, why, and the one to fall back to."""
     earlier = [s for s in manifest["snapshots"] if s["iter"] < restore["iter"]]
     good = snapshots.newest_good(solver.net, solver_type(manifest), run_dir, earlier)
-    fallback = (f"the last good snapshot is of iteration {good['iter']}: add --resume-from {good['iter']}"
-                if good else "no earlier snapshot is usable: use --force to start over")
+    fallback = (f"the last good snapshot is of iteration {good['iter']}: add --resume-from {good['iter']} "
+                f"(make: RESUME_FROM={good['iter']})"
+                if good else "no earlier snapshot is usable: use --force (make: FORCE=1) to start over")
     return f"the snapshot of iteration {restore['iter']} is unusable: {error}; {fallback}"
 
 
@@ -548,7 +551,7 @@ def train_run(args, cfg, data_dir, run_dir, device):
     if status == "interrupted":
         name = signal.Signals(stop.signum).name
         print(f"train: {name} at iteration {solver.iter}: snapshot and manifest saved in {run_dir}; "
-              f"continue with --resume")
+              f"continue with --resume (make: RESUME=1)")
         return 128 + stop.signum
     if status == "diverged":
         good = manifest["snapshots"][-1]["iter"] if manifest["snapshots"] else None
