@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from data_prep.one_axis import degrade, interpolate
 from eval.metrics import METRICS, to_uint8
+from eval.upscale_stream import source_index
 
 
 def estimate_planes(net, volume, axis, bar=None):
@@ -55,8 +56,7 @@ def restore_nonfinite(fine, values, axis, factor):
     bad = ~np.isfinite(values)
     if not bad.any():
         return fine
-    inside = np.minimum(((np.arange(fine.shape[axis]) + 0.5) / factor).astype(np.intp),
-                        values.shape[axis] - 1)  # the input slice each output slice lies in
+    inside = source_index(fine.shape[axis], values.shape[axis], factor)  # each output slice's input slice
     for n in np.flatnonzero(bad.any(axis=tuple(a for a in range(3) if a != axis))[inside]):
         source = np.take(values, inside[n], axis=axis)
         out = np.moveaxis(fine, axis, 0)[n]  # a view: writes go into ``fine``

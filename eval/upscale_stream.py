@@ -94,6 +94,12 @@ def upscale_stack(net, slices, window, invert=None, desc="upscale", scale=DEFAUL
     return results if out is None else out
 
 
+def source_index(n_out, n_in, scale):
+    """For each of ``n_out`` output pixels along an axis refined ``scale`` times, the input pixel
+    its centre lies in (imresize's geometry), clipped to the ``n_in`` input pixels."""
+    return np.minimum(((np.arange(n_out) + 0.5) / scale).astype(np.intp), n_in - 1)
+
+
 def restore_nonfinite(y, s, scale=DEFAULT_SCALE):
     """Put ``s``'s NaN and infinite pixels back into its estimate ``y`` (in place), each on the
     output pixels whose centre falls inside it (imresize's geometry: output pixel n is centred on
@@ -102,9 +108,7 @@ def restore_nonfinite(y, s, scale=DEFAULT_SCALE):
     Why: a NaN-masked volume (SPM, FSL and others write NaN outside the brain) keeps its mask;
     the net saw those pixels as the window's low value, so their neighbours are estimated as
     next to background."""
-    def nearest(n_out, n_in):
-        return np.minimum(((np.arange(n_out) + 0.5) / scale).astype(np.intp), n_in - 1)
-    rows, cols = nearest(y.shape[0], s.shape[0]), nearest(y.shape[1], s.shape[1])
+    rows, cols = source_index(y.shape[0], s.shape[0], scale), source_index(y.shape[1], s.shape[1], scale)
     bad_rows = np.flatnonzero(~np.isfinite(s).all(axis=1)[rows])  # output rows that need it
     for r in bad_rows:
         source = s[rows[r], cols]
