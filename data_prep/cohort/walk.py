@@ -5,16 +5,14 @@ Each file becomes one small picklable record (:class:`FileInfo`): the header fie
 uses, or the reason the file is left out. Headers are read in ``jobs`` processes; the records come
 back in the walk's order, so the plan is the same for any ``jobs``."""
 import os
-import warnings
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
-from pydicom.errors import InvalidDicomError
 
 from core.errors import DataError
-from data_prep.io import by_name, sniff
+from data_prep.io import by_name, dicom, sniff
 from data_prep.io.files import natural_key
 
 # Header fields kept per DICOM file: what grouping, matching, sorting and the checks read.
@@ -106,7 +104,7 @@ def dicom_header(path):
     """FIELDS of a DICOM image file, read without its pixel data; DataError if it is no DICOM
     image or its (uncompressed) pixel data is cut short."""
     with open(path, "rb") as fp:
-        ds = _read_header(fp, path)
+        ds = dicom.dcmread(fp, path, stop_before_pixels=True)
         pixel_start = fp.tell()
     size = os.path.getsize(path)
     if "SOPClassUID" not in ds and "Rows" not in ds:  # a forced read of something else
@@ -121,21 +119,6 @@ def dicom_header(path):
         raise DataError(f"{path}: pixel data cut short ({missing} bytes missing): a corrupt or "
                         "partly copied file")
     return header
-
-
-def _read_header(fp, path):
-    try:
-        return pydicom.dcmread(fp, stop_before_pixels=True)
-    except InvalidDicomError:  # no 128-byte preamble: legal and common
-        fp.seek(0)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:
-                return pydicom.dcmread(fp, stop_before_pixels=True, force=True)
-            except Exception as exc:
-                raise DataError(f"{path}: not a DICOM file ({exc})")
-    except Exception as exc:  # pydicom raises many types on corrupt files
-        raise DataError(f"{path}: cannot read as DICOM ({exc})")
 
 
 def _missing_pixel_bytes(ds, available):

@@ -41,23 +41,32 @@ __all__ = ["read", "pixel_frames", "is_colour", "colour_frames", "modality_value
 
 def read(path):
     """A DICOM image dataset (pixels decoded later); DataError unless it is one."""
-    try:
-        ds = pydicom.dcmread(str(path))
-    except InvalidDicomError:
-        ds = _dcmread_forced(path)  # no 128-byte preamble: legal and common
-    except Exception as exc:  # pydicom raises many types on corrupt files
-        raise DataError(f"{path}: cannot read as DICOM ({exc})")
+    ds = dcmread(str(path), path)
     if "PixelData" not in ds:
         raise DataError(f"{path}: not a DICOM image (no pixel data)")
     return ds
 
 
-def _dcmread_forced(path):
+def dcmread(source, path, **kwargs):
+    """pydicom.dcmread of ``source`` (a path or an open file) with ``kwargs``, a file without
+    the 128-byte preamble too (legal and common: read forced, quietly, as pydicom warns about junk
+    tags on non-DICOM files); DataError naming ``path`` when it cannot be read."""
+    try:
+        return pydicom.dcmread(source, **kwargs)
+    except InvalidDicomError:
+        if hasattr(source, "seek"):
+            source.seek(0)
+        return _dcmread_forced(source, path, **kwargs)
+    except Exception as exc:  # pydicom raises many types on corrupt files
+        raise DataError(f"{path}: cannot read as DICOM ({exc})")
+
+
+def _dcmread_forced(source, path, **kwargs):
     """dcmread(force=True), quietly: on non-DICOM files it warns about junk tags."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
-            ds = pydicom.dcmread(str(path), force=True)
+            ds = pydicom.dcmread(source, force=True, **kwargs)
         except Exception as exc:
             raise DataError(f"{path}: not a DICOM file ({exc})")
     # Without file meta there is no TransferSyntaxUID, which pixel decoding
