@@ -202,7 +202,8 @@ def test_training_reads_many_shards_and_resumes_to_the_same_bytes(tmp_path):
     the shards to where it was, and the weights end the same bit for bit."""
     from tests.helpers import FAST
     from tests.test_train import snapshot_blobs
-    from tools.train import data_period, main as train_main
+    from tools.train import main as train_main
+    from tools.train_loop import data_period
 
     root = tmp_path / "data"
     manifest = build(root / "many", cohort(12, count=3), cohort(1, first_seed=500), shard_mb=1,

@@ -18,7 +18,8 @@ from core.config import ADDED_KEYS, DEFAULT, ROOT
 from core.machine import machine
 from tests.helpers import FAST
 from tools.curves import load_runs
-from tools.train import StepTimes, auto_act_layer, main as train_main, progress_style
+from tools.train import auto_act_layer, main as train_main
+from tools.train_progress import StepTimes, progress_style
 
 pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
 
@@ -48,7 +49,7 @@ def test_short_run_writes_manifest_and_snapshots(data_root, tmp_path):
 
 def test_step_times_keep_the_most_recent_steps(monkeypatch):
     clock = iter([1.0, 1.5, 4.0, 4.25])  # perf_counter at each add(): steps of 1000, 500, 500 and 250 ms
-    monkeypatch.setattr("tools.train.time.perf_counter", lambda: next(clock))
+    monkeypatch.setattr("tools.train_progress.time.perf_counter", lambda: next(clock))
     steps = StepTimes(keep=2)
     assert steps.summary() == {}
     for start in (0.0, 1.0, 3.5, 4.0):

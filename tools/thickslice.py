@@ -129,7 +129,7 @@ def settings_key(dataset, act, solver, cfg):
     """The run's identity besides its length: the pairs (their data set's name is their digest),
     the net and solver, and every setting that must match for the trainer to continue a run
     (``tools.train.comparable``: all but max_iter and the build-only keys)."""
-    from tools.train import comparable
+    from tools.train_run_dir import comparable
     text = json.dumps({"pairs": dataset, "act": act, "solver": solver,
                        "config": comparable(cfg.as_dict())}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
@@ -247,7 +247,7 @@ def refine(args, scan, volume01, window, factor, work):
 
 def main(argv=None):
     args = parse_args(argv)
-    from tools.train import TrainError
+    from tools.train_run_dir import TrainError
     return guarded("thickslice", lambda: run(args), (DataError, ConfigError, TrainError),
                    left="; no output was written")
 
