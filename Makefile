@@ -152,7 +152,7 @@ slurm-down:  ## stop the daemons slurm-up started (their jobs are cancelled firs
 # One independent run per target (dataset-act-solver-seed): its own run directory; finished runs
 # are left alone. The run's name (the stem $*) is one word too: a solver file's stem is in it.
 # Under make -j (make reproduce) several runs share the terminal: each prints its progress as
-# lines (tools/train.py, progress_style) instead of a bar that redraws over the others'.
+# lines (tools/train_progress.py, progress_style) instead of a bar that redraws over the others'.
 grid-%: data
 	@cd $(ROOT_ARG) && $(if $(filter-out -j1,$(filter -j%,$(MAKEFLAGS))),MEDSR_PROGRESS=lines) $(PY_ARG) -m tools.train --resume \
 	  --grid-run $(call arg,$*) $(GRID_SOLVER_ARGS) $(GPU_ARG) -- $(TRAIN_ARGS)

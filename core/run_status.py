@@ -2,7 +2,7 @@
 (tools/supervisor.py) records a death with it, and the trainer reads it back at the next start.
 
     running   a trainer holds the run (its lock, core/locks.py), or died without a word
-    done, interrupted, stopped, diverged   as the trainer left it (tools/train.py)
+    done, interrupted, stopped, diverged   as the trainer left it (tools/train_loop.py)
     failed    its trainer died: a Caffe abort, a signal; ``failures`` says at which iteration and why
 """
 import json

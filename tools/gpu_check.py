@@ -39,7 +39,7 @@ def loss_curve(workdir, listing, iters, gpu):
     import caffe
 
     from tools.bench_engines import CaffeEngine
-    from tools.train import iteration_seed
+    from tools.train_loop import iteration_seed
 
     caffe.set_random_seed(DEFAULT.random_seed)  # the weight init
     engine = CaffeEngine(DEFAULT, ACT, SOLVER, workdir, listing, warmup=0, gpu=gpu)

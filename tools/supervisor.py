@@ -3,7 +3,7 @@ is recorded: Caffe aborts the whole process on a failed CHECK (SIGABRT) and noth
 write the manifest then, nor can a trainer killed by any other signal (out of memory: SIGKILL).
 This parent, which loads no Caffe, marks the run failed with Caffe's own last word (its fatal
 glog line) and says so in one line; a rerun of the same command then resumes the run or starts
-it over (tools/train.py). A trainer that dies with its parent (the machine stops, both are
+it over (tools/train_run_dir.py). A trainer that dies with its parent (the machine stops, both are
 killed) leaves its manifest `running` with no process holding its lock: the next trainer marks
 that one failed when it takes the lock.
 

@@ -128,7 +128,7 @@ def recipe(scan, volume01, factor, profile, width, cfg):
 def settings_key(dataset, act, solver, cfg):
     """The run's identity besides its length: the pairs (their data set's name is their digest),
     the net and solver, and every setting that must match for the trainer to continue a run
-    (``tools.train.comparable``: all but max_iter and the build-only keys)."""
+    (``tools.train_run_dir.comparable``: all but max_iter and the build-only keys)."""
     from tools.train_run_dir import comparable
     text = json.dumps({"pairs": dataset, "act": act, "solver": solver,
                        "config": comparable(cfg.as_dict())}, sort_keys=True)

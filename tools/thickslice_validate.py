@@ -187,7 +187,7 @@ def main(argv=None):
     args = p.parse_intermixed_args(argv)  # KEY=VALUE before or after the options
     args.out = args.out or OUT / args.volume
     from core.config import ConfigError
-    from tools.train import TrainError
+    from tools.train_run_dir import TrainError
     return guarded("thickslice-validate", lambda: run(args), (DataError, ConfigError, TrainError))
 
 

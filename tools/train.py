@@ -47,7 +47,7 @@ from core.errors import DataError  # noqa: E402
 from core.locks import exclusive, lock_beside  # noqa: E402
 from core.run_files import default_run_dir  # noqa: E402
 from tools.supervisor import report_run_dir  # noqa: E402
-from tools.train_loop import iteration_seed, train_run  # noqa: E402,F401 (tools/gpu_check.py: iteration_seed)
+from tools.train_loop import train_run  # noqa: E402
 from tools.train_run_dir import TrainError, record_error  # noqa: E402
 
 
