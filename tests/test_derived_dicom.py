@@ -233,3 +233,8 @@ def test_the_comparison_sees_a_broken_derived_attribute(tmp_path):
     found = new_messages(tmp_path / "in.dcm", tmp_path / "out.dcm")
     assert any("<CodeMeaning>" in m for m in found) and \
         any("<ReferencedSOPInstanceUID>" in m for m in found), found
+
+
+def test_make_setup_installs_the_validator():
+    listed = (ROOT / "tools" / "setup" / "debian_packages.txt").read_text().splitlines()
+    assert "dicom3tools" in [line.split("#")[0].strip() for line in listed]
