@@ -56,6 +56,15 @@ def test_description_keeps_the_source_s_and_fits_a_lo():
     assert ds.SeriesDescription == "SR z x2" and ds.ImageType == ["DERIVED", "SECONDARY"]
 
 
+def test_sources_without_uids_are_not_referenced():
+    """A file read without its SOP UIDs (a bare dataset) is not referenced, and the copy does not
+    keep the source's own Source Image Sequence, which names other images."""
+    ds, source = pydicom.Dataset(), pydicom.Dataset()
+    ds.SourceImageSequence = Sequence([Dataset()])
+    mark_derived(ds, Derivation(3), [source], "test")
+    assert "SourceImageSequence" not in ds
+
+
 def test_creation_time_is_the_given_one():
     ds = pydicom.Dataset()
     when = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -64,6 +73,11 @@ def test_creation_time_is_the_given_one():
     local = when.astimezone()  # DA and TM hold the local time
     assert (ds.InstanceCreationDate, ds.InstanceCreationTime) == (local.strftime("%Y%m%d"),
                                                                   local.strftime("%H%M%S"))
+    ds = pydicom.Dataset()
+    ds.TimezoneOffsetFromUTC = "-0500"  # the instance's times are in this zone
+    mark_derived(ds, Derivation(3), [], "test", now=when)
+    assert (ds.InstanceCreationDate, ds.InstanceCreationTime) == ("20260101", "220405")
+    assert ds.ContributingEquipmentSequence[0].ContributionDateTime == "20260101220405-0500"
 
 
 def assert_derived(out, sources, suffix, number, description):
@@ -109,7 +123,8 @@ def new_messages(src, out):
     this project writes draws: its mark is a private element (data_prep.io.marks) whose VR no
     validator's dictionary holds; private elements under a creator are the standard's way to
     carry such a note (PS3.5, 7.8)."""
-    tag = pydicom.dcmread(str(out), stop_before_pixels=True).private_block(0x0009, PRODUCER).get_tag(0x01)
+    ds = pydicom.dcmread(str(out), stop_before_pixels=True)
+    tag = ds.private_block(0x0009, PRODUCER).get_tag(0x01)
     ours = f"(0x{tag.group:04x},0x{tag.element:04x}) ? - Warning - Unrecognized tag"
     return {m for m in messages(out) - messages(src) if not m.startswith(ours)}
 

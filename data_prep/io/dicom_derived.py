@@ -10,14 +10,15 @@ from what (DICOM PS3.3 and PS3.16; docs/dicom.md says what is set and why):
     SoftwareVersions        the source's, then "medsr-caffe <version>" (``core.version``)
     ContributingEquipmentSequence  one more item: this project as (109102, DCM, "Processing
                             Equipment") of CID 7005, with its version, when and what it did
-    InstanceCreationDate/Time  when the file was made (SOP Common Module)
+    InstanceCreationDate/Time  when the file was made (SOP Common Module), in the instance's
+                            Timezone Offset From UTC where it has one
 
 DerivationDescription and the new UIDs are set by ``data_prep.io.dicom.write``, which calls
 :func:`mark_derived`. Dates of the acquisition (Study, Series, Acquisition, Content) are kept:
 they say when the pixels the output is made of were acquired.
 """
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
@@ -84,17 +85,32 @@ def mark_derived(ds, derivation, sources, description, used_series_numbers=(), n
     its first source: its other attributes are the source's). ``sources``: the datasets the
     output's pixels were computed from; ``now``: the creation time (a ``datetime``, the clock's
     by default)."""
-    now = (now or datetime.now()).astimezone()
+    now = _in_dataset_zone(ds, (now or datetime.now()).astimezone())
     ds.ImageType = _derived_type(ds.get("ImageType"))
     ds.walk(_derived_frame_type)
     ds.SeriesDescription = _described(ds.get("SeriesDescription"), derivation.suffix)
     ds.SeriesNumber = series_number(ds.get("SeriesNumber"), derivation, used_series_numbers)
     ds.DerivationCodeSequence = Sequence([_code(*DERIVATION_CODE)])
-    ds.SourceImageSequence = Sequence([_reference(s) for s in sources if "SOPInstanceUID" in s])
+    references = [_reference(s) for s in sources if "SOPClassUID" in s and "SOPInstanceUID" in s]
+    if references:
+        ds.SourceImageSequence = Sequence(references)
+    elif "SourceImageSequence" in ds:  # the source's own sources: not this image's
+        del ds.SourceImageSequence
     ds.SoftwareVersions = _software_versions(ds.get("SoftwareVersions"))
     equipment = list(ds.get("ContributingEquipmentSequence", []))
     ds.ContributingEquipmentSequence = Sequence(equipment + [_equipment(description, now)])
-    ds.InstanceCreationDate, ds.InstanceCreationTime = now.strftime("%Y%m%d"), now.strftime("%H%M%S")
+    ds.InstanceCreationDate = now.strftime("%Y%m%d")
+    ds.InstanceCreationTime = now.strftime("%H%M%S")
+
+
+def _in_dataset_zone(ds, now):
+    """``now`` in the zone of the dataset's Timezone Offset From UTC ("+HHMM"), which the dates
+    and times of an instance that has it are in; the local zone's otherwise."""
+    offset = str(ds.get("TimezoneOffsetFromUTC", "") or "").strip()
+    if len(offset) != 5 or offset[0] not in "+-" or not offset[1:].isdigit():
+        return now
+    minutes = int(offset[1:3]) * 60 + int(offset[3:])
+    return now.astimezone(timezone(timedelta(minutes=minutes if offset[0] == "+" else -minutes)))
 
 
 def _values(value):
