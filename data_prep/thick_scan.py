@@ -7,7 +7,9 @@ Volumes (NIfTI, NIfTI pair, NRRD, MetaImage) go through their format's reader an
 the origin on the new first slice centre, direction kept). A DICOM series is read slice by slice
 (they must be one evenly spaced stack, ``dicom_series.check_stack``: the output's slices are placed
 by that one spacing) and written as a new series, one file per new slice, each a copy of the thick
-slice it lies in with its position, thickness, spacing, instance number and UIDs made new.
+slice it lies in with its position, thickness, spacing, instance number and UIDs made new, marked
+derived from every slice of the input series (``data_prep.io.dicom_derived``: each output slice is
+computed from planes that cross the whole stack, through an intensity window of the whole scan).
 """
 import copy
 import logging
@@ -24,6 +26,7 @@ from core.atomic import atomic_dir
 from core.errors import DataError
 from .intensity import check_numeric
 from .io import dicom
+from .io.dicom_derived import Derivation
 from .io.dicom_series import (check_same_size, check_stack, group_series, pixel_spacing,
                                series_files, sort_series)
 from .io.formats import by_name, format_of
@@ -233,11 +236,13 @@ def write_scan(dst, scan, values, factor, description):
     if scan.kind != "dicom":
         return by_name(scan.kind).write(dst, scan.source, values, (scan.axis,), factor)
     uid = dicom.new_series_uid()
+    derivation, sources = Derivation(factor, through_plane=True), [ds for _, ds in scan.source]
     with atomic_dir(Path(dst)) as tmp:
         for n in range(values.shape[2]):
             like = _slice_like(scan, n, factor)
             dicom.write(tmp / f"{n + 1:04d}.dcm", like, values[None, :, :, n], 1,
-                        series_uid=uid, description=description)
+                        series_uid=uid, description=description, derivation=derivation,
+                        sources=sources)
 
 
 def _slice_like(scan, n, factor):

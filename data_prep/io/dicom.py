@@ -11,7 +11,9 @@ functional groups); ImagePositionPatient moved by (0.5 / scale - 0.5) of an old 
 row and column directions (imresize's convention: new pixel n sits at old index
 (n + 0.5) / scale - 0.5); a new SOPInstanceUID, the given SeriesInstanceUID; Explicit VR Little
 Endian, uncompressed; SmallestImagePixelValue/LargestImagePixelValue dropped;
-DerivationDescription set; this project's mark added (a private element under the creator
+DerivationDescription set; the attributes that say the file is derived and from what
+(ImageType DERIVED\\SECONDARY, SeriesDescription and SeriesNumber of their own, the sources:
+:mod:`data_prep.io.dicom_derived`); this project's mark added (a private element under the creator
 "medsr-caffe": :mod:`data_prep.io.marks`). MONOCHROME1 stays MONOCHROME1. Colour (8-bit RGB or YBR_FULL(_422):
 ultrasound, endoscopy, secondary captures) is read as RGB (:func:`colour_frames`) and written as
 uncompressed RGB, PlanarConfiguration 0.
@@ -29,6 +31,7 @@ from pydicom.uid import (ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVR
 from pydicom.valuerep import DSfloat
 
 from core.errors import DataError
+from .dicom_derived import Derivation, mark_derived
 from .files import to_stored, write_with
 from .marks import mark_dicom
 
@@ -224,26 +227,33 @@ def new_series_uid():
     return generate_uid()
 
 
-def write(path, like, values, scale, *, series_uid, description) -> None:
+def write(path, like, values, scale, *, series_uid, description, derivation=None, sources=None,
+          used_series_numbers=()) -> None:
     """Write a copy of dataset ``like`` holding ``values`` (frames, H, W; after the modality
     rescale, upscaled by ``scale`` in-plane) to ``path``, atomically; see the module docstring
     for what changes. ``like``'s values must have come from :func:`linear_values`; colour
-    ``values`` are (frames, H, W, 3) RGB in 0..255 (:func:`colour_frames`)."""
+    ``values`` are (frames, H, W, 3) RGB in 0..255 (:func:`colour_frames`). ``derivation``: what
+    was done (in-plane super-resolution by ``scale`` by default); ``sources``: the datasets the
+    pixels were computed from (``like`` by default); ``used_series_numbers``: the study's, where
+    known (``dicom_derived.series_number``)."""
     source = getattr(like, "filename", None) or path
     out = copy.deepcopy(like)
+    derived = (derivation or Derivation(scale), [like] if sources is None else sources,
+               used_series_numbers)
     if np.ndim(values) == 4:  # colour: (frames, H, W, RGB), 0..255
         stored = to_stored(values, np.uint8)
         out.PhotometricInterpretation, out.PlanarConfiguration = "RGB", 0
-        return _write_copy(path, out, stored, scale, series_uid, description)
+        return _write_copy(path, out, stored, scale, series_uid, description, derived)
     slope, intercept = rescale(like, source)
     stored = to_stored(values, stored_dtype(like, source), *_stored_range(like, source),
                        scaling=(slope, intercept))
-    return _write_copy(path, out, stored, scale, series_uid, description)
+    return _write_copy(path, out, stored, scale, series_uid, description, derived)
 
 
-def _write_copy(path, out, stored, scale, series_uid, description):
+def _write_copy(path, out, stored, scale, series_uid, description, derived):
     """:func:`write`'s common part: ``out`` (a copy of the input's dataset) with ``stored``
-    (frames, H, W[, samples]) as its pixels, the geometry and UIDs moved, to ``path``."""
+    (frames, H, W[, samples]) as its pixels, the geometry and UIDs moved, marked derived from
+    ``derived`` = (derivation, sources, used series numbers), to ``path``."""
     out.Rows, out.Columns = stored.shape[1:3]
     _set_pixel_data(out, stored)
     _scale_geometry(out, scale)
@@ -251,6 +261,8 @@ def _write_copy(path, out, stored, scale, series_uid, description):
         if keyword in out:  # bounds of the old pixels, no longer true
             delattr(out, keyword)
     out.DerivationDescription = description[:1024]  # an ST value holds 1024 characters at most
+    derivation, sources, used = derived
+    mark_derived(out, derivation, sources, description, used)
     mark_dicom(out, description)
     _set_uids(out, series_uid)
     # Straight to the file: no in-memory copy of a (possibly 250 MB) dataset.
