@@ -36,7 +36,7 @@ def count_test_patches(dataset, cfg):
     return spec.test_count * patches_per_image(spec.test_shape, cfg, cfg.stride_test)
 
 
-def test_patients(manifest):
+def image_patients(manifest):
     """{test image name: patient} of a data set's manifest, or None where it names no patients.
 
     The one place patient identity is read: a cohort's manifest (data_prep/cohort) lists each series
@@ -56,8 +56,8 @@ def test_patients(manifest):
     return patients
 
 
-def read_test_patients(folder):
-    """:func:`test_patients` of the data set in ``folder``: None without a manifest (a folder of
+def read_image_patients(folder):
+    """:func:`image_patients` of the data set in ``folder``: None without a manifest (a folder of
     images); DataError, one line, for an unreadable one or a test image of no listed series."""
     import json  # here, not above: core.data_files imports core.config, which imports this module
 
@@ -68,6 +68,6 @@ def read_test_patients(folder):
     if not path.is_file():
         return None
     try:
-        return test_patients(json.loads(path.read_text()))
+        return image_patients(json.loads(path.read_text()))
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: cannot tell the test images' patients ({exc})") from None

@@ -159,7 +159,7 @@ def evaluate(hr_images, runs, scale=None, engine="caffe", border="replicate", pa
     scoring border (``scale`` px shaved per side, as the trainer's test) come from the runs'
     manifests; a ``scale`` given must agree (DataError otherwise, before anything is scored).
     ``border`` is the net's 6-px frame fill (eval.infer.SRNet). ``patients`` ({image name:
-    patient}, core.datasets.test_patients): each method is also aggregated per patient."""
+    patient}, core.datasets.image_patients): each method is also aggregated per patient."""
     named = runs if isinstance(runs, dict) else name_runs(runs)
     scale = common_scale(named, scale)
     from eval.infer import SRNet  # imports Caffe: only once the runs are known good
@@ -199,7 +199,7 @@ def csv_text(result):
 
 
 def has_patients(result):
-    """True when ``result`` was scored per patient (a cohort set: core.datasets.test_patients)."""
+    """True when ``result`` was scored per patient (a cohort set: core.datasets.image_patients)."""
     return "patients" in result["methods"][BICUBIC]
 
 

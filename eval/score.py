@@ -27,7 +27,7 @@ def score_method(hr_images, method, scale=DEFAULT.scale, border=None, patients=N
             estimate of the same size; ``lambda x: x`` scores bicubic itself.
         scale: the degradation factor (``degrade``).
         border: pixels shaved per side before scoring; ``scale`` by default, as the release.
-        patients: {image name: patient} (core.datasets.test_patients) or None: with it each image
+        patients: {image name: patient} (core.datasets.image_patients) or None: with it each image
             row names its patient and the result has ``"patients"`` (:func:`patient_summary`).
 
     Returns:
