@@ -12,9 +12,9 @@ Writes JSON ({"producer", "scale", "methods": {name: {"variant", "seed", "iterat
 "images", "mean"}}}; a cohort set, whose manifest names each test image's patient
 (core.datasets.image_patients), adds per method "patients": {"n", "mean", "sd", "each"}, the mean
 over patients of each one's mean over its images and the sd across them), CSV (one row per image
-and method) and a Markdown table shaped like the paper's Fig. 5 (default: results/<name>.*): the three together or none, each replacing only a
-table that eval wrote (its mark: eval.results.table_refusal), refused in one line before any
-image is scored otherwise.
+and method) and a Markdown table shaped like the paper's Fig. 5 (default: results/<name>.*): the
+three together or none, each replacing only a table that eval wrote (its mark:
+eval.results.table_refusal), refused in one line before any image is scored otherwise.
 """
 if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (core.cli)
     from core.cli import exit_quietly_until_main
@@ -82,8 +82,8 @@ def mean_line(name, method, r):
     if p:
         values += f" over {len(r['images'])} images; over {p['n']} patient(s): " + ", ".join(
             f"{m.title} {m.format(p['mean'][k])}"
-            f"{'' if p['sd'][k] is None else ' ± ' + m.format(p['sd'][k])}{' ' + m.unit if m.unit else ''}"
-            for k, m in METRICS.items())
+            + ("" if p["sd"][k] is None else f" ± {m.format(p['sd'][k])}")
+            + (f" {m.unit}" if m.unit else "") for k, m in METRICS.items())
     return f"eval: {name} {method}: {values}"
 
 

@@ -73,7 +73,8 @@ def figures_part(root, dataset):
 def dataset_section(root, dataset, result):
     bicubic, variants, longs = split(result)
     patients = patients_of(result)
-    of = "" if patients is None else f" of {len(patients)} test patient{'s' if len(patients) != 1 else ''}"
+    plural = "" if patients is None or len(patients) == 1 else "s"
+    of = "" if patients is None else f" of {len(patients)} test patient{plural}"
     parts = [f"## {dataset_title(dataset)}", "",
              f"Test images: {len(bicubic['images'])}{of}, x{result['scale']}."]
     entry = paper.dataset(dataset)
@@ -100,7 +101,7 @@ def dataset_section(root, dataset, result):
 def patients_part(result, count):
     """Each metric per test patient (its mean over its images), the mean over patients ± sd."""
     how = ("the claims below are judged per patient" if count >= 2 else
-           "one test patient: its mean is the mean over its images, and the claims are judged per image")
+           "one test patient: its mean is the mean over its images; the claims are judged per image")
     parts = [f"### Per patient ({how}: see How the claims are judged)", ""]
     for key, metric in METRICS.items():
         unit_text = f" ({metric.unit})" if metric.unit else ""

@@ -164,7 +164,8 @@ def evaluate(hr_images, runs, scale=None, engine="caffe", border="replicate", pa
     scale = common_scale(named, scale)
     from eval.infer import SRNet  # imports Caffe: only once the runs are known good
 
-    methods = {BICUBIC: entry(None) | score_method(hr_images, lambda up: up, scale=scale, patients=patients)}
+    methods = {BICUBIC: entry(None) | score_method(hr_images, lambda up: up, scale=scale,
+                                                   patients=patients)}
     for name, info in named.items():
         net = SRNet(info["deploy"], info["caffemodel"], engine=engine, border=border)
         methods[name] = entry(info) | score_method(hr_images, net, scale=scale, patients=patients) | {
