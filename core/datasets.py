@@ -34,3 +34,40 @@ def count_test_patches(dataset, cfg):
     """Test patches of a default data set (stride_test), for the solver's test_iter."""
     spec = DEFAULTS[dataset]
     return spec.test_count * patches_per_image(spec.test_shape, cfg, cfg.stride_test)
+
+
+def image_patients(manifest):
+    """{test image name: patient} of a data set's manifest, or None where it names no patients.
+
+    The one place patient identity is read: a cohort's manifest (data_prep/cohort) lists each series
+    it used with its patient, its role and its stem ``<patient>_<series>``, and names each test
+    image ``<stem>_<slice>``. The stem is looked up, never parsed out of the name: a PatientID may
+    hold '_'. The default data sets and a single-series set have no cohort part: None."""
+    series = (manifest.get("cohort") or {}).get("series")
+    if not series:
+        return None
+    patient_of_stem = {s["name"]: s["patient"] for s in series if "test" in s.get("role", "")}
+    patients = {}
+    for name in manifest.get("test_slices", []):
+        stem = name.rpartition("_")[0]
+        if stem not in patient_of_stem:
+            raise ValueError(f"test image {name!r} is of no test series of the manifest")
+        patients[name] = patient_of_stem[stem]
+    return patients
+
+
+def read_image_patients(folder):
+    """:func:`image_patients` of the data set in ``folder``: None without a manifest (a folder of
+    images); DataError, one line, for an unreadable one or a test image of no listed series."""
+    import json  # here, not above: core.data_files imports core.config, which imports this module
+
+    from core.data_files import manifest_path
+    from core.errors import DataError
+
+    path = manifest_path(folder)
+    if not path.is_file():
+        return None
+    try:
+        return image_patients(json.loads(path.read_text()))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot tell the test images' patients ({exc})") from None

@@ -9,10 +9,12 @@ Methods are named <act>_<solver>/seed<k>; two runs that share a name get their d
 The scale (and the scoring border, scale px per side) is the runs' own (config.scale); runs of
 different scales, or a --scale that contradicts them, are refused with one line.
 Writes JSON ({"producer", "scale", "methods": {name: {"variant", "seed", "iterations", "run",
-"images", "mean"}}}), CSV (one row per image and method) and a Markdown table shaped like the
-paper's Fig. 5 (default: results/<name>.*): the three together or none, each replacing only a
-table that eval wrote (its mark: eval.results.table_refusal), refused in one line before any
-image is scored otherwise.
+"images", "mean"}}}; a cohort set, whose manifest names each test image's patient
+(core.datasets.image_patients), adds per method "patients": {"n", "mean", "sd", "each"}, the mean
+over patients of each one's mean over its images and the sd across them), CSV (one row per image
+and method) and a Markdown table shaped like the paper's Fig. 5 (default: results/<name>.*): the
+three together or none, each replacing only a table that eval wrote (its mark:
+eval.results.table_refusal), refused in one line before any image is scored otherwise.
 """
 if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (core.cli)
     from core.cli import exit_quietly_until_main
@@ -30,6 +32,7 @@ from core.cli import check_writable, guarded  # noqa: E402
 from core.atomic import write_texts_atomic  # noqa: E402
 from core.config import ROOT  # noqa: E402
 from core.data_files import data_dir, is_built, test_images  # noqa: E402
+from core.datasets import read_image_patients  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from core.device import use_device  # noqa: E402
 from core.outputs import check_replace  # noqa: E402
@@ -72,8 +75,15 @@ def parse_args(argv):
 
 
 def mean_line(name, method, r):
+    """The means over images; a set of patients adds the mean ± sd over its patients."""
     values = ", ".join(f"{m.title} {m.format(r['mean'][k])}{' ' + m.unit if m.unit else ''}"
                        for k, m in METRICS.items())
+    p = r.get("patients")
+    if p:
+        values += f" over {len(r['images'])} images; over {p['n']} patient(s): " + ", ".join(
+            f"{m.title} {m.format(p['mean'][k])}"
+            + ("" if p["sd"][k] is None else f" ± {m.format(p['sd'][k])}")
+            + (f" {m.unit}" if m.unit else "") for k, m in METRICS.items())
     return f"eval: {name} {method}: {values}"
 
 
@@ -116,8 +126,9 @@ def score(args):
     else:
         runs = dataset_methods(args.dataset) if args.dataset else {}
     scale = common_scale(runs, args.scale)  # refuse a mix of scales before loading anything
+    patients = read_image_patients(data_dir(args.dataset)) if args.dataset else None
     use_device(args.gpu)
-    result = evaluate(load_hr_folder(hr_dir), runs, scale, args.engine, args.border)
+    result = evaluate(load_hr_folder(hr_dir), runs, scale, args.engine, args.border, patients)
     texts = tables_text(result, name)
     write_texts_atomic({paths[kind]: texts[kind] for kind in paths})  # all three, or none
     for method, r in result["methods"].items():

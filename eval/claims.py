@@ -3,7 +3,8 @@
 A claim "A beats B" is judged on d_k = A_k - B_k over the seeds k both were trained with (B is
 bicubic, the same for every seed, for "the net beats bicubic"): :data:`RULE`; and per test image,
 paired: :data:`IMAGE_RULE`. Every two variants that differ in the activation alone or the solver
-alone are compared (:func:`one_factor_pairs`); the long schedules, one run each, per image.
+alone are compared (:func:`one_factor_pairs`); the long schedules, one run each, per image. On a
+set of two or more test patients (a cohort) the paired test is over patients: :data:`PATIENT_RULE`.
 """
 import math
 import statistics
@@ -38,6 +39,18 @@ IMAGE_RULE = (f"Per image, the same pair is compared on each test image (each va
               f"agrees in sign; a mean below half the last printed digit is **{NEGLIGIBLE}**. A "
               f"per-image verdict speaks for these trained weights on these test images; whether "
               f"training does it again is what the seeds judge.")
+
+
+MIN_PATIENTS = 2  # below this the paired test stays per image (one patient's images)
+PATIENT_RULE = (f"On a data set of patients (a cohort, whose manifest names each test image's "
+                f"patient) with {MIN_PATIENTS} or more test patients, the paired test is per "
+                f"patient instead of per image: each value is the patient's mean over its test "
+                f"images (averaged over the seeds), and the sign test counts patients, since the "
+                f"slices of one patient are not independent samples. With fewer than 6 patients "
+                f"no outcome reaches p < {IMAGE_P:g} (the smallest two-sided p of n patients is "
+                f"2/2^n), so such a cohort supports no claim per patient. With one test patient the "
+                f"test stays per image, of that patient's images. The judgement over seeds uses "
+                f"each run's mean over all test images, as for the default data sets.")
 
 
 def judge(diffs, resolution=0.0):
@@ -138,6 +151,20 @@ def image_values(entries, seeds):
                 for i in range(len(entries[seeds[0]]["images"]))] for k in METRICS}
 
 
+def patient_values(entries, seeds):
+    """{metric: [per-patient mean averaged over ``seeds``]} of one variant's {seed: entry}
+    (eval.score.patient_summary's "each": every entry of one data set lists its patients alike)."""
+    return {k: [statistics.fmean(entries[s]["patients"]["each"][i][k] for s in seeds)
+                for i in range(entries[seeds[0]]["patients"]["n"])] for k in METRICS}
+
+
+def paired_unit(entries):
+    """"patient" when the paired test is over patients (entries scored per patient, at least
+    MIN_PATIENTS of them: :data:`PATIENT_RULE`), else "image"."""
+    patients = next(iter(entries.values())).get("patients")
+    return "patient" if patients and patients["n"] >= MIN_PATIENTS else "image"
+
+
 def sign_test(wins, losses):
     """Two-sided exact sign test p-value of ``wins`` against ``losses`` (ties left out)."""
     n = wins + losses
@@ -167,18 +194,21 @@ def judge_images(diffs, resolution=0.0):
             "verdict": verdict}
 
 
-def describe_images(metric, judged):
-    """``per image: A ahead on 9 of 12 (p=0.15), +0.02 ± 0.03 dB: not supported ...``."""
+def describe_images(metric, judged, per="image"):
+    """``per image: A ahead on 9 of 12 (p=0.15), +0.02 ± 0.03 dB: not supported ...``; ``per``
+    "patient": ``per patient: A ahead on 3 of 4 patients ...``."""
     unit = f" {metric.unit}" if metric.unit else ""
     sd = f" ± {metric.format(judged['sd'])}" if judged["sd"] is not None else ""
     ties = judged["n"] - judged["wins"] - judged["losses"]
     tie_text = f", {ties} tied" if ties else ""
-    return (f"per image: A ahead on {judged['wins']} of {judged['n']}{tie_text} (sign test "
+    counted = " patients" if per == "patient" else ""
+    return (f"per {per}: A ahead on {judged['wins']} of {judged['n']}{counted}{tie_text} (sign test "
             f"p={judged['p']:.2g}), {signed(metric, judged['mean'])}{sd}{unit}: {judged['verdict']}")
 
 
 def pair_line(title, a, b, a_entries, b_entries, over_seeds=True):
-    """One Markdown bullet judging "a beats b" over the seeds both have, and per image.
+    """One Markdown bullet judging "a beats b" over the seeds both have, and per image (per
+    patient on a set of patients: :data:`PATIENT_RULE`).
 
     ``a_entries``/``b_entries``: {seed: method entry with "mean" and "images"}; a bicubic entry
     is given as {None: entry}, the same for every seed. ``over_seeds`` False: one run each by
@@ -191,14 +221,16 @@ def pair_line(title, a, b, a_entries, b_entries, over_seeds=True):
     if not seeds:
         return f"- **{title}** ({a} - {b}): {NO_SEED}."
     parts = []
-    a_images, b_images = image_values(a_entries, seeds), image_values(b_entries, seeds)
+    per = paired_unit(a_entries)
+    values = patient_values if per == "patient" else image_values
+    a_images, b_images = values(a_entries, seeds), values(b_entries, seeds)
     for key, metric in METRICS.items():
         resolution = 0.5 * 10.0 ** -metric.decimals  # half the last digit the tables print
         diffs = [a_entries[s]["mean"][key] - b_entries[s]["mean"][key] for s in seeds]
         per_image = [x - y for x, y in zip(a_images[key], b_images[key])]
         means = (describe(metric, judge(diffs, resolution), seeds) if over_seeds else
                  f"{metric.title} {signed(metric, diffs[0])}{f' {metric.unit}' if metric.unit else ''}")
-        parts.append(means + "; " + describe_images(metric, judge_images(per_image, resolution)))
+        parts.append(means + "; " + describe_images(metric, judge_images(per_image, resolution), per))
     return f"- **{title}** ({a} - {b}): " + ". ".join(parts) + "."
 
 

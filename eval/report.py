@@ -13,11 +13,11 @@ from core.config import DATASETS, ROOT
 from core.machine import machine_line
 from core.outputs import check_replace
 from core.run_files import git_commit, long_dirs, read_manifest, run_label
-from eval.claims import IMAGE_RULE, RULE, claim_lines, long_claim_lines
+from eval.claims import IMAGE_RULE, PATIENT_RULE, RULE, claim_lines, long_claim_lines
 from eval.metrics import METRICS
-from eval.report_tables import (dataset_title, fig5_table, paper_images_table, sci, seeds_table,
-                                signed, split, summary_table)
-from eval.results import LONG_SCHEDULE, find_run_dirs
+from eval.report_tables import (dataset_title, fig5_table, paper_images_table, patient_table,
+                                patients_of, sci, seeds_table, signed, split, summary_table)
+from eval.results import LONG_SCHEDULE, TABLES_MARK, find_run_dirs
 
 DEFAULT_COMMAND = "make reproduce"
 TITLE = "# REPORT: medsr-caffe reproduction"  # the first line, and the report's mark
@@ -72,8 +72,11 @@ def figures_part(root, dataset):
 
 def dataset_section(root, dataset, result):
     bicubic, variants, longs = split(result)
+    patients = patients_of(result)
+    plural = "" if patients is None or len(patients) == 1 else "s"
+    of = "" if patients is None else f" of {len(patients)} test patient{plural}"
     parts = [f"## {dataset_title(dataset)}", "",
-             f"Test images: {len(bicubic['images'])}, x{result['scale']}."]
+             f"Test images: {len(bicubic['images'])}{of}, x{result['scale']}."]
     entry = paper.dataset(dataset)
     if entry and entry.get("test_images") not in (None, len(bicubic["images"])):
         parts[-1] += f" The paper used {entry['test_images']}."
@@ -82,6 +85,8 @@ def dataset_section(root, dataset, result):
         unit_text = f" ({metric.unit})" if metric.unit else ""
         parts += [f"### Fig. 5: {dataset}, {metric.title}{unit_text} per test image", "",
                   fig5_table(dataset, result, key), ""]
+    if patients is not None:
+        parts += patients_part(result, len(patients))
     images = paper_images_table(dataset)
     if images:
         parts += ["The paper's per-image values where its Fig. 5 is legible (its order; our test "
@@ -91,6 +96,18 @@ def dataset_section(root, dataset, result):
     if longs:
         parts += ["### The long schedules", ""] + long_part(longs, bicubic) + [""]
     return "\n".join(parts + figures_part(root, dataset))
+
+
+def patients_part(result, count):
+    """Each metric per test patient (its mean over its images), the mean over patients ± sd."""
+    how = ("the claims below are judged per patient" if count >= 2 else
+           "one test patient: its mean is the mean over its images; the claims are judged per image")
+    parts = [f"### Per patient ({how}: see How the claims are judged)", ""]
+    for key, metric in METRICS.items():
+        unit_text = f" ({metric.unit})" if metric.unit else ""
+        parts += [f"{metric.title}{unit_text}, each patient's mean over its test images:", "",
+                  patient_table(result, key), ""]
+    return parts
 
 
 def long_part(longs, bicubic):
@@ -119,8 +136,27 @@ def load_results(root, datasets):
     return out
 
 
-def report(root=ROOT, datasets=DATASETS, command=DEFAULT_COMMAND):
+def cohort_results(root):
+    """The data sets besides the default ones that `make eval` scored per patient (their
+    results/<name>.json has patients): a cohort's section follows the default sets'."""
+    names = []
+    for path in sorted((Path(root) / "results").glob("*.json")):
+        if path.stem in DATASETS:
+            continue
+        try:
+            table = json.loads(path.read_text())
+            if table.get("producer") == TABLES_MARK and patients_of(table) is not None:
+                names.append(path.stem)
+        except (OSError, ValueError, AttributeError, KeyError, TypeError):  # not a table of eval's
+            continue
+    return names
+
+
+def report(root=ROOT, datasets=None, command=DEFAULT_COMMAND):
+    """REPORT.md's text over ``datasets`` (default: the default data sets, then every cohort set
+    scored per patient: :func:`cohort_results`)."""
     root = Path(root)
+    datasets = list(DATASETS) + cohort_results(root) if datasets is None else datasets
     results = load_results(root, datasets)
     max_iter = paper.schedule()["max_iter"]
     head = [
@@ -137,8 +173,10 @@ def report(root=ROOT, datasets=DATASETS, command=DEFAULT_COMMAND):
         for key, metric in METRICS.items():
             unit_text = f" ({metric.unit})" if metric.unit else ""
             head += [f"### {metric.title}{unit_text}", "", summary_table(results, key), ""]
-    head += ["## How the claims are judged", "", RULE, "", IMAGE_RULE, "",
-             "## Iteration budget", "",
+    by_patient = any(patients_of(r) is not None for r in results.values())
+    head += ["## How the claims are judged", "", RULE, "", IMAGE_RULE, ""]
+    head += [PATIENT_RULE, ""] if by_patient else []
+    head += ["## Iteration budget", "",
              f"The paper trains each network for {sci(max_iter)} iterations. These runs used the "
              "budget below, set by the default profile (`core/config.py`, `max_iter`) or "
              "`ITERS=`/`PROFILE=paper`: numbers from far fewer iterations are not the paper's "
@@ -150,16 +188,20 @@ def report(root=ROOT, datasets=DATASETS, command=DEFAULT_COMMAND):
 def main(argv=None):
     p = command_line("eval.report", description=__doc__.splitlines()[0])
     p.add_argument("--out", type=Path, default=ROOT / "REPORT.md")
+    p.add_argument("--datasets", nargs="+", metavar="NAME",
+                   help="the data sets to report (default: the default ones, then every cohort set "
+                        "make eval scored per patient)")
     p.add_argument("--command", default=DEFAULT_COMMAND,
                    help=f"the command that produced the runs, printed in the report "
                         f"(default {DEFAULT_COMMAND!r}; e.g. 'make reproduce GRID=full SEEDS=3')")
     args = p.parse_args(argv)
-    return guarded("report", lambda: write_report(args.out, args.command))
+    return guarded("report", lambda: write_report(args.out, args.command, args.datasets))
 
 
-def write_report(out, command):
+def write_report(out, command, datasets=None):
     check_replace(out, report_refusal)  # before the work
-    write_text_atomic(out, report(command=command))
+    text = report(command=command) if datasets is None else report(command=command, datasets=datasets)
+    write_text_atomic(out, text)
     print(f"report: wrote {out}")
     return 0
 

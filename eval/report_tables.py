@@ -152,7 +152,8 @@ def fig5_table(dataset, result, key):
                  for _, seeds in columns]
         lines.append(f"| {name} | {' | '.join(cells)} |")
     means = [mean_sd(e["mean"][key] for e in seeds.values()) for _, seeds in columns]
-    lines.append("| **mean** | " + " | ".join(
+    mean_name = "**mean**" if patients_of(result) is None else f"**mean over {len(names)} images**"
+    lines.append(f"| {mean_name} | " + " | ".join(
         f"**{metric.format(m)}**" + (f" ± {metric.format(sd)}" if sd is not None else "")
         for m, sd in means) + " |")
     lines.append("| gain over bicubic | " + " | ".join(
@@ -215,4 +216,38 @@ def seeds_table(result):
             cells += [spread_text(m, [e["mean"][k] - bicubic["mean"][k] for e in seeds.values()])
                       for k, m in METRICS.items()]
             lines.append(f"| {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def patients_of(result):
+    """The test patients of a results JSON scored per patient (eval.score.patient_summary), in
+    order; None for a set without patients (the default data sets)."""
+    patients = result["methods"][BICUBIC].get("patients")
+    return None if patients is None else [e["patient"] for e in patients["each"]]
+
+
+def patient_table(result, key):
+    """One row per test patient for metric ``key``: its test images and each method's mean over
+    them (a variant's averaged over its seeds); then the mean over patients ± sd across them, the
+    patient count, and each method's gain over bicubic in that mean."""
+    metric = METRICS[key]
+    bicubic, variants, longs = split(result)
+    columns = [(BICUBIC, {0: bicubic})] + [(v, variants[v]) for v in ordered(variants)]
+    columns += [(long_column(v, e), {0: e}) for v, e in longs.items()]
+    head = ["patient", "images"] + [name if len(seeds) == 1 else f"{name} (mean of {len(seeds)} seeds)"
+                                    for name, seeds in columns]
+    lines = [f"| {' | '.join(head)} |", "|---" * len(head) + "|"]
+    each = bicubic["patients"]["each"]
+    per_column = [[statistics.fmean(e["patients"]["each"][i][key] for e in seeds.values())
+                   for i in range(len(each))] for _, seeds in columns]
+    for i, e in enumerate(each):
+        cells = [metric.format(values[i]) for values in per_column]
+        lines.append(f"| {e['patient']} | {e['images']} | {' | '.join(cells)} |")
+    means = [mean_sd(values) for values in per_column]
+    lines.append(f"| **mean over {len(each)} patient{'s' if len(each) != 1 else ''}** "
+                 f"(± sd across them) | {sum(e['images'] for e in each)} | " + " | ".join(
+                     f"**{metric.format(m)}**" + (f" ± {metric.format(sd)}" if sd is not None else "")
+                     for m, sd in means) + " |")
+    lines.append("| gain over bicubic | | " + " | ".join(
+        [DASH] + [signed(metric, m - means[0][0]) for m, _ in means[1:]]) + " |")
     return "\n".join(lines)

@@ -152,36 +152,56 @@ def entry(info):
     return {k: (info[k] if info else None) for k in keys}
 
 
-def evaluate(hr_images, runs, scale=None, engine="caffe", border="replicate"):
+def evaluate(hr_images, runs, scale=None, engine="caffe", border="replicate", patients=None):
     """{"scale", "border", "frame", "methods"}: bicubic first, then each run's final weights.
 
     ``runs``: run directories (named by :func:`name_runs`) or {name: run info}. ``scale`` and the
     scoring border (``scale`` px shaved per side, as the trainer's test) come from the runs'
     manifests; a ``scale`` given must agree (DataError otherwise, before anything is scored).
-    ``border`` is the net's 6-px frame fill (eval.infer.SRNet)."""
+    ``border`` is the net's 6-px frame fill (eval.infer.SRNet). ``patients`` ({image name:
+    patient}, core.datasets.image_patients): each method is also aggregated per patient."""
     named = runs if isinstance(runs, dict) else name_runs(runs)
     scale = common_scale(named, scale)
     from eval.infer import SRNet  # imports Caffe: only once the runs are known good
 
-    methods = {BICUBIC: entry(None) | score_method(hr_images, lambda up: up, scale=scale)}
+    methods = {BICUBIC: entry(None) | score_method(hr_images, lambda up: up, scale=scale,
+                                                   patients=patients)}
     for name, info in named.items():
         net = SRNet(info["deploy"], info["caffemodel"], engine=engine, border=border)
-        methods[name] = entry(info) | score_method(hr_images, net, scale=scale) | {
+        methods[name] = entry(info) | score_method(hr_images, net, scale=scale, patients=patients) | {
             "caffemodel": display_path(info["caffemodel"])}
     return {"scale": scale, "border": scale, "frame": border, "methods": methods}
 
 
 def csv_text(result):
-    """One row per method and image (and its mean), a column per metric (eval.metrics.METRICS)."""
+    """One row per method and image (and its mean), a column per metric (eval.metrics.METRICS).
+    A set of patients (its methods have ``"patients"``) adds a patient column, and after the mean
+    over images a row per patient (its mean), the mean over patients and their sd."""
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["method", "variant", "seed", "image", *METRICS])
+    by_patient = has_patients(result)
+    writer.writerow(["method", "variant", "seed", "image", *(["patient"] if by_patient else []),
+                     *METRICS])
     for method, r in result["methods"].items():
         seed = "" if r.get("seed") is None else r["seed"]
-        for row in r["images"] + [dict(r["mean"], name="mean")]:
-            values = [f"{row[k]:.{m.decimals + 2}f}" for k, m in METRICS.items()]
-            writer.writerow([method, r.get("variant") or method, seed, row["name"], *values])
+        rows = [(row["name"], row.get("patient"), row) for row in r["images"]]
+        rows.append(("mean", f"{len(r['images'])} images" if by_patient else None, r["mean"]))
+        if by_patient:
+            p = r["patients"]
+            rows += [("patient mean", e["patient"], e) for e in p["each"]]
+            rows += [("mean over patients", f"{p['n']} patients", p["mean"]),
+                     ("sd over patients", f"{p['n']} patients", p["sd"])]
+        for name, patient, values in rows:
+            cells = [("" if values[k] is None else f"{values[k]:.{m.decimals + 2}f}")
+                     for k, m in METRICS.items()]
+            writer.writerow([method, r.get("variant") or method, seed, name,
+                             *([patient] if by_patient else []), *cells])
     return out.getvalue()
+
+
+def has_patients(result):
+    """True when ``result`` was scored per patient (a cohort set: core.datasets.image_patients)."""
+    return "patients" in result["methods"][BICUBIC]
 
 
 # The mark of eval's tables (FORCE, core.outputs): the JSON's "producer", the Markdown's last
@@ -219,18 +239,52 @@ def table_refusal(kind, path):
 
 
 def markdown_table(result, title):
-    """Fig. 5 layout: one row per test image (and the mean), each metric per method."""
+    """Fig. 5 layout: one row per test image (and the mean), each metric per method; a set of
+    patients adds the mean over patients ± sd across them (n patients) and a table per patient."""
     methods = list(result["methods"])
     head = "| image | " + " | ".join(f"{name} {m.title}" for name in methods
                                      for m in METRICS.values()) + " |"
     rule = "|---" * (1 + len(METRICS) * len(methods)) + "|"
     names = [row["name"] for row in result["methods"][BICUBIC]["images"]]
+    by_patient = has_patients(result)
+    mean_name = f"**mean over {len(names)} images**" if by_patient else "**mean**"
     lines = [f"### {title} (x{result['scale']})", "", head, rule]
-    for i, name in enumerate(names + ["**mean**"]):
+    for i, name in enumerate(names + [mean_name]):
         cells = []
         for method in methods:
             r = result["methods"][method]
             row = r["mean"] if i == len(names) else r["images"][i]
             cells += [m.format(row[k]) for k, m in METRICS.items()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if by_patient:
+        lines += [patients_row(result, methods), "", patient_table(result, methods)]
     return "\n".join(lines) + "\n"
+
+
+def mean_sd_text(metric, mean, sd):
+    """``30.12 ± 0.45``, or the mean alone where there is no sd (one patient)."""
+    return metric.format(mean) + ("" if sd is None else f" ± {metric.format(sd)}")
+
+
+def patients_row(result, methods):
+    """The Fig. 5 table's row of the mean over patients ± sd across them."""
+    n = result["methods"][BICUBIC]["patients"]["n"]
+    cells = [mean_sd_text(m, p["mean"][k], p["sd"][k])
+             for p in (result["methods"][method]["patients"] for method in methods)
+             for k, m in METRICS.items()]
+    label = f"**mean over {n} patients** (± sd across them)" if n > 1 else \
+        "**mean over 1 patient** (its images' mean: no spread across patients)"
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def patient_table(result, methods):
+    """One row per test patient: its image count and each method's mean over its images."""
+    head = "| patient | images | " + " | ".join(f"{name} {m.title}" for name in methods
+                                                for m in METRICS.values()) + " |"
+    rule = "|---" * (2 + len(METRICS) * len(methods)) + "|"
+    lines = ["Per patient (each patient's mean over its test images):", "", head, rule]
+    each = {method: result["methods"][method]["patients"]["each"] for method in methods}
+    for i, e in enumerate(each[BICUBIC]):
+        cells = [m.format(each[method][i][k]) for method in methods for k, m in METRICS.items()]
+        lines.append(f"| {e['patient']} | {e['images']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)

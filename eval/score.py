@@ -4,6 +4,7 @@ Check on the standard benchmark (not run by the tests: Set5 is not available off
 identity method (bicubic), ``score_method(load_hr_folder("Set5"), lambda x: x)`` should give the
 published bicubic means for Set5 x3, 30.39 dB PSNR / 0.8682 SSIM.
 """
+import statistics
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +17,7 @@ from data_prep.matlab import modcrop
 from eval.metrics import METRICS, SSIM_WINDOW, to_uint8
 
 
-def score_method(hr_images, method, scale=DEFAULT.scale, border=None):
+def score_method(hr_images, method, scale=DEFAULT.scale, border=None, patients=None):
     """PSNR and SSIM of ``method`` on each HR image, and their arithmetic means (as the paper's
     tables average per-image PSNR, not MSE).
 
@@ -26,10 +27,12 @@ def score_method(hr_images, method, scale=DEFAULT.scale, border=None):
             estimate of the same size; ``lambda x: x`` scores bicubic itself.
         scale: the degradation factor (``degrade``).
         border: pixels shaved per side before scoring; ``scale`` by default, as the release.
+        patients: {image name: patient} (core.datasets.image_patients) or None: with it each image
+            row names its patient and the result has ``"patients"`` (:func:`patient_summary`).
 
     Returns:
         ``{"images": [{"name", <metric>...}, ...], "mean": {<metric>...}}`` for every metric of
-        ``eval.metrics.METRICS`` (PSNR and SSIM).
+        ``eval.metrics.METRICS`` (PSNR and SSIM), and ``"patients"`` where ``patients`` is given.
     """
     border = scale if border is None else border
     rows = []
@@ -41,12 +44,37 @@ def score_method(hr_images, method, scale=DEFAULT.scale, border=None):
             raise ValueError(f"{name}: method returned shape {estimate.shape}, "
                              f"expected {upscaled.shape}")
         reference, estimate = to_uint8(hr), to_uint8(estimate)
-        rows.append({"name": name, **{key: metric.score(reference, estimate, border)
-                                      for key, metric in METRICS.items()}})
+        who = {} if patients is None else {"patient": patient_of(patients, name)}
+        rows.append({"name": name, **who, **{key: metric.score(reference, estimate, border)
+                                             for key, metric in METRICS.items()}})
     if not rows:
         raise ValueError("score_method: no images to score")
     mean = {key: float(np.mean([row[key] for row in rows])) for key in METRICS}
-    return {"images": rows, "mean": mean}
+    if patients is None:
+        return {"images": rows, "mean": mean}
+    return {"images": rows, "mean": mean, "patients": patient_summary(rows)}
+
+
+def patient_of(patients, name):
+    if name not in patients:
+        raise DataError(f"{name}: a test image the data set's manifest gives no patient (a file "
+                        "added to test_images?)")
+    return patients[name]
+
+
+def patient_summary(rows):
+    """Per patient aggregation of image rows that name their patient: ``{"n", "mean", "sd",
+    "each"}``; ``each``: [{"patient", "images", <metric>...}] (each patient's mean over its
+    images, in order of first image); ``mean`` and ``sd``: over those patient means (sd None
+    below two patients). A patient counts once however many images it has."""
+    groups = {}
+    for row in rows:
+        groups.setdefault(row["patient"], []).append(row)
+    each = [{"patient": p, "images": len(g),
+             **{k: statistics.fmean(r[k] for r in g) for k in METRICS}} for p, g in groups.items()]
+    mean = {k: statistics.fmean(e[k] for e in each) for k in METRICS}
+    sd = {k: statistics.stdev(e[k] for e in each) if len(each) > 1 else None for k in METRICS}
+    return {"n": len(each), "mean": mean, "sd": sd, "each": each}
 
 
 def _check_size(name, image, scale, border):
