@@ -303,9 +303,10 @@ def test_a_bmp_has_no_room_for_a_mark_and_is_never_replaced(net, tmp_path):
         upscale.upscale_path(tmp_path / "in.bmp", tmp_path / "out.bmp", net, force=True)
 
 
-def test_the_dicom_mark_survives_what_issue_34_may_change(net, tmp_path):
-    """The mark is a private element of its own creator: ImageType, SeriesDescription or
-    DerivationDescription may say DERIVED and more without touching it."""
+def test_the_dicom_mark_survives_what_a_user_may_change(net, tmp_path):
+    """The mark is this project's Contributing Equipment item: ImageType, SeriesDescription or
+    DerivationDescription may change without touching it; a later tool's item after ours means
+    the file is that tool's, not ours."""
     from data_prep.io import marks
     write_dicom(tmp_path / "in.dcm", rng_image((6, 7), 1000, np.uint16))
     upscale.upscale_path(tmp_path / "in.dcm", tmp_path / "out.dcm", net)
@@ -314,7 +315,27 @@ def test_the_dicom_mark_survives_what_issue_34_may_change(net, tmp_path):
     ds.DerivationDescription = "something else"
     ds.save_as(str(tmp_path / "out.dcm"))
     assert marks.file_refusal("dicom", tmp_path / "out.dcm") is None
-    assert ds.private_block(0x0009, "medsr-caffe")[0x01].value.startswith("medsr-caffe")
+    assert ds.ContributingEquipmentSequence[-1].Manufacturer == "medsr-caffe"
+    later = pydicom.Dataset()
+    later.Manufacturer = "another tool"
+    ds.ContributingEquipmentSequence.append(later)
+    ds.save_as(str(tmp_path / "out.dcm"))
+    assert marks.file_refusal("dicom", tmp_path / "out.dcm") is not None
+
+
+def test_an_output_of_an_earlier_version_is_still_ours_and_its_old_mark_is_not_copied(
+        net, tmp_path):
+    """Earlier versions marked a private element (0009,xx01) under creator medsr-caffe: such a
+    file is still recognised, and upscaling it writes no private element (validators flag it)."""
+    from data_prep.io import marks
+    write_dicom(tmp_path / "old.dcm", rng_image((6, 7), 1000, np.uint16))
+    ds = pydicom.dcmread(str(tmp_path / "old.dcm"))
+    ds.private_block(0x0009, "medsr-caffe", create=True).add_new(0x01, "LO", "medsr-caffe upscale")
+    ds.save_as(str(tmp_path / "old.dcm"))
+    assert marks.file_refusal("dicom", tmp_path / "old.dcm") is None
+    upscale.upscale_path(tmp_path / "old.dcm", tmp_path / "out.dcm", net)
+    out = pydicom.dcmread(str(tmp_path / "out.dcm"))
+    assert not [t for t in out.keys() if t.group == 0x0009]
 
 
 # ---------------------------------------------------------------- stale temporaries

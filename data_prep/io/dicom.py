@@ -13,8 +13,8 @@ row and column directions (imresize's convention: new pixel n sits at old index
 Endian, uncompressed; SmallestImagePixelValue/LargestImagePixelValue dropped;
 DerivationDescription set; the attributes that say the file is derived and from what
 (ImageType DERIVED\\SECONDARY, SeriesDescription and SeriesNumber of their own, the sources:
-:mod:`data_prep.io.dicom_derived`); this project's mark added (a private element under the creator
-"medsr-caffe": :mod:`data_prep.io.marks`). MONOCHROME1 stays MONOCHROME1. Colour (8-bit RGB or YBR_FULL(_422):
+:mod:`data_prep.io.dicom_derived`), whose Contributing Equipment item naming this project is
+also the project's mark (:mod:`data_prep.io.marks`). MONOCHROME1 stays MONOCHROME1. Colour (8-bit RGB or YBR_FULL(_422):
 ultrasound, endoscopy, secondary captures) is read as RGB (:func:`colour_frames`) and written as
 uncompressed RGB, PlanarConfiguration 0.
 """
@@ -33,7 +33,7 @@ from pydicom.valuerep import DSfloat
 from core.errors import DataError
 from .dicom_derived import Derivation, mark_derived
 from .files import to_stored, write_with
-from .marks import mark_dicom
+from .marks import drop_old_dicom_mark
 
 __all__ = ["read", "pixel_frames", "is_colour", "colour_frames", "modality_values", "is_monochrome1", "invert_monochrome1",
            "bits_stored", "int_or_none", "linear_values", "rescale", "stored_dtype",
@@ -263,7 +263,7 @@ def _write_copy(path, out, stored, scale, series_uid, description, derived):
     out.DerivationDescription = description[:1024]  # an ST value holds 1024 characters at most
     derivation, sources, used = derived
     mark_derived(out, derivation, sources, description, used)
-    mark_dicom(out, description)
+    drop_old_dicom_mark(out)
     _set_uids(out, series_uid)
     # Straight to the file: no in-memory copy of a (possibly 250 MB) dataset.
     write_with(path, lambda tmp: out.save_as(str(tmp), write_like_original=False))

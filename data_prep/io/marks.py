@@ -4,7 +4,10 @@ FORCE replaces an existing output only when it carries its mark (``core.outputs`
 Every mark is a text that starts with :data:`core.outputs.PRODUCER`, "medsr-caffe", in a field
 the format keeps for such notes, so that readers of the file ignore it:
 
-    DICOM      a private element (0009,xx01) LO under the private creator "medsr-caffe"; a series
+    DICOM      the last item of the Contributing Equipment Sequence names "medsr-caffe" as its
+               Manufacturer (a standard attribute, added by ``data_prep.io.dicom_derived`` to
+               every file written; outputs of earlier versions carry a private element
+               (0009,xx01) under the creator "medsr-caffe" instead, still read); a series
                folder is this project's when every entry in it is such a file, all of one
                series (each command writes a new SeriesInstanceUID), or when it is empty
     NIfTI      a header extension of code 6 (comment); a pair keeps it in its .hdr
@@ -26,17 +29,19 @@ from pathlib import Path
 from core.atomic import staging_dir
 from core.outputs import PRODUCER
 
-__all__ = ["mark_text", "mark_dicom", "mark_nifti", "ITK_KEY", "mark_picture",
+__all__ = ["mark_text", "drop_old_dicom_mark", "dicom_is_ours", "mark_nifti", "ITK_KEY", "mark_picture",
            "write_marked_picture", "MARKS", "file_refusal", "series_refusal"]
 
-DICOM_GROUP = 0x0009  # odd: a private group; the creator reserves a block of it
+# Where outputs of earlier versions carried the mark: a private element, which validators
+# report as an unrecognised tag. Read, never written.
+DICOM_GROUP = 0x0009
 DICOM_ELEMENT = 0x01
 NIFTI_COMMENT = 6  # NIFTI_ECODE_COMMENT
 ITK_KEY = "medsr_caffe"
 SOFTWARE = 305  # TIFF tag
 
 # What each format's mark is, for the line that refuses a file without it
-MARKS = {"dicom": "a private element under creator medsr-caffe",
+MARKS = {"dicom": "a Contributing Equipment item naming medsr-caffe",
          "nifti": "a comment header extension", "nifti-pair": "a comment header extension",
          "nrrd": f"the field {ITK_KEY}", "metaimage": f"the field {ITK_KEY}",
          "png": "a Software tEXt chunk", "tiff": "a Software tag", "bmp": None}
@@ -55,11 +60,30 @@ def _is_mark(text):
 
 # ---------------------------------------------------------------------------------- DICOM
 
-def mark_dicom(ds, what):
-    """Put the mark into dataset ``ds`` (an input's own mark, when it was one of ours, is
-    overwritten: a private block is found by its creator)."""
-    block = ds.private_block(DICOM_GROUP, PRODUCER, create=True)
-    block.add_new(DICOM_ELEMENT, "LO", mark_text(what)[:64])  # an LO holds 64 characters
+def dicom_is_ours(ds):
+    """Whether dataset ``ds`` carries the mark: its last Contributing Equipment item names this
+    project (a later tool that derives from our output adds its own item after it), or the
+    private element of earlier versions."""
+    equipment = ds.get("ContributingEquipmentSequence") or []
+    if equipment and str(equipment[-1].get("Manufacturer", "")) == PRODUCER:
+        return True
+    try:
+        return _is_mark(ds.private_block(DICOM_GROUP, PRODUCER)[DICOM_ELEMENT].value)
+    except (KeyError, ValueError):
+        return False
+
+
+def drop_old_dicom_mark(ds):
+    """Remove the private block earlier versions wrote (an input that was one of our outputs):
+    an output says it is ours by its Contributing Equipment item only."""
+    try:
+        block = ds.private_block(DICOM_GROUP, PRODUCER)
+    except KeyError:
+        return
+    for tag in [t for t in ds.keys() if t.group == DICOM_GROUP and
+                (t.element == block.block_start >> 8 or
+                 block.block_start <= t.element < block.block_start + 0x100)]:
+        del ds[tag]
 
 
 def _dicom_series(path):
@@ -72,8 +96,8 @@ def _dicom_series(path):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             ds = pydicom.dcmread(str(path), stop_before_pixels=True, force=True)
-        marked = _is_mark(ds.private_block(DICOM_GROUP, PRODUCER)[DICOM_ELEMENT].value)
-    except Exception:  # not DICOM, unreadable, or no block of ours
+        marked = dicom_is_ours(ds)
+    except Exception:  # not DICOM or unreadable
         return None
     return str(ds.get("SeriesInstanceUID", "")) if marked else None
 
