@@ -250,6 +250,17 @@ def read_record(dst):
     return record if ours else None
 
 
+def place(series, src):
+    """Where ``series`` lies, relative to ``src``: a volume's path, the folder of a DICOM
+    series' files (their common folder, and how many, where they lie in several)."""
+    folders = sorted({str(Path(p).parent) for p in series.paths})
+    if series.kind == "volume":
+        return _rel(series.paths[0], src)
+    if len(folders) == 1:
+        return _rel(folders[0], src)
+    return f"{_rel(os.path.commonpath(folders), src)} ({len(folders)} folders)"
+
+
 def _rel(path, root):
     rel = os.path.relpath(path, root)
     return "." if rel == "." else rel
@@ -289,7 +300,7 @@ def upscale_tree(src, dst, series_regex, settings, upscale_one, force=False, job
         job.state, job.slices = "upscaled", info["slices"]
         record["series"][_rel(job.out, dst)] = {
             "uid": job.series.uid, "description": job.series.description,
-            "input": _rel(job.series.where(), src), "slices": info["slices"],
+            "input": place(job.series, src), "slices": info["slices"],
             "window": info.get("window"), "key": job.key,
             "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         write_json_atomic(dst / RECORD, record)
@@ -307,10 +318,10 @@ def _by_path(record, dst):
 
 def _last_run(summary):
     src, dst = summary["src"], summary["dst"]
-    return {"failed": [{"input": _rel(j.series.where(), src), "description": j.series.description,
+    return {"failed": [{"input": place(j.series, src), "description": j.series.description,
                         "uid": j.series.uid, "out": _rel(j.out, dst), "reason": j.why}
                        for j in summary["jobs"] if j.state == "failed"],
-            "series_left_out": [{"input": _rel(s.where(), src), "description": s.description,
+            "series_left_out": [{"input": place(s, src), "description": s.description,
                                  "uid": s.uid, "reason": s.reason} for s in summary["left_out"]],
             "files_left_out": [{"path": _rel(p, src), "reason": r}
                                for p, r in summary["files_out"]]}
@@ -325,19 +336,19 @@ def summary_lines(summary):
     series upscaled, skipped and left out (the record has them all)."""
     src, dst, jobs = summary["src"], summary["dst"], summary["jobs"]
     count = {state: [j for j in jobs if j.state == state] for state in ("upscaled", "done", "failed")}
-    lines = [f"upscale: {len(count['upscaled'])} series upscaled x{summary['scale']}, "
-             f"{len(count['done'])} skipped (finished before), {len(count['failed'])} failed, of "
-             f"{len(jobs)} matching; {len(summary['left_out'])} series and "
-             f"{len(summary['files_out'])} file(s) left out -> {dst}"]
+    lines = [f"upscale: {len(jobs)} series: {len(count['upscaled'])} upscaled x{summary['scale']}, "
+             f"{len(count['done'])} skipped (finished before), {len(count['failed'])} failed; "
+             f"{len(summary['left_out'])} series and {len(summary['files_out'])} file(s) left "
+             f"out -> {dst}"]
     for job in count["failed"]:  # all of them: each needs the user
-        lines.append(f"  FAILED    {_rel(job.series.where(), src)}  {job.series.description!r}: "
+        lines.append(f"  FAILED    {place(job.series, src)}  {job.series.description!r}: "
                      f"{job.why}")
     for state, word in (("upscaled", "upscaled "), ("done", "skipped  ")):
         lines += [f"  {word} {_where(j, src, dst)}  {j.series.description!r}  "
                   f"{j.slices if j.slices is not None else '?'} slice(s)"
                   for j in count[state][:SHOWN]]
         lines += _more(len(count[state]))
-    lines += [f"  left out  {_rel(s.where(), src)}  {s.description!r}: {s.reason}"
+    lines += [f"  left out  {place(s, src)}  {s.description!r}: {s.reason}"
               for s in summary["left_out"][:SHOWN]]
     lines += _more(len(summary["left_out"]))
     lines += [f"  left out file  {_rel(p, src)}: {r}" for p, r in summary["files_out"][:SHOWN]]
@@ -347,7 +358,7 @@ def summary_lines(summary):
 
 def _where(job, src, dst):
     """The series' place in the input, and in the output where that is not the same path."""
-    there, here = _rel(job.series.where(), src), _rel(job.out, dst)
+    there, here = place(job.series, src), _rel(job.out, dst)
     return there if there == here else f"{there} -> {here}"
 
 
