@@ -186,7 +186,7 @@ bench: check-venv  ## Caffe training step of each configuration (tools/bench_tra
 	@cd $(ROOT_ARG) && { $(PY_ARG) -c 'import torch' 2>/dev/null || $(PY_ARG) -m pip install --quiet -r tools/setup/requirements-bench.txt; }
 	@cd $(ROOT_ARG) && GLOG_minloglevel=2 $(PY_ARG) -m tools.bench_train $(call args,$(BENCH_ARGS))
 
-upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [SERIES=REGEX: IN is a study tree, every matching series into a mirrored tree] [MEM=MB] [FORCE=1]
+upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [SERIES=REGEX: IN is a study tree, each matching series x3] [MEM=MB] [FORCE=1]
 	$(call require,IN OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make upscale: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY_ARG) -m eval.upscale --in=$(call quote,$(IN)) --out=$(call quote,$(OUT)) $(if $(REFERENCE),--reference=$(call quote,$(REFERENCE))) $(if $(RUN),--run=$(call quote,$(RUN))) $(if $(SERIES),--series=$(call quote,$(SERIES))) $(if $(FORCE),--force) $(if $(MEM),--memory-budget=$(call quote,$(MEM))) $(GPU_ARG)
 
 export: check-venv  ## a run's net as ONNX, verified against pycaffe in ONNX Runtime and OpenCV: OUT=model.onnx RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [FORCE=1]

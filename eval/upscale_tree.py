@@ -52,7 +52,7 @@ from core.errors import DataError
 from core.outputs import PRODUCER, check_replace
 from data_prep.cohort.build import _nothing_used
 from data_prep.cohort.plan import find_series
-from data_prep.cohort.summary import SHOWN
+from data_prep.cohort.summary import SHOWN, _entry, _grouped, _left_out_line
 from data_prep.cohort.walk import read_infos, tree_files
 from data_prep.io import by_name, sniff
 from data_prep.io.marks import series_refusal
@@ -348,9 +348,9 @@ def summary_lines(summary):
                   f"{j.slices if j.slices is not None else '?'} slice(s)"
                   for j in count[state][:SHOWN]]
         lines += _more(len(count[state]))
-    lines += [f"  left out  {place(s, src)}  {s.description!r}: {s.reason}"
-              for s in summary["left_out"][:SHOWN]]
-    lines += _more(len(summary["left_out"]))
+    groups = _grouped([_entry(s) | {"reason": s.reason} for s in summary["left_out"]])
+    lines += [_left_out_line(entries) for entries in groups[:SHOWN]]  # as make data's summary
+    lines += _more(len(groups))
     lines += [f"  left out file  {_rel(p, src)}: {r}" for p, r in summary["files_out"][:SHOWN]]
     lines += _more(len(summary["files_out"]))
     return lines
