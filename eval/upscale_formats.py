@@ -179,7 +179,8 @@ def _upscale_series(items, fmt, net, scale, out_path):
     series = group_series(items)
     if len(series) > 1:
         raise DataError(f"{items[0][0].parent}: holds {len(series)} DICOM series; "
-                        "give a folder with one series")
+                        "give a folder with one series, or --series REGEX (SERIES= with make) "
+                        "to upscale each series it matches")
     _check_series_geometry(items)
     if any(dicom.is_colour(ds) for _, ds in items):
         return _upscale_colour_series(items, fmt, net, scale, out_path)

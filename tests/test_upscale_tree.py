@@ -16,7 +16,6 @@ import pydicom
 import pytest
 
 from eval import upscale
-from eval.upscale_tree import RECORD, find_tree_series, plan_jobs
 from tests.helpers import make, make_run
 from tools.synth_cohort import write_cohort
 
@@ -26,6 +25,7 @@ PATIENTS = ["SYN-0001", "SYN-0002", "SYN-0003"]
 STUDY = Path("/work/shared/data/prostate_mr/ProstateX-0001_study")
 DATE = "01-01-2020 MR prostate"
 T2, TFL = "1.000000-t2 tse tra-1117", "4.000000-tfl 3d PD ref tra-4468"
+RECORD = "upscale-tree.json"  # eval.upscale_tree.RECORD
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +211,8 @@ def test_a_tree_without_series_is_refused_and_a_series_folder_works_as_before(tr
 @pytest.mark.skipif(not STUDY.is_dir(), reason="the ProstateX-0001 study is not in /work/shared")
 def test_the_prostatex_study_gives_its_two_t2_axial_series(tmp_path):
     import re
+
+    from eval.upscale_tree import find_tree_series, plan_jobs
     used, left, _ = find_tree_series(STUDY, re.compile("t2_tse_tra", re.IGNORECASE))
     assert [s.description for s in used] == ["t2_tse_tra", "t2_tse_tra"]
     assert len(left) == 9
@@ -227,3 +229,27 @@ def test_make_upscale_takes_a_tree_with_series(tree, model, tmp_path):
     assert "3 series: 2 upscaled x3, 0 skipped (finished before), 1 failed" in done.stdout
     assert "1 of 3 series failed" in done.stderr
     assert (tmp_path / "out" / "SYN-0001" / DATE / T2).is_dir()
+
+
+def test_a_folder_of_several_series_without_series_names_the_option(tree, model, tmp_path, capsys):
+    src = tmp_path / "flat"
+    src.mkdir()
+    for series in (T2, TFL):
+        for path in sorted((tree / "SYN-0003" / DATE / series).iterdir())[:2]:
+            shutil.copy(path, src / f"{series[:2]}-{path.name}")
+    assert run(src, tmp_path / "out", model, series=None) == 2
+    assert "holds 2 DICOM series; give a folder with one series, or --series REGEX" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_the_progress_bar_is_over_series_on_a_terminal_only(tree, model, tmp_path, monkeypatch):
+    from eval import upscale_tree
+    bars = []
+
+    def bar(items, **kwargs):
+        bars.append(kwargs)
+        return items
+    monkeypatch.setattr(upscale_tree, "tqdm", bar)
+    assert run(tree / "SYN-0003", tmp_path / "out", model, series="tfl") == 0
+    assert bars == [{"desc": "series", "unit": "series", "disable": None}]
