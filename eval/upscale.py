@@ -1,8 +1,12 @@
 """Super-resolve a user's image with a trained net and write it back in the same format.
 
-    python -m eval.upscale --in PATH --out PATH
+    python -m eval.upscale --in PATH --out PATH [--series REGEX]
         (--run RUN_DIR | --reference DATASET | --model CAFFEMODEL --deploy PROTOTXT)
         [--engine ENGINE] [--axis 2] [--memory-budget MB] [--gpu N] [--force]
+
+With ``--series``, ``--in`` is a study tree and every series it matches is upscaled into a tree
+that mirrors it (``eval.upscale_tree``: the layout, the summary, reruns); without it, a folder is
+one series, as below, and a folder of folders is refused in one line that asks for ``--series``.
 
 The factor is the run's ``config.scale`` (3, ``DEFAULT_SCALE``, for a bare --model or a manifest
 without a config). Files are read and written through :mod:`data_prep.io`, whose writers say

@@ -297,6 +297,10 @@ def upscale_tree(src, dst, series_regex, settings, upscale_one, force=False, job
         except MemoryError:
             job.state, job.why = "failed", "out of memory (try a smaller --memory-budget)"
             continue
+        except OSError as exc:  # disk full, read-only: it stops every series, so the run
+            if exc.filename is None:  # a write() that fills the disk names no file
+                raise OSError(exc.errno, exc.strerror, str(job.out)) from exc
+            raise
         job.state, job.slices = "upscaled", info["slices"]
         record["series"][_rel(job.out, dst)] = {
             "uid": job.series.uid, "description": job.series.description,

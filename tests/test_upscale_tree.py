@@ -253,3 +253,29 @@ def test_the_progress_bar_is_over_series_on_a_terminal_only(tree, model, tmp_pat
     monkeypatch.setattr(upscale_tree, "tqdm", bar)
     assert run(tree / "SYN-0003", tmp_path / "out", model, series="tfl") == 0
     assert bars == [{"desc": "series", "unit": "series", "disable": None}]
+
+
+def test_a_full_disk_stops_the_run_in_one_line_and_a_rerun_goes_on(tree, model, tmp_path,
+                                                                    monkeypatch, capsys):
+    """A file system error stops every series alike: exit 1 at once, one line; the series
+    finished before it are recorded, and the rerun skips them."""
+    import errno
+
+    from eval import upscale_formats
+    real, calls = upscale_formats.upscale_series_files, []
+
+    def fills_up(paths, dst, net, scale):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(paths, dst, net, scale)
+    monkeypatch.setattr(upscale_formats, "upscale_series_files", fills_up)
+    src, out = tree / "SYN-0003", tmp_path / "out"
+    assert run(src, out, model, series="t2_tse|tfl") == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"upscale: error: cannot write {calls[1]}: No space left on device; the series "
+                   "finished so far are kept (a rerun skips them)"]
+    assert calls[0].is_dir() and not calls[1].exists()
+    monkeypatch.setattr(upscale_formats, "upscale_series_files", real)
+    assert run(src, out, model, series="t2_tse|tfl") == 0
+    assert "2 series: 1 upscaled x3, 1 skipped (finished before)" in capsys.readouterr().out
