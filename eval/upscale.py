@@ -184,7 +184,8 @@ def parse_args(argv):
                    help="PNG/TIFF/BMP, DICOM file or series folder, NIfTI (.nii, .nii.gz, or a .hdr/.img "
                         "pair), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd)")
     p.add_argument("--out", type=Path, required=True,
-                   help="output file (a folder for a DICOM folder or --series); same format as --in")
+                   help="output file (a folder for a DICOM folder or --series); same format "
+                        "as --in")
     p.add_argument("--series", metavar="REGEX",
                    help="--in is a study tree (any depth): upscale every series whose "
                         "SeriesDescription (else ProtocolName; a volume's file name) matches "

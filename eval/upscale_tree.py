@@ -10,11 +10,11 @@ cohort leaves it out: listed in the summary, not a failure. A patient is not nee
 so a series without PatientID is upscaled.
 
 Where each output goes (``--out`` mirrors ``--in``; the rule cannot make two outputs meet):
-    a DICOM series whose files are alone in their folder F (no other series, DICOM or volume, in
-    F or under it), F not ``--in`` itself     -> OUT/<F relative to IN>/, file names kept;
+    a DICOM series whose files are alone in their folder F (no other series, DICOM or volume,
+    in F or under it), F not ``--in`` itself: OUT/<F relative to IN>/, file names kept;
     any other DICOM series (several series in one folder, a series across folders, files
-    directly in ``--in``)                     -> OUT/<its files' common folder>/<SeriesInstanceUID>/;
-    a volume                                  -> OUT/<its path relative to IN>.
+    directly in ``--in``): OUT/<its files' common folder, relative>/<SeriesInstanceUID>/;
+    a volume: OUT/<its path relative to IN>.
 The rule depends on the tree only, not on ``--series``: a rerun with another regex puts a series
 where it was. Should a tree still make two outputs meet (one inside another, or one on the
 record), each of those series fails, before any work.
@@ -209,7 +209,8 @@ def sort_jobs(jobs, record, src, settings, force):
             continue
         job.state = "replace" if here else "new"
     if refused:
-        more = f"; {len(refused) - 1} more series outputs are in the way" if len(refused) > 1 else ""
+        more = f"; {len(refused) - 1} more series outputs are in the way" \
+            if len(refused) > 1 else ""
         raise DataError(f"{refused[0]}{more} (a series not finished with this net and these "
                         "files; nothing was written)")
 
@@ -339,7 +340,8 @@ def summary_lines(summary):
     """The summary printed at the end: counts, then every series failed, and SHOWN lines of the
     series upscaled, skipped and left out (the record has them all)."""
     src, dst, jobs = summary["src"], summary["dst"], summary["jobs"]
-    count = {state: [j for j in jobs if j.state == state] for state in ("upscaled", "done", "failed")}
+    count = {state: [j for j in jobs if j.state == state]
+             for state in ("upscaled", "done", "failed")}
     lines = [f"upscale: {len(jobs)} series: {len(count['upscaled'])} upscaled x{summary['scale']}, "
              f"{len(count['done'])} skipped (finished before), {len(count['failed'])} failed; "
              f"{len(summary['left_out'])} series and {len(summary['files_out'])} file(s) left "

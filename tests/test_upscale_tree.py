@@ -102,7 +102,8 @@ def test_a_rerun_skips_the_finished_series_and_does_the_rest(tree, model, tmp_pa
     capsys.readouterr()
     assert run(src, out, model) == 2  # the broken series fails again; no other is rewritten
     assert stats(out) == before
-    assert "6 series: 0 upscaled x3, 5 skipped (finished before), 1 failed" in capsys.readouterr().out
+    skipped = "6 series: 0 upscaled x3, 5 skipped (finished before), 1 failed"
+    assert skipped in capsys.readouterr().out
     (src / "SYN-0002" / DATE / T2 / "1-05.dcm").unlink()  # the user mends the broken series
     assert run(src, out, model) == 0
     after = stats(out)
@@ -137,7 +138,8 @@ def test_several_series_in_one_folder_and_volumes_get_outputs_that_cannot_meet(t
     for patient, folder in (("SYN-0003", src / "flat"), ("SYN-0001", src)):
         for series in (T2, TFL):
             files = sorted((tree / patient / DATE / series).iterdir())
-            uids.setdefault(folder, []).append(str(pydicom.dcmread(str(files[0])).SeriesInstanceUID))
+            uid = str(pydicom.dcmread(str(files[0])).SeriesInstanceUID)
+            uids.setdefault(folder, []).append(uid)
             for k, path in enumerate(files[:4]):
                 shutil.copy(path, folder / f"{series[:2]}{k}.dcm")
     (src / "vols").mkdir()
@@ -217,7 +219,8 @@ def test_the_prostatex_study_gives_its_two_t2_axial_series(tmp_path):
     assert [s.description for s in used] == ["t2_tse_tra", "t2_tse_tra"]
     assert len(left) == 9
     jobs = plan_jobs(STUDY, tmp_path, used, left)
-    assert sorted(j.out.name for j in jobs) == ["10.000000-t2tsetra-17541", "6.000000-t2tsetra-76610"]
+    assert sorted(j.out.name for j in jobs) == ["10.000000-t2tsetra-17541",
+                                                "6.000000-t2tsetra-76610"]
 
 
 @pytest.mark.slow
