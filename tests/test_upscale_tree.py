@@ -282,3 +282,15 @@ def test_a_full_disk_stops_the_run_in_one_line_and_a_rerun_goes_on(tree, model, 
     monkeypatch.setattr(upscale_formats, "upscale_series_files", real)
     assert run(src, out, model, series="t2_tse|tfl") == 0
     assert "2 series: 1 upscaled x3, 1 skipped (finished before)" in capsys.readouterr().out
+
+
+def test_a_nifti_pair_in_a_tree_is_one_series(model, tmp_path, capsys):
+    """The walk sees a .hdr and its .img: one volume, named by its header, written as a pair."""
+    (tmp_path / "in" / "vols").mkdir(parents=True)
+    data = np.arange(48, dtype=np.float32).reshape(4, 4, 3)
+    nib.save(nib.Nifti1Pair(data, np.eye(4)), str(tmp_path / "in" / "vols" / "p.hdr"))
+    assert run(tmp_path / "in", tmp_path / "out", model, series=".") == 0
+    assert capsys.readouterr().out.startswith("upscale: 1 series: 1 upscaled x3, 0 skipped "
+                                              "(finished before), 0 failed; 0 series and 0 file(s)")
+    assert sorted(p.name for p in (tmp_path / "out" / "vols").iterdir()) == ["p.hdr", "p.img"]
+    assert nib.load(str(tmp_path / "out" / "vols" / "p.hdr")).shape == (12, 12, 3)
