@@ -1,8 +1,12 @@
 """Super-resolve a user's image with a trained net and write it back in the same format.
 
-    python -m eval.upscale --in PATH --out PATH
+    python -m eval.upscale --in PATH --out PATH [--series REGEX]
         (--run RUN_DIR | --reference DATASET | --model CAFFEMODEL --deploy PROTOTXT)
         [--engine ENGINE] [--axis 2] [--memory-budget MB] [--gpu N] [--force]
+
+With ``--series``, ``--in`` is a study tree and every series it matches is upscaled into a tree
+that mirrors it (``eval.upscale_tree``: the layout, the summary, reruns); without it, a folder is
+one series, as below, and a folder of folders is refused in one line that asks for ``--series``.
 
 The factor is the run's ``config.scale`` (3, ``DEFAULT_SCALE``, for a bare --model or a manifest
 without a config). Files are read and written through :mod:`data_prep.io`, whose writers say
@@ -49,6 +53,7 @@ if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (
     exit_quietly_until_main()
 
 import os
+import re
 
 os.environ.setdefault("GLOG_minloglevel", "2")  # before Caffe loads: keep errors to one line
 
@@ -179,7 +184,13 @@ def parse_args(argv):
                    help="PNG/TIFF/BMP, DICOM file or series folder, NIfTI (.nii, .nii.gz, or a .hdr/.img "
                         "pair), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd)")
     p.add_argument("--out", type=Path, required=True,
-                   help="output file (a folder for a DICOM folder); same format as --in")
+                   help="output file (a folder for a DICOM folder or --series); same format "
+                        "as --in")
+    p.add_argument("--series", metavar="REGEX",
+                   help="--in is a study tree (any depth): upscale every series whose "
+                        "SeriesDescription (else ProtocolName; a volume's file name) matches "
+                        "REGEX (case-insensitive; '.' for all) into a tree under --out that "
+                        "mirrors it; a rerun skips the series finished (eval/upscale_tree.py)")
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--run", type=Path,
                        help="run directory: its last snapshot, deploy net and scale")
@@ -210,6 +221,11 @@ def parse_args(argv):
         p.error("--deploy goes with --model (--run uses the run's deploy.prototxt)")
     if not args.memory_budget > 0:
         p.error("--memory-budget must be a positive number of MB")
+    if args.series is not None:
+        try:
+            re.compile(args.series)
+        except re.error as exc:
+            p.error(f"--series {args.series!r}: not a regular expression ({exc})")
     if args.reference is not None:
         args.run = reference_run(args.reference, p)
     elif args.run is not None:
@@ -240,16 +256,49 @@ def reference_run(name, parser):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.series is not None:
+        return guarded("upscale", lambda: run_tree(args),
+                       left="; the series finished so far are kept (a rerun skips them)")
     return guarded("upscale", lambda: run(args), left="; no output was written")
 
 
-def run(args):
-    check_io(args.input, args.out, args.force)  # before the net: fail fast on bad paths
+def check_not_a_tree(src):
+    """DataError for a folder without DICOM files of its own but with folders in it (a study
+    tree, read with --series; a folder is otherwise one series, its subfolders not searched)."""
+    src = Path(src)
+    if not src.is_dir() or any(format_of_or_none(f) in ("dicom", "image") for f in list_files(src)):
+        return  # a series folder, or a folder of pictures (check_series_folder says so)
+    if any(d.is_dir() and not d.name.startswith(".") for d in src.iterdir()):
+        raise DataError(f"{src}: a folder of folders (a study tree?): give --series REGEX "
+                        "(SERIES= with make) to upscale each series it matches, e.g. --series "
+                        "'t2_tse' or --series . for all")
+
+
+def format_of_or_none(path):
+    """The format's kind of ``path`` ("dicom", "image", "volume"), None when unknown."""
+    try:
+        from data_prep.io import sniff
+        name = sniff(path)
+    except DataError:
+        return None
+    return by_name(name).kind if name else None
+
+
+def load_net(args):
+    """(SRNet, scale, settings) of the command line's net; settings: what says which net wrote
+    an output (eval.upscale_tree's key)."""
     deploy, caffemodel, scale = resolve_run(args.run, args.model, args.deploy)
     from eval.infer import SRNet  # imports Caffe: only once the paths are known good
     from core.device import use_device
     use_device(args.gpu)
     net = SRNet(deploy, caffemodel, engine=args.engine, budget_mb=args.memory_budget)
+    return net, scale, (deploy, caffemodel)
+
+
+def run(args):
+    check_not_a_tree(args.input)
+    check_io(args.input, args.out, args.force)  # before the net: fail fast on bad paths
+    net, scale, _ = load_net(args)
     try:
         info = upscale_path(args.input, args.out, net, axis=args.axis, force=args.force,
                             scale=scale)
@@ -258,6 +307,39 @@ def run(args):
     lo, hi = info["window"]
     print(f"upscale: {info['slices']} slice(s) x{info['scale']}, window {lo:.6g}..{hi:.6g} "
           f"-> {info['out']}")
+    return 0
+
+
+def run_tree(args):
+    """--series: every matching series of the tree --in into --out (eval.upscale_tree); 2 when
+    a series failed (the summary names it), the others being written."""
+    from core.locks import exclusive, lock_beside
+    from eval import upscale_tree as tree
+    from eval.upscale_formats import upscale_series_files
+    tree.check_tree_out(args.input, args.out)  # before the net: fail fast on bad paths
+    deploy, caffemodel, scale = resolve_run(args.run, args.model, args.deploy)
+    settings = {"net": tree.net_id(deploy, caffemodel), "scale": scale, "engine": args.engine,
+                "axis": args.axis}
+    loaded = {}
+
+    def upscale_one(job):
+        if "net" not in loaded:  # once, and only once the tree is planned and free to write
+            loaded["net"] = load_net(args)[0]
+        if job.series.kind == "volume":
+            return upscale_path(job.series.paths[0], job.out, loaded["net"], axis=args.axis,
+                                force=args.force, scale=scale)
+        return upscale_series_files(job.series.paths, job.out, loaded["net"], scale)
+
+    with exclusive(lock_beside(args.out), "upscale --series", args.out):
+        summary = tree.upscale_tree(args.input, args.out, args.series, settings,
+                                    upscale_one, force=args.force)
+    for line in tree.summary_lines(summary):
+        print(line)
+    bad = tree.failed(summary)
+    if bad:
+        print(f"upscale: error: {len(bad)} of {len(summary['jobs'])} series failed (named "
+              f"above); the others are in {args.out}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -4,6 +4,7 @@ series or volume through one intensity window (:func:`_window`). ``HANDLERS`` ma
 kind to its handler, ``handler(src, dst, fmt, net, axis, scale)``.
 """
 import math
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -11,7 +12,7 @@ from tqdm import tqdm
 from core.atomic import atomic_dir
 from core.errors import DataError, warn
 from data_prep.intensity import DEFAULT_PERCENTILES, check_numeric, percentile_window
-from data_prep.io import dicom, images
+from data_prep.io import by_name, dicom, images
 from data_prep.io.dicom_series import (check_same_size, check_stack, group_series,
                                        series_files, sort_series)
 from data_prep.io.marks import write_marked_picture
@@ -118,18 +119,41 @@ def _upscale_dicom(src, dst, fmt, net, axis, scale):
         return _upscale_series(items, fmt, net, scale, lambda path: tmp / path.name)
 
 
+def upscale_series_files(paths, dst, net, scale):
+    """One DICOM series given as its files (``eval.upscale_tree``: a series is its
+    SeriesInstanceUID, wherever its files lie) into the folder ``dst``, file names kept, as a
+    series folder holding just those files is upscaled: the same reads, window and writes."""
+    fmt = by_name("dicom")
+    paths = [Path(p) for p in paths]
+    names = {}
+    for path in paths:
+        if path.name in names:
+            raise DataError(f"{path}: its series has another file of this name "
+                            f"({names[path.name]}); the output folder keeps file names")
+        names[path.name] = path
+    items = _read_images(paths, fmt, paths[0].parent)
+    with atomic_dir(dst) as tmp:
+        return _upscale_series(items, fmt, net, scale, lambda path: tmp / path.name)
+
+
 def _series_images(folder, fmt):
-    """[(path, dataset)] of a folder's DICOM images. Other DICOM objects (a DICOMDIR, a structured
-    report, a presentation state: an exported study often holds them) and unreadable files are
-    skipped with a warning naming them, as `data_prep` does, and are not copied to the output."""
+    """[(path, dataset)] of a folder's DICOM images (:func:`_read_images`)."""
+    return _read_images(series_files(folder), fmt, folder)
+
+
+def _read_images(paths, fmt, where):
+    """[(path, dataset)] of the DICOM images among ``paths``. Other DICOM objects (a DICOMDIR, a
+    structured report, a presentation state: an exported study often holds them) and unreadable
+    files are skipped with a warning naming them, as `data_prep` does, and are not copied to the
+    output."""
     items = []
-    for path in series_files(folder):
+    for path in paths:
         try:
             items.append((path, fmt.read(path)))
         except DataError as exc:
             warn(f"{exc}; skipped (not in the output)")
     if not items:
-        raise DataError(f"{folder}: no DICOM images (only objects without pixel data, or "
+        raise DataError(f"{where}: no DICOM images (only objects without pixel data, or "
                         "unreadable files)")
     return items
 
@@ -155,7 +179,8 @@ def _upscale_series(items, fmt, net, scale, out_path):
     series = group_series(items)
     if len(series) > 1:
         raise DataError(f"{items[0][0].parent}: holds {len(series)} DICOM series; "
-                        "give a folder with one series")
+                        "give a folder with one series, or --series REGEX (SERIES= with make) "
+                        "to upscale each series it matches")
     _check_series_geometry(items)
     if any(dicom.is_colour(ds) for _, ds in items):
         return _upscale_colour_series(items, fmt, net, scale, out_path)
