@@ -147,7 +147,15 @@ def pixel_data_by_sop(folder):
 @pytest.mark.slow
 def test_pacs_up_is_idempotent_and_down_stops_only_its_own(tmp_path):
     folder, port = tmp_path / "pacs dir", free_port()
-    start(folder, port)  # installs if needed, so that make below only starts
+    start(folder, port)  # installs if needed (or skips), so that make below only starts
+    assert orthanc("down", "--dir", folder).returncode == 0
+    try:
+        check_up_twice_then_down(folder, port)
+    finally:
+        orthanc("down", "--dir", folder)
+
+
+def check_up_twice_then_down(folder, port):
     first = make("pacs-up", f"PACS_DIR={folder}", f"PACS_PORT={port}")
     second = make("pacs-up", f"PACS_DIR={folder}", f"PACS_PORT={port}")
     assert first.returncode == second.returncode == 0, first.stderr + second.stderr
@@ -156,7 +164,7 @@ def test_pacs_up_is_idempotent_and_down_stops_only_its_own(tmp_path):
     assert lines.startswith(f"export MEDSR_PACS_URL=http://127.0.0.1:{port}\n")
     assert f"export MEDSR_PACS_CREDENTIALS={folder}/credentials" in lines
     pid = int((folder / "orthanc.pid").read_text())
-    assert "already up" in second.stdout and alive(pid)
+    assert "already up" not in first.stdout and "already up" in second.stdout and alive(pid)
 
     # a pid file naming another process: down leaves it alone
     decoy = subprocess.Popen(["sleep", "60"])
