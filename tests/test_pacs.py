@@ -272,6 +272,29 @@ def test_a_store_interrupted_midway_leaves_no_series(pacs, monkeypatch):
 
 @pytest.mark.pacs
 @pytest.mark.slow
+def test_the_command_line_pushes_lists_and_pulls(server, pacs, tmp_path):
+    local = pydicom.dcmread(next(SHIPPED.iterdir()), stop_before_pixels=True)
+    env = {"MEDSR_PACS_URL": server["url"], "MEDSR_PACS_CREDENTIALS": server["credentials"]}
+    try:
+        push = cli("--push", str(SHIPPED), env=env)
+        assert push.returncode == 0, push.stderr
+        assert push.stdout == f"dicomweb: stored series {local.SeriesInstanceUID} (19 instances)\n"
+        studies = cli("--studies", env=env)
+        assert studies.stdout.startswith(f"{local.StudyInstanceUID}\tProstateX-0000\t"), studies.stdout
+        listed = cli("--study", local.StudyInstanceUID, "--series", "t2_.*", env=env)
+        assert listed.stdout == f"{local.SeriesInstanceUID}\t4\t19\tt2_tse_tra\n"
+        pull = cli("--study", local.StudyInstanceUID, "--series", "t2_.*", "--pull", str(tmp_path), env=env)
+        assert pull.returncode == 0, pull.stderr
+        assert len(list((tmp_path / f"4_t2_tse_tra_{local.SeriesInstanceUID}").iterdir())) == 19
+        usage = cli("--pull", str(tmp_path), env=env)
+        assert usage.returncode == 2
+        assert usage.stderr == "dicomweb: error: give one of --studies, --study UID or --push DIR\n"
+    finally:
+        pacs.delete_series(local.SeriesInstanceUID)
+
+
+@pytest.mark.pacs
+@pytest.mark.slow
 def test_each_failure_is_one_line_without_the_password(server, tmp_path):
     password = read_credentials(server["credentials"])[1]
     wrong = tmp_path / "wrong"
@@ -280,14 +303,14 @@ def test_each_failure_is_one_line_without_the_password(server, tmp_path):
     dead = f"http://127.0.0.1:{free_port()}"
     cases = {
         "the PACS refused the user and password (HTTP 401)":
-            (["studies"], {"MEDSR_PACS_URL": server["url"], "MEDSR_PACS_CREDENTIALS": str(wrong)}),
+            (["--studies"], {"MEDSR_PACS_URL": server["url"], "MEDSR_PACS_CREDENTIALS": str(wrong)}),
         "the PACS asks for a user and password (HTTP 401)":
-            (["studies"], {"MEDSR_PACS_URL": server["url"]}),
+            (["--studies"], {"MEDSR_PACS_URL": server["url"]}),
         "no study 1.2.3.4 on the PACS":
-            (["series", "--study", "1.2.3.4"], {"MEDSR_PACS_URL": server["url"],
+            (["--study", "1.2.3.4"], {"MEDSR_PACS_URL": server["url"],
                                                 "MEDSR_PACS_CREDENTIALS": server["credentials"]}),
         f"{dead}: cannot reach the PACS (Connection refused)":
-            (["--url", dead, "studies"], {"MEDSR_PACS_CREDENTIALS": server["credentials"]}),
+            (["--url", dead, "--studies"], {"MEDSR_PACS_CREDENTIALS": server["credentials"]}),
     }
     for expected, (args, env) in cases.items():
         env = {"MEDSR_PACS_CREDENTIALS": "", "MEDSR_PACS_URL": "", **env}

@@ -2,10 +2,10 @@
 (docs/pacs.md). The URL is --url or MEDSR_PACS_URL; the credentials come from the environment
 only (MEDSR_PACS_CREDENTIALS, or MEDSR_PACS_USER/MEDSR_PACS_PASSWORD), never from here.
 
-    studies                                   the studies: StudyInstanceUID, PatientID, date, description
-    series --study UID [--series REGEX]       a study's series: SeriesInstanceUID, number, instances, description
-    pull   --study UID --series REGEX --out DIR   each matching series into DIR/<number>_<description>_<uid>/
-    push   --in DIR                           the DICOM files of DIR, all or nothing (a failure deletes the new series)
+    --studies                                 the studies: StudyInstanceUID, PatientID, date, description
+    --study UID [--series REGEX]              its series: SeriesInstanceUID, number, instances, description
+    --study UID --series REGEX --pull DIR     each matching series into DIR/<number>_<description>_<uid>/
+    --push DIR                                DIR's DICOM files, all or nothing (a failure deletes the new series)
 """
 import sys
 
@@ -19,35 +19,37 @@ def parse_args(argv):
     p = command_line("data_prep.dicomweb", "DICOMweb: list, pull and store series on a PACS",
                      short=PROG)
     p.add_argument("--url", help="the PACS (default: $MEDSR_PACS_URL)")
-    sub = p.add_subparsers(dest="command", required=True)
-    sub.add_parser("studies", short=PROG, help="list the studies")
-    s = sub.add_parser("series", short=PROG, help="list a study's series")
-    s.add_argument("--study", required=True)
-    s.add_argument("--series", help="a regular expression the SeriesDescription matches in full")
-    s = sub.add_parser("pull", short=PROG, help="fetch the matching series into a folder each")
-    s.add_argument("--study", required=True)
-    s.add_argument("--series", required=True)
-    s.add_argument("--out", required=True)
-    s = sub.add_parser("push", short=PROG, help="store a folder's DICOM files, all or nothing")
-    s.add_argument("--in", dest="input", required=True)
-    return p.parse_args(argv)
+    p.add_argument("--studies", action="store_true", help="list the studies")
+    p.add_argument("--study", help="a StudyInstanceUID: list its series, or --pull them")
+    p.add_argument("--series", help="a regular expression the SeriesDescription matches in full")
+    p.add_argument("--pull", metavar="DIR", help="fetch the matching series into a new folder each under DIR")
+    p.add_argument("--push", metavar="DIR", help="store DIR's DICOM files, all or nothing")
+    args = p.parse_args(argv)
+    actions = [a for a in ("studies", "study", "push") if getattr(args, a)]
+    if len(actions) != 1:
+        p.error("give one of --studies, --study UID or --push DIR")
+    if args.pull and not (args.study and args.series):
+        p.error("--pull DIR needs --study UID and --series REGEX")
+    if args.series and not args.study:
+        p.error("--series needs --study UID")
+    return args
 
 
 def run(args):
     from data_prep.dicomweb import connect
     pacs = connect(args.url)
-    if args.command == "studies":
+    if args.studies:
         for item in pacs.studies(includefield="all"):
             print("\t".join(_first(item, tag) for tag in ("0020000D", "00100020", "00080020", "00081030")))
-    elif args.command == "series":
-        for s in pacs.series(args.study, args.series):
-            print(f"{s.uid}\t{s.number if s.number is not None else ''}\t{s.instances}\t{s.description}")
-    elif args.command == "pull":
-        for s, folder in pacs.pull(args.study, args.series, args.out):
+    elif args.push:
+        for uid, count in pacs.store_series(args.push).items():
+            print(f"{PROG}: stored series {uid} ({count} instances)")
+    elif args.pull:
+        for s, folder in pacs.pull(args.study, args.series, args.pull):
             print(f"{PROG}: {s.description!r} ({s.instances} instances) -> {folder}")
     else:
-        for uid, count in pacs.store_series(args.input).items():
-            print(f"{PROG}: stored series {uid} ({count} instances)")
+        for s in pacs.series(args.study, args.series):
+            print(f"{s.uid}\t{s.number if s.number is not None else ''}\t{s.instances}\t{s.description}")
     return 0
 
 
