@@ -66,7 +66,7 @@ SLURM_PORT ?= 16817
 # in PACS_DIR (a relative one is the caller's) on 127.0.0.1:PACS_PORT.
 PACS_DIR ?= $(ROOT)/.pacs
 PACS_PORT ?= 18042
-PACS_DIR_ABS = $(if $(filter /%,$(PACS_DIR)),,$(CALLER_DIR)/)$(PACS_DIR)
+PACS_DIR_ABS = $(if $(filter /%,$(firstword $(PACS_DIR))),,$(CALLER_DIR)/)$(PACS_DIR)
 # Without SLURM_CONF, a running local cluster (make slurm-up) is the one used; else the system's.
 SLURM_ENV = $(if $(SLURM_CONF),,$(if $(wildcard $(SLURM_DIR)/run/slurmctld.pid),SLURM_CONF=$(call arg,$(SLURM_DIR)/etc/slurm.conf)))
 # The directory make was called from (make -C changes it; the caller's shell exported PWD): a

@@ -43,9 +43,9 @@ case $cmd in up|down|status) ;; *) usage ;; esac
 # The folder goes into Orthanc's JSON configuration as it is: a name JSON would need escaped is refused.
 [[ $dir != *[\"\\]* && $dir != *[[:cntrl:]]* ]] || die "the folder name '$dir' holds a quote, backslash or control character: choose another PACS_DIR"
 if [ "$cmd" = up ]; then
-    [ -e "$dir" ] || mkdir -p -m 700 "$dir" || die "cannot create the folder $dir"
+    [ -e "$dir" ] || mkdir -p -m 700 -- "$dir" || die "cannot create the folder $dir"
 fi
-if [ -d "$dir" ]; then dir=$(cd "$dir" && pwd); fi
+if [ -d "$dir" ]; then dir=$(cd -- "$dir" && pwd); fi
 conf=$dir/orthanc.json
 creds=$dir/credentials
 pidfile=$dir/orthanc.pid
