@@ -27,7 +27,7 @@ import pydicom
 import pytest
 
 from core.config import ROOT
-from data_prep.dicomweb import Pacs, PacsError, connect, read_credentials
+from data_prep.dicomweb import Pacs, PacsError, Series, connect, read_credentials
 from data_prep.dicomweb.multipart import MultipartWriter
 from tests.helpers import clean_env, make
 
@@ -337,11 +337,8 @@ class _Failing(http.server.BaseHTTPRequestHandler):
 
 
 def test_a_server_error_is_one_line_with_its_reason():
-    httpd = http.server.HTTPServer(("127.0.0.1", 0), _Failing)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
+    httpd, url = serving(_Failing)
     try:
-        url = f"http://127.0.0.1:{httpd.server_address[1]}"
         with pytest.raises(PacsError) as err:
             Pacs(url, "medsr", "secret-password").studies()
     finally:
@@ -350,6 +347,40 @@ def test_a_server_error_is_one_line_with_its_reason():
     message = str(err.value)
     assert message == (f"{url}: the PACS answered HTTP 500 to GET /dicom-web/studies "
                        "(Internal error in the database)")
+
+
+class _CutShort(http.server.BaseHTTPRequestHandler):
+    """A WADO-RS answer that promises more than it sends, then closes."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Type", 'multipart/related; type="application/dicom"; boundary=b')
+        self.send_header("Content-Length", "100000")
+        self.end_headers()
+        self.wfile.write(b"--b\r\nContent-Type: application/dicom\r\n\r\n" + b"\0" * 5000)
+
+    def log_message(self, *args):
+        pass
+
+
+def serving(handler):
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    return httpd, f"http://127.0.0.1:{httpd.server_address[1]}"
+
+
+def test_a_fetch_cut_short_leaves_no_folder(tmp_path):
+    httpd, url = serving(_CutShort)
+    try:
+        series = Series(study="1.2", uid="1.2.3", description="t2", number=4, modality="MR", instances=19)
+        with pytest.raises(PacsError) as err:
+            Pacs(url, "medsr", "x").fetch_series(series, tmp_path / "out")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert str(err.value) == (f"{url}: GET /dicom-web/studies/1.2/series/1.2.3: the PACS's answer "
+                              "ended before its last part")
+    assert list(tmp_path.iterdir()) == []  # neither the folder nor its temporary
 
 
 def test_credentials_open_to_others_or_in_the_url_are_refused_unread(tmp_path):
@@ -399,3 +430,22 @@ def test_a_multipart_answer_cut_short_is_an_error(tmp_path):
     body = b"--b\r\n\r\nsome bytes"
     with pytest.raises(PacsError, match="ended before its last part"):
         MultipartWriter(b"b", tmp_path, "GET /x").feed_all(_Trickle(body, 4))
+
+
+class _Breaking:
+    """A stream whose connection breaks after the first read."""
+
+    def __init__(self):
+        self.reads = 0
+
+    def read(self, _n):
+        self.reads += 1
+        if self.reads > 1:
+            raise ConnectionResetError(104, "Connection reset by peer")
+        return b"--b\r\n\r\nsome bytes"
+
+
+def test_a_connection_broken_midway_is_one_line(tmp_path):
+    with pytest.raises(PacsError) as err:
+        MultipartWriter(b"b", tmp_path, "GET /x").feed_all(_Breaking())
+    assert str(err.value) == "GET /x: the PACS stopped answering midway (Connection reset by peer)"

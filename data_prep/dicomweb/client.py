@@ -140,7 +140,7 @@ class Pacs:
         url = (self.root if base is None else base) + path
         with self._open(method, url, body, [("Accept", "application/dicom+json, application/json"),
                                             *headers], not_found) as response:
-            text = response.read()
+            text = multipart.read_answer(response, -1, f"{self.url}: {method} {path}")
         try:
             return json.loads(text) if text.strip() else []
         except ValueError:
@@ -192,7 +192,7 @@ class Pacs:
         with staging_dir(dest) as tmp:
             with self._open("GET", self.root + path, headers=[("Accept", accept)],
                             not_found=f"no series {series.uid} in study {series.study}") as response:
-                count = multipart.save_parts(response, Path(tmp), f"{self.url}: GET {path}")
+                count = multipart.save_parts(response, Path(tmp), f"{self.url}: GET {urllib.parse.urlsplit(self.root).path}{path}")
             if series.instances is not None and count != series.instances:
                 raise PacsError(f"{self.url}: series {series.uid} sent {count} of its "
                                 f"{series.instances} instances")

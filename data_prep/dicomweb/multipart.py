@@ -2,11 +2,12 @@
 requests: written from files as they are sent, split into files as they arrive (never whole in
 memory)."""
 import base64
+import http.client
 import os
 
 from .errors import PacsError
 
-__all__ = ["CHUNK", "request", "save_parts", "MultipartWriter"]
+__all__ = ["CHUNK", "request", "save_parts", "read_answer", "MultipartWriter"]
 
 CHUNK = 1 << 20
 
@@ -40,6 +41,16 @@ def _body(files, boundary):
     yield _closing(boundary)
 
 
+def read_answer(stream, size, where):
+    """``stream.read(size)``; a connection that breaks or times out midway is one PacsError line
+    (an error writing what was read is not caught here: that one names the local file)."""
+    try:
+        return stream.read(size)
+    except (OSError, http.client.HTTPException) as exc:
+        why = getattr(exc, "strerror", None) or type(exc).__name__
+        raise PacsError(f"{where}: the PACS stopped answering midway ({why})") from None
+
+
 def save_parts(response, folder, where):
     """Write each part of a multipart/related response into ``folder`` as ``<n>.part``, as it
     streams in; returns their count. PacsError when the answer is not multipart or is cut short."""
@@ -61,7 +72,7 @@ class MultipartWriter:
 
     def feed_all(self, stream):
         try:
-            while chunk := stream.read(CHUNK):
+            while chunk := read_answer(stream, CHUNK, self.where):
                 self.buf += chunk
                 self._advance()
         finally:
