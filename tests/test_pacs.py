@@ -240,6 +240,9 @@ def test_round_trip_of_the_shipped_series(pacs, tmp_path):
     [(series, folder)] = pacs.pull(study, "t2_tse_tra", tmp_path / "pulled")
     assert folder == tmp_path / "pulled" / f"4_t2_tse_tra_{uid}"
     assert pixel_data_by_sop(folder) == pixel_data_by_sop(SHIPPED)
+    metadata = pacs.metadata(series)
+    assert sorted(m["00080018"]["Value"][0] for m in metadata) == sorted(pixel_data_by_sop(SHIPPED))
+    assert {tuple(m["00080008"]["Value"]) for m in metadata} == {tuple(local.ImageType)}
     with pytest.raises(PacsError, match="exists and is not an empty folder"):
         pacs.fetch_series(series, folder)
 

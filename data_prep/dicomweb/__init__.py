@@ -5,7 +5,8 @@ docs/pacs.md), on the standard library's urllib: no new dependency.
   matched by a regular expression here, on the client: servers match wildcards only);
 - WADO-RS: :meth:`Pacs.fetch_series` writes a series' instances as DICOM files into a new folder
   (the multipart/related answer split as it streams in, never held whole in memory);
-  :meth:`Pacs.pull` does that for each series of a study that matches;
+  :meth:`Pacs.pull` does that for each series of a study that matches; :meth:`Pacs.metadata`
+  gives every attribute of each instance (QIDO-RS lists a few), without the pixel data;
 - STOW-RS: :meth:`Pacs.store` sends files; :meth:`Pacs.store_series` sends a folder's series all
   or nothing (a failure midway deletes the series it was adding);
 - :meth:`Pacs.delete_series` (Orthanc's REST API: DICOMweb has no delete).

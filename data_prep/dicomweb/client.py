@@ -200,6 +200,13 @@ class Pacs:
             os.replace(tmp, dest)
         return sorted(dest.iterdir())
 
+    def metadata(self, series):
+        """Each instance of ``series`` as DICOM JSON without its pixel data (WADO-RS metadata):
+        every attribute, where QIDO-RS lists only a few (e.g. the ImageType, DerivationDescription
+        and SourceImageSequence that tell a derived series from its source)."""
+        path = f"/studies/{_check_uid(series.study, 'study')}/series/{_check_uid(series.uid, 'series')}/metadata"
+        return self._json("GET", path, not_found=f"no series {series.uid} in study {series.study}")
+
     def pull(self, study, description, dest):
         """Each series of ``study`` whose SeriesDescription matches ``description`` (a regular
         expression), fetched into ``dest/<Series.folder_name()>``: [(Series, folder)]. PacsError
