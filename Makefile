@@ -9,7 +9,7 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 USER_VARIABLES := IN OUT RUN REFERENCE FORCE MEM DATASET DATASETS ACT SOLVER SOLVERS SOLVER_FILE \
   SOLVER_FILES SEED SEEDS ITERS SET LAYERS PROFILE GRID JOBS RUN_THREADS GPU GPU_ID FACTOR FACTORS \
   SLICE_PROFILE DARK CORES ALL BENCH_ARGS SCHEDULER SBATCH_ARGS SLURM_LOGS SLURM_DIR SLURM_PORT \
-  SLURM_CONF DRY_RUN JOB METRIC NAME SERIES TEST_PATIENTS TEST_SLICES RESUME RESUME_FROM
+  SLURM_CONF DRY_RUN JOB METRIC NAME SERIES TEST_PATIENTS TEST_SLICES RESUME RESUME_FROM PACS_DIR PACS_PORT
 literal = $(eval override export $(1) := $$(value $(1)))
 $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(call literal,$(v))))
 $(foreach v,$(USER_VARIABLES),$(if $(filter environment%,$(origin $(v))),$(call literal,$(v))))
@@ -62,6 +62,11 @@ export SBATCH_ARGS
 SLURM_LOGS ?= $(ROOT)/logs/slurm
 SLURM_DIR ?= $(ROOT)/.slurm
 SLURM_PORT ?= 16817
+# make pacs-up: a DICOM server of our own (Orthanc with DICOMweb, tools/pacs/orthanc.sh, docs/pacs.md)
+# in PACS_DIR (a relative one is the caller's) on 127.0.0.1:PACS_PORT.
+PACS_DIR ?= $(ROOT)/.pacs
+PACS_PORT ?= 18042
+PACS_DIR_ABS = $(if $(filter /%,$(firstword $(PACS_DIR))),,$(CALLER_DIR)/)$(PACS_DIR)
 # Without SLURM_CONF, a running local cluster (make slurm-up) is the one used; else the system's.
 SLURM_ENV = $(if $(SLURM_CONF),,$(if $(wildcard $(SLURM_DIR)/run/slurmctld.pid),SLURM_CONF=$(call arg,$(SLURM_DIR)/etc/slurm.conf)))
 # The directory make was called from (make -C changes it; the caller's shell exported PWD): a
@@ -81,7 +86,7 @@ GRID_NAMES_ARGS = $(call arg,$(GRID)) $(call arg,$(SEEDS)) $(call arg,$(DATASETS
 require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
 
 .PHONY: help setup test test-kernels test-fast check-venv nets data train grid curves eval figures reproduce bench upscale
-.PHONY: grid-status slurm-up slurm-down gpu-check regions export reference thickslice thickslice-validate readme-figure
+.PHONY: grid-status slurm-up slurm-down pacs-up pacs-down gpu-check regions export reference thickslice thickslice-validate readme-figure
 # make setup GPU=1: Caffe with CUDA (tools/setup/setup_gpu.sh); GPU=0: CPU-only; auto: 1 when
 # nvidia-smi lists a GPU.
 GPU ?= auto
@@ -148,6 +153,12 @@ slurm-up:  ## a one-node Slurm cluster in SLURM_DIR (.slurm/): installs the Debi
 
 slurm-down:  ## stop the daemons slurm-up started (their jobs are cancelled first)
 	@bash $(ROOT_ARG)/tools/slurm/local_cluster.sh down --dir $(call arg,$(SLURM_DIR))
+
+pacs-up:  ## a DICOM server (Orthanc with DICOMweb) in PACS_DIR (.pacs/) on 127.0.0.1:PACS_PORT (18042), password on: installs the Debian packages if missing; prints export MEDSR_PACS_URL=... MEDSR_PACS_CREDENTIALS=...
+	@bash $(ROOT_ARG)/tools/pacs/orthanc.sh up --dir $(call quote,$(PACS_DIR_ABS)) --port $(call arg,$(PACS_PORT))
+
+pacs-down:  ## stop the server pacs-up started (its stored series stay in PACS_DIR)
+	@bash $(ROOT_ARG)/tools/pacs/orthanc.sh down --dir $(call quote,$(PACS_DIR_ABS))
 
 # One independent run per target (dataset-act-solver-seed): its own run directory; finished runs
 # are left alone. The run's name (the stem $*) is one word too: a solver file's stem is in it.
