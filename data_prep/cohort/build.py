@@ -31,7 +31,8 @@ def plan_cohort(args, cfg):
     files = tree_files(args.input)
     if not files:
         raise DataError(f"{', '.join(map(str, args.input))}: no files under --input")
-    series, files_out = find_series(read_infos(files, args.jobs), pattern, patient_map)
+    series, files_out = find_series(read_infos(files, args.jobs), pattern, patient_map,
+                                    args.axis)
     used = [s for s in series if not s.reason]
     if not used:
         raise DataError(_nothing_used(args, series, files_out))
