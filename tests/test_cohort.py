@@ -313,3 +313,18 @@ def test_a_volume_whose_header_cannot_be_read_is_a_file_left_out(tmp_path):
     left = {Path(e["path"]).name: e["reason"] for e in m["cohort"]["files_left_out"]}
     assert set(left) == {"t2 broken.nii", "t2 half.hdr"}
     assert "cannot read NIfTI" in left["t2 broken.nii"] and "t2 half.img is missing" in left["t2 half.hdr"]
+
+
+def test_the_summary_parts_other_commands_reuse_are_public(tree):
+    """The tree upscale (eval/upscale_tree.py) words its refusal and its left-out lines as
+    `make data` does, through these public names; no namespace of data_prep's options needed."""
+    from data_prep.cohort.build import why_nothing_is_used
+    from data_prep.cohort.plan import find_series
+    from data_prep.cohort.summary import grouped_left_out, left_out_line, series_entry
+    from data_prep.cohort.walk import read_infos, tree_files
+    series, files_out = find_series(read_infos(tree_files([tree])), re.compile("flair"), {})
+    line = why_nothing_is_used([tree], "flair", series, files_out)
+    assert line.startswith(f"--series 'flair' matches none of the {len(series)} series under")
+    groups = grouped_left_out([series_entry(s) | {"reason": s.reason} for s in series])
+    assert len(groups) == 4 and all(len(g) == len(PATIENTS) for g in groups)
+    assert left_out_line(groups[0]).startswith(f"  left out  {len(PATIENTS)} series ")
