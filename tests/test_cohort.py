@@ -305,14 +305,16 @@ def test_a_volume_whose_header_cannot_be_read_is_a_file_left_out(tmp_path):
     build would fail on it) and the others are used."""
     files = _volume_tree(tmp_path / "vols")
     (tmp_path / "vols" / "t2 broken.nii").write_bytes(b"not a NIfTI header" * 30)
-    (tmp_path / "vols" / "t2 half.hdr").write_bytes((tmp_path / "vols" / "t2 pair.hdr").read_bytes())
+    pair_header = (tmp_path / "vols" / "t2 pair.hdr").read_bytes()
+    (tmp_path / "vols" / "t2 half.hdr").write_bytes(pair_header)  # without its .img
     (tmp_path / "map.csv").write_text("".join(f"vols/{n},P{k}\n" for k, n in enumerate(files)))
     code, m = build(tmp_path / "vols", tmp_path / "out", "--series", "t2", "--patients",
                     str(tmp_path / "map.csv"), "--test-patients", "1")
     assert code == 0 and len(m["cohort"]["series"]) == 5
     left = {Path(e["path"]).name: e["reason"] for e in m["cohort"]["files_left_out"]}
     assert set(left) == {"t2 broken.nii", "t2 half.hdr"}
-    assert "cannot read NIfTI" in left["t2 broken.nii"] and "t2 half.img is missing" in left["t2 half.hdr"]
+    assert "cannot read NIfTI" in left["t2 broken.nii"]
+    assert "t2 half.img is missing" in left["t2 half.hdr"]
 
 
 def test_the_summary_parts_other_commands_reuse_are_public(tree):
@@ -328,3 +330,21 @@ def test_the_summary_parts_other_commands_reuse_are_public(tree):
     groups = grouped_left_out([series_entry(s) | {"reason": s.reason} for s in series])
     assert len(groups) == 4 and all(len(g) == len(PATIENTS) for g in groups)
     assert left_out_line(groups[0]).startswith(f"  left out  {len(PATIENTS)} series ")
+
+
+def test_one_patient_leaves_out_a_volume_too_short_to_split_before_building(tmp_path):
+    """With its slices known from the header, a volume too short for the one-patient split is
+    left out with why, as a DICOM series is, and the others build (it used to stop the build)."""
+    import nibabel as nib
+    import numpy as np
+    files = _volume_tree(tmp_path / "vols")
+    short = (np.arange(40 * 40 * 6) % 500).astype(np.int16).reshape(40, 40, 6)
+    nib.save(nib.Nifti1Image(short, np.eye(4)), str(tmp_path / "vols" / "t2 short.nii.gz"))
+    (tmp_path / "map.csv").write_text("".join(f"vols/{n},P1\n"
+                                              for n in files + ["t2 short.nii.gz"]))
+    code, m = build(tmp_path / "vols", tmp_path / "out", "--series", "t2", "--patients",
+                    str(tmp_path / "map.csv"), "--test-count", "5")
+    assert code == 0 and len(m["cohort"]["series"]) == 5
+    (left,) = m["cohort"]["series_left_out"]
+    assert left["description"] == "t2 short.nii.gz" and left["slices"] == 6
+    assert "6 slices are too few to split" in left["reason"]

@@ -3,10 +3,10 @@ by patient.
 
 Series: DICOM files are grouped by SeriesInstanceUID wherever they lie; a volume file is one
 series (a header with its voxels in a file of their own, .hdr+.img, .mhd+.raw, .nhdr+.raw: the
-header file), its slices along ``--axis`` counted from its header. A series is used when its description (SeriesDescription, else ProtocolName; a volume's
-file name) matches ``--series`` (case-insensitive ``re.search``), it has a patient, and its slices
-are one stack: one orientation and one image per position. Several matching series of one patient
-are all used.
+header file), its slices along ``--axis`` counted from its header. A series is used when its
+description (SeriesDescription, else ProtocolName; a volume's file name) matches ``--series``
+(case-insensitive ``re.search``), it has a patient, and its slices are one stack: one
+orientation and one image per position. Several matching series of one patient are all used.
 
 Split: by patient, no patient on both sides. ``--test-patients N`` draws N patients with
 cfg.data_seed (numpy RandomState over the sorted patient IDs); IDs name them; by default a fifth
