@@ -247,3 +247,104 @@ def test_the_prostatex_study_gives_its_two_t2_axial_series(tmp_path):
     m = json.loads((tmp_path / "px1" / "manifest.json").read_text())
     assert [e["series_number"] for e in m["cohort"]["series"]] == ["6", "10"]
     assert len(m["cohort"]["series_left_out"]) == 9 and m["cohort"]["split"]["mode"] == "one patient"
+
+
+def _volume_tree(root):
+    """One patient's volumes in every layout a header can have: a NIfTI pair (.hdr + .img), a
+    MetaImage with its voxels apart (.mhd + .raw), a NRRD with its voxels apart (.nhdr + .raw,
+    gzip: .raw.gz) and a single file of each format; the voxel axes are 45 x 39 x 36 (x, y, z),
+    the NIfTI pair's turned so that its first voxel axis runs along RAS+ axis 2."""
+    import nibabel as nib
+    import numpy as np
+    import SimpleITK as sitk
+    root.mkdir(parents=True)
+    data = (np.arange(45 * 39 * 36) % 1000).astype(np.int16).reshape(45, 39, 36)
+    turned = np.array([[0, 0, 1, 0], [0, 1, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]], float)
+    nib.save(nib.Nifti1Pair(data, turned), str(root / "t2 pair.hdr"))
+    nib.save(nib.Nifti1Image(data, np.eye(4)), str(root / "t2 single.nii.gz"))
+    image = sitk.GetImageFromArray(data.T.copy())  # SimpleITK's arrays are (z, y, x)
+    sitk.WriteImage(image, str(root / "t2 meta.mhd"))
+    sitk.WriteImage(image, str(root / "t2 nrrd.nhdr"), True)
+    sitk.WriteImage(image, str(root / "t2 one.mha"))
+    return sorted(p.name for p in root.iterdir())
+
+
+def test_a_header_and_its_voxel_file_are_one_series_named_by_the_header(tmp_path):
+    files = _volume_tree(tmp_path / "vols")
+    assert {"t2 pair.img", "t2 meta.raw", "t2 nrrd.raw.gz"} <= set(files)  # the voxel files
+    (tmp_path / "map.csv").write_text("".join(f"vols/{n},P{k}\n" for k, n in enumerate(files)))
+    code, m = build(tmp_path / "vols", tmp_path / "out", "--series", "t2", "--patients",
+                    str(tmp_path / "map.csv"), "--test-patients", "1")
+    assert code == 0
+    assert sorted(Path(e["where"]).name for e in m["cohort"]["series"]) == [
+        "t2 meta.mhd", "t2 nrrd.nhdr", "t2 one.mha", "t2 pair.hdr", "t2 single.nii.gz"]
+    assert m["cohort"]["series_left_out"] == [] and m["cohort"]["files_left_out"] == []
+
+
+@pytest.mark.parametrize("axis, pair, others", [(2, 45, 36), (0, 36, 45), (1, 39, 39)])
+def test_a_volume_counts_its_slices_along_the_axis_from_its_header(tmp_path, capsys, axis, pair,
+                                                                   others):
+    """The summary and the manifest give a volume's slices, counted from its header along
+    --axis as the build slices it; the build then gives exactly that many."""
+    files = _volume_tree(tmp_path / "vols")
+    (tmp_path / "map.csv").write_text("".join(f"vols/{n},P{k}\n" for k, n in enumerate(files)))
+    code, m = build(tmp_path / "vols", tmp_path / "out", "--series", "t2", "--patients",
+                    str(tmp_path / "map.csv"), "--axis", str(axis), "--test-patients", "1")
+    assert code == 0
+    counts = {Path(e["where"]).name: e["slices"] for e in m["cohort"]["series"]}
+    assert counts == {"t2 pair.hdr": pair, "t2 meta.mhd": others, "t2 nrrd.nhdr": others,
+                      "t2 one.mha": others, "t2 single.nii.gz": others}
+    out = capsys.readouterr().out
+    assert "? slices" not in out and f"'t2 pair.hdr' #?  {pair} slices" in out
+    built = len(m["train_slices"]) + len(m["test_slices"])
+    assert built == sum(counts.values())
+
+
+def test_a_volume_whose_header_cannot_be_read_is_a_file_left_out(tmp_path):
+    """Planning reads the header: a broken volume, or half a pair, is left out with why (the
+    build would fail on it) and the others are used."""
+    files = _volume_tree(tmp_path / "vols")
+    (tmp_path / "vols" / "t2 broken.nii").write_bytes(b"not a NIfTI header" * 30)
+    pair_header = (tmp_path / "vols" / "t2 pair.hdr").read_bytes()
+    (tmp_path / "vols" / "t2 half.hdr").write_bytes(pair_header)  # without its .img
+    (tmp_path / "map.csv").write_text("".join(f"vols/{n},P{k}\n" for k, n in enumerate(files)))
+    code, m = build(tmp_path / "vols", tmp_path / "out", "--series", "t2", "--patients",
+                    str(tmp_path / "map.csv"), "--test-patients", "1")
+    assert code == 0 and len(m["cohort"]["series"]) == 5
+    left = {Path(e["path"]).name: e["reason"] for e in m["cohort"]["files_left_out"]}
+    assert set(left) == {"t2 broken.nii", "t2 half.hdr"}
+    assert "cannot read NIfTI" in left["t2 broken.nii"]
+    assert "t2 half.img is missing" in left["t2 half.hdr"]
+
+
+def test_the_summary_parts_other_commands_reuse_are_public(tree):
+    """The tree upscale (eval/upscale_tree.py) words its refusal and its left-out lines as
+    `make data` does, through these public names; no namespace of data_prep's options needed."""
+    from data_prep.cohort.build import why_nothing_is_used
+    from data_prep.cohort.plan import find_series
+    from data_prep.cohort.summary import grouped_left_out, left_out_line, series_entry
+    from data_prep.cohort.walk import read_infos, tree_files
+    series, files_out = find_series(read_infos(tree_files([tree])), re.compile("flair"), {})
+    line = why_nothing_is_used([tree], "flair", series, files_out)
+    assert line.startswith(f"--series 'flair' matches none of the {len(series)} series under")
+    groups = grouped_left_out([series_entry(s) | {"reason": s.reason} for s in series])
+    assert len(groups) == 4 and all(len(g) == len(PATIENTS) for g in groups)
+    assert left_out_line(groups[0]).startswith(f"  left out  {len(PATIENTS)} series ")
+
+
+def test_one_patient_leaves_out_a_volume_too_short_to_split_before_building(tmp_path):
+    """With its slices known from the header, a volume too short for the one-patient split is
+    left out with why, as a DICOM series is, and the others build (it used to stop the build)."""
+    import nibabel as nib
+    import numpy as np
+    files = _volume_tree(tmp_path / "vols")
+    short = (np.arange(40 * 40 * 6) % 500).astype(np.int16).reshape(40, 40, 6)
+    nib.save(nib.Nifti1Image(short, np.eye(4)), str(tmp_path / "vols" / "t2 short.nii.gz"))
+    (tmp_path / "map.csv").write_text("".join(f"vols/{n},P1\n"
+                                              for n in files + ["t2 short.nii.gz"]))
+    code, m = build(tmp_path / "vols", tmp_path / "out", "--series", "t2", "--patients",
+                    str(tmp_path / "map.csv"), "--test-count", "5")
+    assert code == 0 and len(m["cohort"]["series"]) == 5
+    (left,) = m["cohort"]["series_left_out"]
+    assert left["description"] == "t2 short.nii.gz" and left["slices"] == 6
+    assert "6 slices are too few to split" in left["reason"]

@@ -2,10 +2,11 @@
 by patient.
 
 Series: DICOM files are grouped by SeriesInstanceUID wherever they lie; a volume file is one
-series. A series is used when its description (SeriesDescription, else ProtocolName; a volume's
-file name) matches ``--series`` (case-insensitive ``re.search``), it has a patient, and its slices
-are one stack: one orientation and one image per position. Several matching series of one patient
-are all used.
+series (a header with its voxels in a file of their own, .hdr+.img, .mhd+.raw, .nhdr+.raw: the
+header file), its slices along ``--axis`` counted from its header. A series is used when its
+description (SeriesDescription, else ProtocolName; a volume's file name) matches ``--series``
+(case-insensitive ``re.search``), it has a patient, and its slices are one stack: one
+orientation and one image per position. Several matching series of one patient are all used.
 
 Split: by patient, no patient on both sides. ``--test-patients N`` draws N patients with
 cfg.data_seed (numpy RandomState over the sorted patient IDs); IDs name them; by default a fifth
@@ -25,6 +26,7 @@ from data_prep.io.dicom_series import group_series, images_per_position, orienta
 from data_prep.io.files import natural_key
 
 from .source import SeriesSource
+from .walk import without_data_files
 
 
 @dataclass
@@ -36,7 +38,7 @@ class Series:
     description: str
     patient: str
     number: str = ""            # SeriesNumber
-    slices: int = None          # DICOM: images (frames) from the headers; volumes: None (unread)
+    slices: int = None          # images (DICOM frames) from the headers; a volume's along --axis
     reason: str = ""
     role: str = ""              # "train", "test", "train+test" (one patient) or "unused"
     stem: str = ""              # <patient>_<series>, file-name-safe
@@ -73,12 +75,14 @@ def read_patient_map(path):
     return found
 
 
-def find_series(infos, pattern, patient_map):
-    """([Series], [(path, reason)] files left out) from file records, in the walk's order."""
+def find_series(infos, pattern, patient_map, axis=2):
+    """([Series], [(path, reason)] files left out) from file records, in the walk's order; a
+    volume's slices are counted along RAS+ ``axis`` (the build's ``--axis``)."""
+    infos = without_data_files(infos)
     files_out = [(str(i.path), i.reason) for i in infos if i.kind == "skip"]
     dicoms = [(i.path, i) for i in infos if i.kind == "dicom"]
     series = [_dicom_series(uid, items) for uid, items in group_series(dicoms).items()]
-    series += [_volume_series(i.path, patient_map) for i in infos if i.kind == "volume"]
+    series += [_volume_series(i, patient_map, axis) for i in infos if i.kind == "volume"]
     for s in series:
         if not s.reason:
             s.reason = _mismatch(s, pattern)
@@ -102,9 +106,11 @@ def _dicom_series(uid, items):
     return s
 
 
-def _volume_series(path, patient_map):
+def _volume_series(info, patient_map, axis):
+    path = info.path
     patient = patient_map.get(str(Path(path).resolve()), "")
-    s = Series("volume", str(path), [path], Path(path).name, patient)
+    s = Series("volume", str(path), [path], Path(path).name, patient,
+               slices=info.header["slices_along"][axis])
     if not patient:
         s.reason = "a volume's patient is unknown: list it in --patients map.csv (path,patient)"
     return s

@@ -1,5 +1,6 @@
 """Find every file under the inputs (any depth) and read what planning needs: a DICOM file's
-header only (pydicom ``stop_before_pixels``), never its pixels; a volume's name.
+header only (pydicom ``stop_before_pixels``), never its pixels; a volume's header (its slices
+along each axis: volume_header.py).
 
 Each file becomes one small picklable record (:class:`FileInfo`): the header fields planning
 uses, or the reason the file is left out. Headers are read in ``jobs`` processes; the records come
@@ -15,6 +16,8 @@ from core.errors import DataError
 from data_prep.io import by_name, dicom, sniff
 from data_prep.io.files import natural_key
 
+from .volume_header import slices_along_axes
+
 # Header fields kept per DICOM file: what grouping, matching, sorting and the checks read.
 FIELDS = ("SeriesInstanceUID", "SeriesDescription", "ProtocolName", "PatientID", "SeriesNumber",
           "StudyInstanceUID", "StudyDate", "Modality", "ImageOrientationPatient",
@@ -25,11 +28,14 @@ UNCOMPRESSED = ("1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2
 @dataclass
 class FileInfo:
     """One file of the tree. kind: "dicom", "volume" or "skip" (then ``reason`` says why);
-    header: FIELDS found in a DICOM file (values as plain Python: str, float lists, int)."""
+    header: FIELDS found in a DICOM file (values as plain Python: str, float lists, int), or a
+    volume's ``{"slices_along": [slices along RAS+ axis 0, 1, 2]}``; format: the registry's name
+    of the file's format ("" when it has none)."""
     path: Path
     kind: str
     reason: str = ""
     header: dict = field(default_factory=dict)
+    format: str = ""
 
     def get(self, key, default=None):
         """As a pydicom dataset's ``get``: dicom_series' sorting and checks read records so."""
@@ -82,7 +88,11 @@ def file_info(path):
         return FileInfo(path, "skip", _reason(exc, path))
     kind = by_name(name).kind if name else None
     if kind == "volume":
-        return FileInfo(path, "volume")
+        try:
+            return FileInfo(path, "volume", header={"slices_along": slices_along_axes(path, name)},
+                            format=name)
+        except DataError as exc:
+            return FileInfo(path, "skip", _reason(exc, path), format=name)
     if kind == "image":
         return FileInfo(path, "skip", "a 2-D picture, not a slice of a series (give its folder "
                                       "to --input without --series)")
@@ -92,6 +102,19 @@ def file_info(path):
         return FileInfo(path, "dicom", header=dicom_header(path))
     except DataError as exc:
         return FileInfo(path, "skip", _reason(exc, path))
+
+
+def without_data_files(infos):
+    """The records without the files a volume header's voxels lie in (a NIfTI pair's ``.img``,
+    the ``.raw`` of a ``.mhd`` or ``.nhdr``): a volume is one series, named by its header file.
+    A ``.hdr`` claims its ``.img`` and not the reverse, whatever order the walk found them in."""
+    claimed = set()
+    headers_first = sorted((i for i in infos if i.format and by_name(i.format).data_files),
+                           key=lambda i: Path(i.path).suffix.lower() == ".img")
+    for info in headers_first:
+        if str(info.path) not in claimed:
+            claimed.update(str(p) for p in by_name(info.format).data_files(info.path))
+    return [i for i in infos if str(i.path) not in claimed]
 
 
 def _reason(exc, path):
