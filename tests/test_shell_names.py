@@ -200,7 +200,8 @@ def test_a_planted_name_make_checks_is_refused_before_any_run(world, case, varia
 
 
 @pytest.mark.parametrize("target, variables", [
-    ("setup", ("GPU",)), ("slurm-up", ("SLURM_DIR", "SLURM_PORT")), ("slurm-down", ("SLURM_DIR",))])
+    ("setup", ("GPU",)), ("slurm-up", ("SLURM_DIR", "SLURM_PORT")), ("slurm-down", ("SLURM_DIR",)),
+    ("pacs-up", ("PACS_DIR", "PACS_PORT")), ("pacs-down", ("PACS_DIR",))])
 @pytest.mark.parametrize("plant", PLANTS.values(), ids=PLANTS.keys())
 def test_the_targets_that_install_or_start_daemons_print_each_value_as_one_word(world, target, variables, plant):
     """These are not run here (they install packages, start Slurm): `make -n` prints the commands;
