@@ -1,4 +1,6 @@
-"""The packages import in one direction: core <- data_prep <- eval <- tools (docs/layout.md)."""
+"""The packages import in one direction: core <- data_prep <- inference <- eval <- tools
+(docs/layout.md): inference (nets, tiles, engines, upscale, export, the through-plane pass) stands
+below evaluation, which scores what it infers."""
 import ast
 
 import pytest
@@ -9,8 +11,9 @@ from core.config import ROOT
 ALLOWED = {
     "core": {"core"},
     "data_prep": {"core", "data_prep"},
-    "eval": {"core", "data_prep", "eval"},
-    "tools": {"core", "data_prep", "eval", "tools"},
+    "inference": {"core", "data_prep", "inference"},
+    "eval": {"core", "data_prep", "inference", "eval"},
+    "tools": {"core", "data_prep", "inference", "eval", "tools"},
 }
 PROJECT = set(ALLOWED) | {"tests"}
 
