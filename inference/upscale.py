@@ -73,7 +73,7 @@ from data_prep.io.marks import file_refusal, series_refusal  # noqa: E402
 from data_prep.io.volume import upscaled_affine  # noqa: E402,F401 (API too)
 from inference.tiles import DEFAULT_BUDGET_MB, ENGINES  # noqa: E402
 from inference.upscale_formats import HANDLERS  # noqa: E402
-from inference.runs import reference_run, run_folder  # noqa: E402
+from inference.runs import reference_run, run_folder, run_scale  # noqa: E402
 from inference.upscale_stream import DEFAULT_SCALE  # noqa: E402
 
 
@@ -171,11 +171,7 @@ def resolve_run(run=None, model=None, deploy=None):
     if run is None:
         return Path(deploy), Path(model), DEFAULT_SCALE
     manifest, deploy, caffemodel = final_snapshot(run)
-    config = manifest.get("config")
-    scale = config.get("scale", DEFAULT_SCALE) if isinstance(config, dict) else DEFAULT_SCALE
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise DataError(f"{run}: manifest.json config scale {scale!r} is not a positive integer")
-    return deploy, caffemodel, scale
+    return deploy, caffemodel, run_scale(run, manifest)
 
 
 def parse_args(argv):
