@@ -198,10 +198,10 @@ bench: check-venv  ## Caffe training step of each configuration (tools/bench_tra
 	@cd $(ROOT_ARG) && GLOG_minloglevel=2 $(PY_ARG) -m tools.bench_train $(call args,$(BENCH_ARGS))
 
 upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [SERIES=REGEX: IN is a study tree, each matching series x3] [MEM=MB] [FORCE=1]
-	$(call require,IN OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make upscale: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY_ARG) -m eval.upscale --in=$(call quote,$(IN)) --out=$(call quote,$(OUT)) $(if $(REFERENCE),--reference=$(call quote,$(REFERENCE))) $(if $(RUN),--run=$(call quote,$(RUN))) $(if $(SERIES),--series=$(call quote,$(SERIES))) $(if $(FORCE),--force) $(if $(MEM),--memory-budget=$(call quote,$(MEM))) $(GPU_ARG)
+	$(call require,IN OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make upscale: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY_ARG) -m inference.upscale --in=$(call quote,$(IN)) --out=$(call quote,$(OUT)) $(if $(REFERENCE),--reference=$(call quote,$(REFERENCE))) $(if $(RUN),--run=$(call quote,$(RUN))) $(if $(SERIES),--series=$(call quote,$(SERIES))) $(if $(FORCE),--force) $(if $(MEM),--memory-budget=$(call quote,$(MEM))) $(GPU_ARG)
 
 export: check-venv  ## a run's net as ONNX, verified against pycaffe in ONNX Runtime and OpenCV: OUT=model.onnx RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [FORCE=1]
-	$(call require,OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make export: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY_ARG) -m eval.export --out=$(call quote,$(OUT)) $(if $(REFERENCE),--reference=$(call quote,$(REFERENCE))) $(if $(RUN),--run=$(call quote,$(RUN))) $(if $(FORCE),--force)
+	$(call require,OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make export: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY_ARG) -m inference.export --out=$(call quote,$(OUT)) $(if $(REFERENCE),--reference=$(call quote,$(REFERENCE))) $(if $(RUN),--run=$(call quote,$(RUN))) $(if $(FORCE),--force)
 
 # Through-plane super-resolution trained on the scan itself (tools/thickslice.py, docs/thickslice.md).
 # SLICE_PROFILE, not PROFILE: PROFILE names the training schedule above.

@@ -40,7 +40,7 @@ from eval.metrics import METRICS  # noqa: E402
 from eval.results import (common_scale, dataset_methods, evaluate, name_runs,  # noqa: E402
                           table_refusal, tables_text)
 from eval.score import load_hr_folder  # noqa: E402
-from eval.tiles import BORDERS, ENGINES  # noqa: E402
+from inference.tiles import BORDERS, ENGINES  # noqa: E402
 
 
 def parse_args(argv):
@@ -56,7 +56,7 @@ def parse_args(argv):
     p.add_argument("--scale", type=int, default=None,
                    help="default: the runs' config.scale (they must agree); x3 with no run")
     p.add_argument("--engine", choices=ENGINES, default="caffe",
-                   help="what runs the nets (eval.infer.SRNet; onnx: ONNX Runtime on the graph "
+                   help="what runs the nets (inference.net.SRNet; onnx: ONNX Runtime on the graph "
                         "make export writes)")
     p.add_argument("--gpu", type=int, metavar="N",
                    help="run the nets on GPU N (engine caffe; a CUDA build: make setup GPU=1)")

@@ -23,7 +23,7 @@ from core.data_files import data_dir, test_images  # noqa: E402
 from core.names import PAPER_NET  # noqa: E402
 from core.errors import DataError  # noqa: E402
 from eval.results import dataset_runs, run_info  # noqa: E402
-from eval.infer import SRNet  # noqa: E402
+from inference.net import SRNet  # noqa: E402
 from eval.metrics import psnr, to_uint8  # noqa: E402
 from eval.score import load_hr_folder  # noqa: E402
 from core.atomic import atomic_path  # noqa: E402

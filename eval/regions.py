@@ -31,7 +31,7 @@ from data_prep.degrade import degrade  # noqa: E402
 from eval.metrics import SSIM_WINDOW, psnr_of, shave, ssim_map, to_uint8  # noqa: E402
 from eval.results import run_scale  # noqa: E402
 from eval.score import load_hr_folder  # noqa: E402
-from eval.tiles import ENGINES  # noqa: E402
+from inference.tiles import ENGINES  # noqa: E402
 
 REGIONS = ("dark", "bright")
 
@@ -98,7 +98,7 @@ def run(args):
     hr = load_hr_folder(args.hr or test_images(data_dir(args.dataset)))
     manifest, _, _ = final_snapshot(args.run)
     scale = run_scale(args.run, manifest)
-    from eval.infer import SRNet  # imports Caffe: only once the inputs are known good
+    from inference.net import SRNet  # imports Caffe: only once the inputs are known good
     rows = [("bicubic", method_regions(hr, lambda x: x, scale, args.dark))]
     for label, deploy, model in snapshot_models(args.run, args.iters):
         net = SRNet(str(deploy), str(model), engine=args.engine)

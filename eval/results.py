@@ -19,6 +19,7 @@ from core.names import PAPER_NET, manifest_variant, variant
 from core.run_files import LONG_RUN, LONG_VARIANTS, final_snapshot, is_reference, long_dirs, read_manifest, run_label
 from eval.metrics import METRICS
 from eval.score import score_method
+from inference.runs import display_path, run_scale
 
 LONG_SCHEDULE = "long_schedule"  # the method name of models/reference/<dataset>/
 
@@ -34,29 +35,10 @@ def is_long_method(name):
 BICUBIC = "bicubic"
 
 
-def display_path(path, root=ROOT):
-    """``path`` relative to the repository root when inside it, else as given."""
-    path = Path(path)
-    try:
-        return str(path.resolve().relative_to(Path(root).resolve()))
-    except ValueError:
-        return str(path)
-
-
 def run_model(run_dir):
     """(variant ``<act>_<solver>``, deploy prototxt, final caffemodel) of a run directory."""
     manifest, deploy, caffemodel = final_snapshot(run_dir)
     return manifest_variant(manifest), str(deploy), str(caffemodel)
-
-
-def run_scale(run_dir, manifest):
-    """The factor a run was trained for: its ``config.scale`` (the default without a config)."""
-    config = manifest.get("config")
-    scale = config.get("scale", DEFAULT.scale) if isinstance(config, dict) else DEFAULT.scale
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise DataError(f"{run_dir}: manifest.json config scale {scale!r} is not a positive "
-                        "integer")
-    return scale
 
 
 def run_info(run_dir):
@@ -158,11 +140,11 @@ def evaluate(hr_images, runs, scale=None, engine="caffe", border="replicate", pa
     ``runs``: run directories (named by :func:`name_runs`) or {name: run info}. ``scale`` and the
     scoring border (``scale`` px shaved per side, as the trainer's test) come from the runs'
     manifests; a ``scale`` given must agree (DataError otherwise, before anything is scored).
-    ``border`` is the net's 6-px frame fill (eval.infer.SRNet). ``patients`` ({image name:
+    ``border`` is the net's 6-px frame fill (inference.net.SRNet). ``patients`` ({image name:
     patient}, core.datasets.image_patients): each method is also aggregated per patient."""
     named = runs if isinstance(runs, dict) else name_runs(runs)
     scale = common_scale(named, scale)
-    from eval.infer import SRNet  # imports Caffe: only once the runs are known good
+    from inference.net import SRNet  # imports Caffe: only once the runs are known good
 
     methods = {BICUBIC: entry(None) | score_method(hr_images, lambda up: up, scale=scale,
                                                    patients=patients)}

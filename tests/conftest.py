@@ -11,7 +11,7 @@ import pytest  # noqa: E402
 
 from core.config import DEFAULT, ROOT  # noqa: E402
 from data_prep.build import build_dataset  # noqa: E402
-from eval.infer import SRNet  # noqa: E402
+from inference.net import SRNet  # noqa: E402
 from tests.helpers import identity_params, random_slices  # noqa: E402
 
 DEPLOY = ROOT / "models" / "srcnn_relu_deploy.prototxt"

@@ -1,7 +1,7 @@
 """Plain helpers the test modules share (fixtures are in conftest.py): synthetic slices, tiny HDF5
 patch files and trainable nets over them (core.run_files.trainable_net_files, as the trainer's);
 tiny DICOM / NIfTI / PNG files for the readers; deploy nets with random or identity weights and
-what eval.upscale's output is compared with; ``make`` in a clean environment."""
+what inference.upscale's output is compared with; ``make`` in a clean environment."""
 import json
 import os
 import subprocess
@@ -194,7 +194,7 @@ def identity_params():
             "conv3": [w3, np.zeros(1)]}
 
 
-# ------------------------------------------------------- eval.upscale's output
+# ------------------------------------------------------- inference.upscale's output
 
 def bicubic(x):
     """MATLAB bicubic x3 of ``x`` (2-D or HxWxC) in float64."""

@@ -9,7 +9,7 @@ import pytest
 
 from core.config import ROOT
 
-PACKAGES = ("core", "data_prep", "eval", "tools")
+PACKAGES = ("core", "data_prep", "inference", "eval", "tools")
 
 
 def module_of(path):
@@ -32,7 +32,7 @@ def entry_points():
 
 def test_the_entry_points_are_found():
     found = entry_points()
-    assert {"eval.upscale", "tools.train", "tools.thickslice", "data_prep"} <= found.keys()
+    assert {"inference.upscale", "tools.train", "tools.thickslice", "data_prep"} <= found.keys()
 
 
 def test_every_entry_point_builds_the_one_line_parser():

@@ -180,7 +180,7 @@ def test_unknown_override_is_one_clear_line(tmp_path, capsys):
 def test_percentile_window_is_shared_by_the_mr_rule_and_upscale():
     from core.errors import DataError
     from data_prep.intensity import percentile_window
-    from eval.upscale_formats import _window
+    from inference.upscale_formats import _window
 
     values = np.random.RandomState(7).gamma(2.0, 100.0, size=(40, 50))
     lo, hi, fell_back = percentile_window(values)

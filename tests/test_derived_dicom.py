@@ -19,7 +19,7 @@ from core.outputs import PRODUCER
 from core.version import software_version
 from data_prep.io.dicom_derived import Derivation, mark_derived, series_number
 from data_prep.thick_scan import read_scan, write_scan
-from eval import upscale
+from inference import upscale
 from tests.mammogram import write_mammogram
 
 PROSTATE = ROOT / "data_prep" / "sources" / "prostate_mr" / "ProstateX-0000_t2tsetra"

@@ -46,10 +46,10 @@ def test_train_on_a_missing_gpu_writes_nothing(data_root, tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize("module", ["eval", "eval.upscale"])
+@pytest.mark.parametrize("module", ["eval", "inference.upscale"])
 def test_gpu_with_the_opencv_engine_is_a_usage_error(module, tmp_path):
     args = {"eval": ["--hr", str(tmp_path), "--engine", "opencv", "--gpu", "0"],
-            "eval.upscale": ["--in", "a.png", "--out", "b.png", "--run", str(tmp_path),
+            "inference.upscale": ["--in", "a.png", "--out", "b.png", "--run", str(tmp_path),
                              "--engine", "opencv", "--gpu", "0"]}[module]
     out = subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 2 and "--gpu needs --engine caffe" in out.stderr

@@ -16,7 +16,7 @@ from pydicom.uid import ExplicitVRLittleEndian, JPEGLosslessSV1, JPEGLSLossless
 
 from data_prep.io import dicom
 from data_prep.readers import read_volume
-from eval import upscale
+from inference import upscale
 from tests.helpers import rng_image, write_dicom
 
 

@@ -422,10 +422,10 @@ def test_a_right_make_command_passes(text, makefile):
 @pytest.mark.parametrize("text, expected", [
     (".venv/bin/python -m tools.curves --metrics ssim", "no option --metrics"),
     (".venv/bin/python -m eval --dataset prostate --engine onxx", "--engine onxx: not one of"),
-    ("python -m eval.upscale --in a --out b --reference brain", "run it as .venv/bin/python"),
+    ("python -m inference.upscale --in a --out b --reference brain", "run it as .venv/bin/python"),
     (".venv/bin/python -m tools.train --dataset prostate --act relu --solver sgd base_rate=1",
      "base_rate is not"),
-    (".venv/bin/python -m eval.upscale --in a --out b --reference brain --engine=onxx", "not one of"),
+    (".venv/bin/python -m inference.upscale --in a --out b --reference brain --engine=onxx", "not one of"),
     (".venv/bin/python -m eval.nothing --in a", "no module eval.nothing"),
     (".venv/bin/python -m eval --dataset prostate base_lr=1", "takes no KEY=VALUE"),
 ])

@@ -12,7 +12,7 @@ from google.protobuf import text_format
 from data_prep.degrade import degrade
 from core.errors import DataError
 from data_prep.matlab import modcrop, rgb2ycbcr
-from eval.infer import SRNet, sr_image
+from inference.net import SRNet, sr_image
 from eval.score import load_hr_folder, score_method
 from core.config import ACTIVATIONS, DEFAULT
 from core.nets import deploy_net

@@ -1,7 +1,7 @@
-"""ONNX export (`make export`, eval.export, eval.onnx_graph) and the third engine, `--engine onnx`:
+"""ONNX export (`make export`, inference.export, inference.onnx_graph) and the third engine, `--engine onnx`:
 each layer kind translates to within the float32 bound of pycaffe's output in ONNX Runtime and
 OpenCV, a mistranslation is caught by that check, untranslatable nets and user mistakes are one
-line, the committed reference files equal their caffemodels, and eval and eval.upscale run the
+line, the committed reference files equal their caffemodels, and eval and inference.upscale run the
 engine with pycaffe's results."""
 import json
 import re
@@ -21,11 +21,11 @@ from core.nets import deploy_net
 from data_prep.matlab import imresize
 from data_prep.sources import sha256
 from eval.__main__ import main as eval_main
-from eval.export import engine_outputs, main as export_main, verification_image, verify
-from eval.infer import SRNet
+from inference.export import engine_outputs, main as export_main, verification_image, verify
+from inference.net import SRNet
 from eval.metrics import METRICS, to_uint8
-from eval.rounding import forward_bound
-from eval.upscale import main as upscale_main
+from inference.rounding import forward_bound
+from inference.upscale import main as upscale_main
 from tests.helpers import (assert_within_one_level, clean_env, eval_tables, make, make_run, random_params,
                            random_slices, save_caffemodel, write_png)
 
@@ -69,7 +69,7 @@ def ops(model):
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_layer_kind_runs_as_in_pycaffe(nets, image, kind):
     prototxt, _, params = nets[kind]
-    # params, not the caffemodel: eval.caffemodel refuses a shared PReLU slope's 0-d blob
+    # params, not the caffemodel: inference.caffemodel refuses a shared PReLU slope's 0-d blob
     net = SRNet(prototxt, params=params)
     model = net.to_onnx()
     assert OPS[kind] in ops(model) and ops(model).count("Conv") == 3
@@ -269,7 +269,7 @@ def test_onnx_engine_takes_params_as_the_trainer_gives_them(nets, image):
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory, nets):
-    """(run, folder of HR test images) for eval and eval.upscale."""
+    """(run, folder of HR test images) for eval and inference.upscale."""
     folder = tmp_path_factory.mktemp("export_eval")
     run = trainer_run(folder, nets["rrelu"][:2])
     (folder / "hr").mkdir()

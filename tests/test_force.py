@@ -1,7 +1,7 @@
 """FORCE replaces only what the project wrote (issue #32, cases 1, 2 and 8): an output it recognises
 by its mark (core.outputs, data_prep.io.marks), never the input, a folder that holds it, a run
 folder or a file of one, or anything else; each refusal is one line and leaves everything as it
-was. For eval.upscale, tools.thickslice (through eval.upscale.check_io), eval.export, eval's
+was. For inference.upscale, tools.thickslice (through inference.upscale.check_io), inference.export, eval's
 tables and REPORT.md; and the marks themselves, per format."""
 import json
 import os
@@ -20,9 +20,9 @@ from core import atomic
 from core.config import ROOT
 from core.errors import DataError
 from data_prep.io import format_of
-from eval import upscale
+from inference import upscale
 from eval.__main__ import main as eval_main
-from eval.export import main as export_main
+from inference.export import main as export_main
 from eval.report import main as report_main
 from tests.helpers import (clean_env, eval_tables, make, make_run, rng_image, scorable_run, write_dicom,
                            write_nifti)
@@ -68,7 +68,7 @@ def model_args(model):
     return ["--model", str(model[1]), "--deploy", str(model[0])]
 
 
-# --------------------------------------------------------------------------- eval.upscale
+# --------------------------------------------------------------------------- inference.upscale
 
 def test_upscale_force_never_replaces_a_folder_that_holds_the_input(model, scan_folder, capfd):
     """Case 1: OUT=/tmp/v FORCE=1 for IN=/tmp/v/series deleted the series and report.txt."""
@@ -166,7 +166,7 @@ def test_thickslice_force_never_replaces_the_input_s_folder_or_an_unrelated_one(
     assert snapshot(tmp_path) == before
 
 
-# ----------------------------------------------------------------------------- eval.export
+# ----------------------------------------------------------------------------- inference.export
 
 @pytest.mark.parametrize("target", ["snapshots/srcnn_iter_20.caffemodel", "manifest.json", "deploy.prototxt"])
 def test_export_force_never_writes_over_a_file_of_the_run(model, tmp_path, capfd, target):

@@ -1,5 +1,5 @@
 """data_prep.io: the one format table, detection, folder order, 2-D pictures, and the upscaler's
-factor coming from the run (eval.upscale reads and writes only through this layer)."""
+factor coming from the run (inference.upscale reads and writes only through this layer)."""
 import json
 import subprocess
 import sys
@@ -16,7 +16,8 @@ from data_prep.io import formats, images
 from data_prep.io.files import list_files, stem, to_stored
 from data_prep.io.volume import Volume
 from data_prep.readers import read_volume
-from eval import score, upscale
+from eval import score
+from inference import upscale
 from tests.helpers import make_run, ramp, write_dicom
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -168,7 +169,7 @@ def test_cli_upscales_by_the_run_s_factor(tmp_path, model):
     img = np.random.RandomState(3).randint(0, 256, (7, 9)).astype(np.uint8)
     cv2.imwrite(str(tmp_path / "in.png"), img)
     run = with_config(make_run(tmp_path, model), {"scale": 2})
-    result = subprocess.run([sys.executable, "-m", "eval.upscale", "--in", str(tmp_path / "in.png"),
+    result = subprocess.run([sys.executable, "-m", "inference.upscale", "--in", str(tmp_path / "in.png"),
                              "--out", str(tmp_path / "out.png"), "--run", str(run)],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr

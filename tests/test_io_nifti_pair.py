@@ -1,5 +1,5 @@
 """NIfTI pairs (.hdr + .img, data_prep/io/nifti_pair.py): read by data_prep and upscaled by
-eval.upscale exactly as the same image in a single .nii file; both files written, atomically;
+inference.upscale exactly as the same image in a single .nii file; both files written, atomically;
 Analyze 7.5 headers refused with one line."""
 import nibabel as nib
 import numpy as np
@@ -8,7 +8,7 @@ import pytest
 from core.errors import DataError
 from data_prep.io import format_of
 from data_prep.readers import read_volume
-from eval import upscale
+from inference import upscale
 from tests.helpers import rng_image
 
 

@@ -1,4 +1,4 @@
-"""NRRD (.nrrd, .nhdr) and MetaImage (.mha, .mhd): read for data_prep --input and eval.upscale,
+"""NRRD (.nrrd, .nhdr) and MetaImage (.mha, .mhd): read for data_prep --input and inference.upscale,
 written back x3 with the geometry moved as for NIfTI (in-plane spacing / 3, origin on the new
 first voxel centre, direction kept), on small volumes made here with SimpleITK itself."""
 import gzip
@@ -12,7 +12,7 @@ from core.errors import DataError
 from data_prep import io
 from data_prep.io import itk
 from data_prep.readers import read_volume
-from eval import upscale
+from inference import upscale
 from tests.helpers import assert_rounds_to, bicubic, rng_image
 
 EXTENSIONS = (".nrrd", ".nhdr", ".mha", ".mhd")

@@ -1,4 +1,6 @@
-"""The packages import in one direction: core <- data_prep <- eval <- tools (docs/layout.md)."""
+"""The packages import in one direction: core <- data_prep <- inference <- eval <- tools
+(docs/layout.md): inference (nets, tiles, engines, upscale, export, the through-plane pass) stands
+below evaluation, which scores what it infers."""
 import ast
 
 import pytest
@@ -9,8 +11,9 @@ from core.config import ROOT
 ALLOWED = {
     "core": {"core"},
     "data_prep": {"core", "data_prep"},
-    "eval": {"core", "data_prep", "eval"},
-    "tools": {"core", "data_prep", "eval", "tools"},
+    "inference": {"core", "data_prep", "inference"},
+    "eval": {"core", "data_prep", "inference", "eval"},
+    "tools": {"core", "data_prep", "inference", "eval", "tools"},
 }
 PROJECT = set(ALLOWED) | {"tests"}
 
@@ -42,6 +45,23 @@ def wrong_way(package):
 @pytest.mark.parametrize("package", sorted(ALLOWED))
 def test_imports_go_one_way(package):
     assert wrong_way(package) == []
+
+
+def test_every_package_has_a_layer_and_a_row():
+    """A new top-level package is given its place here and in docs/layout.md, not left unchecked:
+    every folder of ours with an __init__.py (tests/ may import all)."""
+    packages = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    assert packages == PROJECT
+    layout = (ROOT / "docs" / "layout.md").read_text()
+    assert [p for p in sorted(packages) if f"| `{p}/` |" not in layout] == []
+
+
+def test_inference_has_no_namesake_left_in_eval():
+    """One home per module, one entry point per verb: ``python -m inference.upscale``, with no
+    ``eval.upscale`` beside it."""
+    moved = {p.name for p in (ROOT / "inference").glob("*.py")} - {"__init__.py"}
+    assert {"upscale.py", "export.py", "net.py", "tiles.py"} <= moved
+    assert moved & {p.name for p in (ROOT / "eval").glob("*.py")} == set()
 
 
 def test_the_check_sees_a_wrong_import(tmp_path):

@@ -19,7 +19,7 @@ from core.config import ROOT
 from core.locks import lock_beside
 from data_prep.__main__ import main as data_prep_main
 from eval.__main__ import main as eval_main
-from eval.upscale import main as upscale_main
+from inference.upscale import main as upscale_main
 from tests.helpers import FAST, make_run, rng_image, scorable_run, write_dicom, write_nifti
 from tools.train import main as train_main
 
@@ -56,7 +56,7 @@ def picture(tmp_path):
     return path
 
 
-# ------------------------------------------------------------------------- eval.upscale
+# ------------------------------------------------------------------------- inference.upscale
 
 def test_upscale_to_a_read_only_place_is_one_line_before_any_work(model, picture, tmp_path, capsys):
     with small_fs(tmp_path / "ro", 64, read_only=True) as ro:
@@ -119,7 +119,7 @@ def test_sigterm_during_a_series_upscale_leaves_no_temporaries(model, tmp_path):
     for i in range(60):
         write_dicom(series / f"{i:03d}.dcm", rng_image((128, 128), 4000, np.uint16, seed=i), instance=i + 1)
     out = tmp_path / "out"
-    code, err = sigterm_once([sys.executable, "-m", "eval.upscale", "--in", str(series), "--out", str(out),
+    code, err = sigterm_once([sys.executable, "-m", "inference.upscale", "--in", str(series), "--out", str(out),
                               "--model", str(model[1]), "--deploy", str(model[0])],
                              lambda: [p for p in tmp_path.iterdir() if p.name.startswith(".")])
     assert code == 130 and "interrupted; no output was written" in err, (code, err[-500:])
@@ -134,7 +134,7 @@ def test_a_series_upscale_killed_outright_leaves_a_temporary_the_next_run_remove
     for i in range(60):
         write_dicom(series / f"{i:03d}.dcm", rng_image((128, 128), 4000, np.uint16, seed=i), instance=i + 1)
     out = tmp_path / "out"
-    command = [sys.executable, "-m", "eval.upscale", "--in", str(series), "--out", str(out),
+    command = [sys.executable, "-m", "inference.upscale", "--in", str(series), "--out", str(out),
                "--model", str(model[1]), "--deploy", str(model[0])]
     code, _ = sigterm_once(command, lambda: [p for p in tmp_path.iterdir() if p.name.startswith(".")],
                            signum=signal.SIGKILL)
@@ -284,7 +284,7 @@ def loading_caffe(pid):
     return False
 
 
-@pytest.mark.parametrize("command", [["eval.upscale", "--in", "x.png", "--out", "y.png", "--reference", "prostate"],
+@pytest.mark.parametrize("command", [["inference.upscale", "--in", "x.png", "--out", "y.png", "--reference", "prostate"],
                                      ["tools.train", "--dataset", "toy", "--act", "relu", "--solver", "sgd"],
                                      ["eval", "--dataset", "prostate"]])
 def test_ctrl_c_while_an_entry_point_loads_caffe_is_no_traceback(command):

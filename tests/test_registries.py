@@ -55,7 +55,7 @@ def test_a_literal_list_is_found_however_it_is_written():
 
 @pytest.mark.parametrize("path", [
     "Makefile",
-    "eval/upscale.py",
+    "inference/upscale.py",
 ])
 def test_no_list_is_repeated_outside_its_registry(path):
     """The Makefile asks core.names, the CLIs core.config; a literal list would drift."""

@@ -8,7 +8,7 @@ from google.protobuf import text_format
 
 from core.config import DEFAULT
 from core.nets import deploy_net, train_val_net
-from eval.infer import SRNet
+from inference.net import SRNet
 from tests.helpers import random_params, save_caffemodel, tiny_net_files
 
 pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)

@@ -1,4 +1,4 @@
-"""eval.rounding's bound: Caffe's float32 output of every kind of deploy net (each activation, the
+"""inference.rounding's bound: Caffe's float32 output of every kind of deploy net (each activation, the
 residual variant) lies within it of the exact output it computes alongside, whatever kernel
 OpenBLAS runs; the exact output is the convolution's definition (checked against a direct sum);
 the bound is far below the output's range (a bound that allowed anything would pass the first
@@ -10,7 +10,7 @@ from google.protobuf import text_format
 
 from core.config import DEFAULT
 from core.nets import deploy_net
-from eval.rounding import U, forward_bound, gamma
+from inference.rounding import U, forward_bound, gamma
 from tests.helpers import deploy, random_params
 
 pytestmark = pytest.mark.blas

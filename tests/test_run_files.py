@@ -1,4 +1,4 @@
-"""A run directory's final snapshot, found by eval and eval.upscale alike (core.run_files)."""
+"""A run directory's final snapshot, found by eval and inference.upscale alike (core.run_files)."""
 import json
 import shutil
 
@@ -6,7 +6,7 @@ import pytest
 
 from core.errors import DataError
 from eval.results import run_model
-from eval.upscale import resolve_model
+from inference.upscale import resolve_model
 from core.run_files import final_snapshot
 
 

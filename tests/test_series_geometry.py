@@ -1,7 +1,7 @@
 """Series geometry (issue 32, case 4): a DICOM series whose slices are not one evenly spaced stack
 (a missing slice, a duplicated position, two interleaved stacks, two orientations, a shifted
 stack) is refused by `make thickslice`, which places its output slices by one spacing, with one
-line naming the slices; `data_prep` and `eval.upscale`, which do not use the spacing, read it with
+line naming the slices; `data_prep` and `inference.upscale`, which do not use the spacing, read it with
 a warning that says what they do. A slice of another size, a SliceThickness or PixelSpacing that
 is not a positive number, a NIfTI pixdim of 0 or below: one line naming the file and the value.
 
@@ -23,7 +23,7 @@ from data_prep.io import dicom_series
 from data_prep.readers import read_volume
 from data_prep.sources import PROSTATE_DIR
 from data_prep.thick_scan import read_scan
-from eval import upscale
+from inference import upscale
 from tests.helpers import rng_image, write_dicom
 
 GAP = "slices 9 and 10 (1-11.dcm, 1-09.dcm) at -27.8764 and -21.8764 mm along the slice normal " \
@@ -224,7 +224,7 @@ def test_upscale_keeps_each_slice_of_an_uneven_series_where_it_was_read(net, tmp
     err = capsys.readouterr().err
     assert info["slices"] == 5
     assert "slices 3 and 4 (s02.dcm, s03.dcm) at 6 and 12 mm along the slice normal are 6 mm apart" in err
-    assert "eval.upscale refines each slice in-plane and keeps its position as read" in err
+    assert "inference.upscale refines each slice in-plane and keeps its position as read" in err
     for k, z in enumerate((0, 3, 6, 12, 15)):
         assert float(pydicom.dcmread(str(tmp_path / "out" / f"s{k:02d}.dcm")).ImagePositionPatient[2]) == z
 

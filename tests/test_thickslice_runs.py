@@ -186,7 +186,7 @@ def test_nan_and_inf_voxels_stay_where_they_were(tmp_path):
 
 
 def test_restore_nonfinite_follows_the_output_geometry():
-    from eval.thickslice import restore_nonfinite
+    from inference.through_plane import restore_nonfinite
     values = np.ones((2, 3, 4))
     values[1, 2, 1] = np.nan
     fine = restore_nonfinite(np.zeros((2, 3, 12)), values, 2, 3)

@@ -1,14 +1,14 @@
-"""Tiled inference (eval.infer): tiles equal one whole-image pass, for both engines and both
+"""Tiled inference (inference.net): tiles equal one whole-image pass, for both engines and both
 borders; no tile lets a blob pass Caffe's limit; inputs Caffe would abort on are refused with one
 line; the upscaler's band-by-band bicubic equals MATLAB's imresize of the whole image.
 
 How equal (docs/exactness.md): with OpenCV, bit for bit (its convolution is its own code, and
-eval.tiles keeps every pixel in the same place of OpenCV's blocks), on each of its CPU dispatch
+inference.tiles keeps every pixel in the same place of OpenCV's blocks), on each of its CPU dispatch
 levels. With pycaffe the sums are OpenBLAS's, and some of its kernels (Haswell, Zen) sum a pixel
 in an order that depends on where the pixel sits in the GEMM: tiles and one pass then agree
-within the float32 rounding bound of eval.rounding, and the uint8 images a user sees within one
+within the float32 rounding bound of inference.rounding, and the uint8 images a user sees within one
 grey level on at most tests.helpers.QUANTISED_SHARE of the pixels. Where OpenBLAS's sums do not depend on the
-position (its Sandybridge kernels, and SkylakeX's for the tile sizes eval.tiles plans), they are
+position (its Sandybridge kernels, and SkylakeX's for the tile sizes inference.tiles plans), they are
 equal bit for bit: a test shows it in a child process that asks OpenBLAS for Sandybridge's kernels.
 """
 import os
@@ -24,11 +24,11 @@ from core.errors import DataError
 from core.machine import blas_info, cpu_flags
 from core.nets import deploy_net
 from data_prep.matlab import imresize
-from eval import tiles, upscale, upscale_stream
-from eval.infer import SRNet
+from inference import tiles, upscale, upscale_stream
+from inference.net import SRNet
 from eval.metrics import to_uint8
-from eval.rounding import forward_bound
-from eval.tiles import BLOB_LIMIT
+from inference.rounding import forward_bound
+from inference.tiles import BLOB_LIMIT
 from tests.helpers import assert_within_one_level, deploy, random_params, save_caffemodel
 
 RNG = np.random.RandomState
@@ -65,7 +65,7 @@ def covers(tiles, shape):
 
 def output_bound(net, act, model, image):
     """Per pixel of ``net(image)``: how far a float32 evaluation may be from the exact one
-    (eval.rounding); 0 in the bicubic frame, which is copied."""
+    (inference.rounding); 0 in the bicubic frame, which is copied."""
     (top, _), (left, _) = net._frame()
     weights = caffe.Net(deploy(act), caffe.TEST, weights=model)
     if net.border == "replicate":
@@ -131,7 +131,7 @@ def test_tiles_equal_one_pass(models, engine, border):
 
 
 # OpenBLAS core types whose GEMMs sum each output in an order that does not depend on where it
-# sits in the matrix (SkylakeX's, Cooperlake's: for the tile sizes eval.tiles plans)
+# sits in the matrix (SkylakeX's, Cooperlake's: for the tile sizes inference.tiles plans)
 POSITION_FREE_CORES = ("Sandybridge", "SkylakeX", "Cooperlake")
 
 
@@ -247,7 +247,7 @@ def test_bicubic_rows_equal_imresize_of_the_whole_image():
 
 def test_upscale_slice_by_bands_and_tiles_equals_the_whole_pipeline(models):
     """The streaming path (bicubic by bands, net by tiles) equals the net on imresize of the
-    whole slice, what eval.upscale did before (as tiles equal one pass)."""
+    whole slice, what inference.upscale did before (as tiles equal one pass)."""
     x = RNG(5).rand(120, 97)
     for engine in ("caffe", "opencv"):
         tiled = SRNet(deploy("prelu"), models["prelu"], engine=engine, budget_mb=150)
@@ -262,7 +262,7 @@ def test_upscale_slice_by_bands_and_tiles_equals_the_whole_pipeline(models):
 
 def test_the_default_budget_runs_the_data_sets_test_images_in_one_pass(models):
     """make eval and the trainer's test: 384x384 test images (396x396 padded) are one pass at the
-    default budget, as before tiling; eval.upscale's flag has the same default."""
+    default budget, as before tiling; inference.upscale's flag has the same default."""
     assert upscale.DEFAULT_BUDGET_MB == tiles.DEFAULT_BUDGET_MB
     for engine in ("caffe", "opencv"):
         net = SRNet(deploy("relu"), models["relu"], engine=engine)

@@ -7,7 +7,7 @@ import importlib
 
 from core.config import ROOT
 
-PACKAGES = ("core", "data_prep", "eval", "tools", "tests")
+PACKAGES = ("core", "data_prep", "inference", "eval", "tools", "tests")
 
 
 def trainer_imports(path):

@@ -1,4 +1,4 @@
-"""eval.upscale's command line (a run directory or --model/--deploy, --force, one-line errors and
+"""inference.upscale's command line (a run directory or --model/--deploy, --force, one-line errors and
 exit code 2 leaving nothing behind) and its limits: many tiles, JPEG 2000, memory.
 
 As in tests/test_upscale_formats.py, the net is the identity net: the output must be the MATLAB
@@ -15,8 +15,8 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian
 
-from eval import upscale, upscale_stream
-from eval.infer import SRNet
+from inference import upscale, upscale_stream
+from inference.net import SRNet
 from tests.helpers import assert_rounds_to, assert_within_one_level, bicubic, make_run, rng_image
 
 pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
@@ -30,7 +30,7 @@ def test_cli_run_directory(model, net, tmp_path):
     img = rng_image((7, 9), 256, np.uint8)
     cv2.imwrite(str(tmp_path / "in.png"), img)
     run = make_run(tmp_path, model)
-    result = subprocess.run([sys.executable, "-m", "eval.upscale", "--in", str(tmp_path / "in.png"),
+    result = subprocess.run([sys.executable, "-m", "inference.upscale", "--in", str(tmp_path / "in.png"),
                              "--out", str(tmp_path / "out.png"), "--run", str(run)],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
@@ -132,7 +132,7 @@ def test_cli_error_from_the_command_line(tmp_path):
     (tmp_path / "notes.txt").write_text("hello\n")
     args = ["--in", str(tmp_path / "notes.txt"), "--out", str(tmp_path / "out.png"),
             "--model", "m", "--deploy", "d"]
-    result = subprocess.run([sys.executable, "-m", "eval.upscale"] + args,
+    result = subprocess.run([sys.executable, "-m", "inference.upscale"] + args,
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

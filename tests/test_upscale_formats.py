@@ -1,4 +1,4 @@
-"""eval.upscale: x3 super-resolution of PNG, DICOM and NIfTI files, written back in their format
+"""inference.upscale: x3 super-resolution of PNG, DICOM and NIfTI files, written back in their format
 (the command line and the limits are in tests/test_upscale_cli.py).
 
 Most tests use an identity net (weights chosen so the net returns its input): the output must then
@@ -11,7 +11,7 @@ import pydicom
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, RLELossless, generate_uid
 
-from eval import upscale
+from inference import upscale
 from tests.helpers import assert_rounds_to, bicubic, rng_image
 from tests.helpers import write_dicom as write_mr_dicom
 

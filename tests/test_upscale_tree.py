@@ -1,4 +1,4 @@
-"""Whole study trees upscaled (issue 33, deliverable 4): ``eval.upscale --series REGEX`` upscales
+"""Whole study trees upscaled (issue 33, deliverable 4): ``inference.upscale --series REGEX`` upscales
 every matching series of a tree of several patients (tools/synth_cohort.py: decoys, a file cut
 short, junk) into a tree that mirrors it; one broken series is named in the summary and the others
 are done (exit 2); a rerun skips the finished series; FORCE replaces only marked outputs.
@@ -15,7 +15,7 @@ import numpy as np
 import pydicom
 import pytest
 
-from eval import upscale
+from inference import upscale
 from tests.helpers import make, make_run
 from tools.synth_cohort import write_cohort
 
@@ -25,7 +25,7 @@ PATIENTS = ["SYN-0001", "SYN-0002", "SYN-0003"]
 STUDY = Path("/work/shared/data/prostate_mr/ProstateX-0001_study")
 DATE = "01-01-2020 MR prostate"
 T2, TFL = "1.000000-t2 tse tra-1117", "4.000000-tfl 3d PD ref tra-4468"
-RECORD = "upscale-tree.json"  # eval.upscale_tree.RECORD
+RECORD = "upscale-tree.json"  # inference.upscale_tree.RECORD
 
 
 @pytest.fixture(scope="module")
@@ -218,7 +218,7 @@ def test_a_tree_without_series_is_refused_and_a_series_folder_works_as_before(tr
 def test_the_prostatex_study_gives_its_two_t2_axial_series(tmp_path):
     import re
 
-    from eval.upscale_tree import find_tree_series, plan_jobs
+    from inference.upscale_tree import find_tree_series, plan_jobs
     used, left, _ = find_tree_series(STUDY, re.compile("t2_tse_tra", re.IGNORECASE))
     assert [s.description for s in used] == ["t2_tse_tra", "t2_tse_tra"]
     assert len(left) == 9
@@ -251,7 +251,7 @@ def test_a_folder_of_several_series_without_series_names_the_option(tree, model,
 
 
 def test_the_progress_bar_is_over_series_on_a_terminal_only(tree, model, tmp_path, monkeypatch):
-    from eval import upscale_tree
+    from inference import upscale_tree
     bars = []
 
     def bar(items, **kwargs):
@@ -268,7 +268,7 @@ def test_a_full_disk_stops_the_run_in_one_line_and_a_rerun_goes_on(tree, model, 
     finished before it are recorded, and the rerun skips them."""
     import errno
 
-    from eval import upscale_formats
+    from inference import upscale_formats
     real, calls = upscale_formats.upscale_series_files, []
 
     def fills_up(paths, dst, net, scale):

@@ -1,4 +1,4 @@
-"""eval.upscale on what users' files hold besides clean images: NaN-masked volumes, DICOM folders
+"""inference.upscale on what users' files hold besides clean images: NaN-masked volumes, DICOM folders
 with objects that have no pixels, colour DICOM, and output formats too shallow for the input's
 depth."""
 from pathlib import Path
@@ -11,7 +11,7 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.uid import generate_uid
 
-from eval import upscale
+from inference import upscale
 from tests.helpers import assert_rounds_to, bicubic, rng_image
 from tests.helpers import write_dicom as write_mr_dicom
 

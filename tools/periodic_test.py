@@ -8,7 +8,7 @@ import json
 from functools import partial
 
 from core.data_files import manifest_path, test_images
-from eval.infer import SRNet
+from inference.net import SRNet
 from eval.score import load_hr_folder, score_method
 from eval.thickslice import score_one_axis
 

@@ -24,7 +24,7 @@ DATASET = "prostate"  # the one data set whose test slices ship with the code
 def run(out):
     from data_prep.sources import prostate
     from eval.figures import draw, panels
-    from eval.infer import SRNet
+    from inference.net import SRNet
     from eval.results import run_info
 
     check_writable(out)  # before the net runs

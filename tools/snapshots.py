@@ -15,7 +15,7 @@ from caffe.proto import caffe_pb2
 from core.errors import DataError
 from data_prep.io.files import write_bytes
 from core.run_files import SNAPSHOT_NAME, relative_to_run, run_path, staging_prefix
-from eval.caffemodel import check_caffemodel, read_binary_proto, read_caffemodel
+from inference.caffemodel import check_caffemodel, read_binary_proto, read_caffemodel
 
 # History blobs Caffe's solvers keep per parameter blob: one (momentum, squared gradients), or
 # two for AdaDelta and Adam (sgd_solvers.cpp: their PreSolve adds a second set)

@@ -203,7 +203,7 @@ def report_check(run_dir, data):
 
 
 def run(args):
-    from eval.upscale import check_io
+    from inference.upscale import check_io
     check_io(args.input, args.out, args.force)  # before any work: bad paths fail fast
     scan = read_scan(args.input)
     factor = scan.factor(args.factor)
@@ -228,9 +228,9 @@ def refine(args, scan, volume01, window, factor, work):
         return status
     report_check(run_dir, data)
 
-    from eval.infer import SRNet
-    from eval.thickslice import restore_nonfinite, super_resolve
-    from eval.upscale import resolve_run
+    from inference.net import SRNet
+    from inference.through_plane import restore_nonfinite, super_resolve
+    from inference.upscale import resolve_run
     deploy, caffemodel, _ = resolve_run(run_dir)
     lo, hi = window
     fine = super_resolve(SRNet(deploy, caffemodel), volume01, scan.axis, factor)

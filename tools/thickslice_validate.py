@@ -99,9 +99,9 @@ def spline_z(thick, factor):
 def reference_net_z(thick01, factor):
     """The in-plane x3 reference net (brain) on the z-interpolated reformats, no self-training."""
     from core.run_files import reference_dir
-    from eval.infer import SRNet
-    from eval.thickslice import super_resolve
-    from eval.upscale import resolve_run
+    from inference.net import SRNet
+    from inference.through_plane import super_resolve
+    from inference.upscale import resolve_run
     deploy, caffemodel, _ = resolve_run(reference_dir("brain"))
     return super_resolve(SRNet(deploy, caffemodel), thick01, 2, factor, desc="reference net")
 

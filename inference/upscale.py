@@ -1,11 +1,11 @@
 """Super-resolve a user's image with a trained net and write it back in the same format.
 
-    python -m eval.upscale --in PATH --out PATH [--series REGEX]
+    python -m inference.upscale --in PATH --out PATH [--series REGEX]
         (--run RUN_DIR | --reference DATASET | --model CAFFEMODEL --deploy PROTOTXT)
         [--engine ENGINE] [--axis 2] [--memory-budget MB] [--gpu N] [--force]
 
 With ``--series``, ``--in`` is a study tree and every series it matches is upscaled into a tree
-that mirrors it (``eval.upscale_tree``: the layout, the summary, reruns); without it, a folder is
+that mirrors it (``inference.upscale_tree``: the layout, the summary, reruns); without it, a folder is
 one series, as below, and a folder of folders is refused in one line that asks for ``--series``.
 
 The factor is the run's ``config.scale`` (3, ``DEFAULT_SCALE``, for a bare --model or a manifest
@@ -21,7 +21,7 @@ to the output type's range. One window per file, DICOM series or volume: 0..255 
 else the 0.5-99.5 percentile window ("mr" rule of ``data_prep.intensity``; min..max when the two
 coincide) of the values after RescaleSlope/Intercept or scl_slope/scl_inter; lo..lo+1 if constant.
 NaN and infinite pixels (a NaN-masked volume) are left out of the window, seen by the net as lo,
-and put back on the output pixels inside them (``eval.upscale_stream.restore_nonfinite``).
+and put back on the output pixels inside them (``inference.upscale_stream.restore_nonfinite``).
 
 8-bit colour goes as the SRCNN demo does: Y (MATLAB's rgb2ycbcr, in float) through the net, Cb,
 Cr and alpha bicubic. A DICOM series folder gives a folder of the same file names; MONOCHROME1
@@ -34,7 +34,7 @@ the voxel order kept. Geometry follows imresize: new pixel n is centred on old i
 Any image size, in bounded memory: the bicubic image is made band by band (MATLAB's imresize is
 two 1-D passes; the first is kept whole, at 1/scale of the output's size, the second made for a
 band of rows when the net needs it) and the net runs over tiles of a ``--memory-budget``
-(``eval.infer``), writing into one float64 array per file: the estimate is the same, bit for
+(``inference.net``), writing into one float64 array per file: the estimate is the same, bit for
 bit, as the net on the whole bicubic image. Besides that array (8 bytes per output pixel) a
 slice needs about 3 bytes per output pixel more at its peak.
 
@@ -45,8 +45,8 @@ folder is built beside --out). An existing --out is refused unless --force, and 
 only an output this project wrote (its mark: ``core.outputs``, ``data_prep.io.marks``), never
 the input, a folder that holds it, a run folder or anything else (docs/reliability.md).
 
-Here: the paths and the command line; ``eval.upscale_formats`` upscales each kind of input,
-``eval.upscale_stream`` the slices, in bounded memory.
+Here: the paths and the command line; ``inference.upscale_formats`` upscales each kind of input,
+``inference.upscale_stream`` the slices, in bounded memory.
 """
 if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (core.cli)
     from core.cli import exit_quietly_until_main
@@ -71,9 +71,10 @@ from data_prep.io.files import list_files  # noqa: E402
 from data_prep.io.formats import IMAGE_EXTS  # noqa: E402
 from data_prep.io.marks import file_refusal, series_refusal  # noqa: E402
 from data_prep.io.volume import upscaled_affine  # noqa: E402,F401 (API too)
-from eval.tiles import DEFAULT_BUDGET_MB, ENGINES  # noqa: E402
-from eval.upscale_formats import HANDLERS  # noqa: E402
-from eval.upscale_stream import DEFAULT_SCALE  # noqa: E402
+from inference.tiles import DEFAULT_BUDGET_MB, ENGINES  # noqa: E402
+from inference.upscale_formats import HANDLERS  # noqa: E402
+from inference.runs import reference_run, run_folder, run_scale  # noqa: E402
+from inference.upscale_stream import DEFAULT_SCALE  # noqa: E402
 
 
 # ------------------------------------------------------------------------------ public API
@@ -83,7 +84,7 @@ def upscale_path(in_path, out_path, net, axis=2, force=False, scale=DEFAULT_SCAL
     into ``out_path``, in the input's format; nothing is written there unless all succeeds.
 
     ``net`` maps a bicubic-upscaled float image ([0, 1] scale) to its estimate of the same size
-    (e.g. an ``eval.infer.SRNet``, which is then given the bicubic image band by band through
+    (e.g. an ``inference.net.SRNet``, which is then given the bicubic image band by band through
     its ``estimate``: bounded memory); ``axis``: volumes only, the RAS+ axis (0 sagittal, 1 coronal,
     2 axial) whose slices are upscaled; ``force`` replaces an existing ``out_path``. Returns
     ``{"format", "slices", "window": [lo, hi], "scale", "out"}``; DataError for an unusable
@@ -101,7 +102,7 @@ def check_io(src, dst, force=False):
     it exists, is supported, and that ``dst`` may be written: it does not exist, or ``force`` is
     given and it is an output this project wrote (``core.outputs.check_replace``: never the
     input, a folder that holds it, a run folder or anything else); DataError otherwise. The one
-    guard of every command that writes an input's upscaled copy (eval.upscale, tools.thickslice)."""
+    guard of every command that writes an input's upscaled copy (inference.upscale, tools.thickslice)."""
     src, dst = Path(src), Path(dst)
     if not src.exists():
         raise DataError(f"{src}: no such file or folder")
@@ -170,15 +171,11 @@ def resolve_run(run=None, model=None, deploy=None):
     if run is None:
         return Path(deploy), Path(model), DEFAULT_SCALE
     manifest, deploy, caffemodel = final_snapshot(run)
-    config = manifest.get("config")
-    scale = config.get("scale", DEFAULT_SCALE) if isinstance(config, dict) else DEFAULT_SCALE
-    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
-        raise DataError(f"{run}: manifest.json config scale {scale!r} is not a positive integer")
-    return deploy, caffemodel, scale
+    return deploy, caffemodel, run_scale(run, manifest)
 
 
 def parse_args(argv):
-    p = command_line("eval.upscale", description="Super-resolve an image with a trained SRCNN "
+    p = command_line("inference.upscale", description="Super-resolve an image with a trained SRCNN "
                                                  "and write it back in the same format.")
     p.add_argument("--in", dest="input", type=Path, required=True,
                    help="PNG/TIFF/BMP, DICOM file or series folder, NIfTI (.nii, .nii.gz, or a .hdr/.img "
@@ -190,7 +187,7 @@ def parse_args(argv):
                    help="--in is a study tree (any depth): upscale every series whose "
                         "SeriesDescription (else ProtocolName; a volume's file name) matches "
                         "REGEX (case-insensitive; '.' for all) into a tree under --out that "
-                        "mirrors it; a rerun skips the series finished (eval/upscale_tree.py)")
+                        "mirrors it; a rerun skips the series finished (inference/upscale_tree.py)")
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--run", type=Path,
                        help="run directory: its last snapshot, deploy net and scale")
@@ -200,7 +197,7 @@ def parse_args(argv):
                             f"({', '.join(DATASETS)}): no training needed")
     p.add_argument("--deploy", type=Path, help="the deploy prototxt of --model")
     p.add_argument("--engine", choices=ENGINES, default="caffe",
-                   help="what runs the net (eval.infer.SRNet; onnx: ONNX Runtime on the graph "
+                   help="what runs the net (inference.net.SRNet; onnx: ONNX Runtime on the graph "
                         "make export writes)")
     p.add_argument("--axis", type=int, choices=(0, 1, 2), default=2,
                    help="volumes: RAS+ axis to slice along, as in data_prep: 0 sagittal, "
@@ -231,27 +228,6 @@ def parse_args(argv):
     elif args.run is not None:
         args.run = run_folder(args.run)
     return args
-
-
-def run_folder(run):
-    """A --run as given, or, when it is relative and not found here, under the repository root
-    (make upscale runs from the directory make was called from; runs/ lives in the checkout)."""
-    from core.config import ROOT
-    if run.is_absolute() or run.exists() or not (ROOT / run).exists():
-        return run
-    return ROOT / run
-
-
-def reference_run(name, parser):
-    """models/reference/<name>, or a usage error listing the references there are."""
-    from core.run_files import reference_dir, references
-    there = references()
-    if name not in there:
-        how = (f"make reference DATASET={name} trains it" if name in DATASETS else
-               f"the data sets are {', '.join(DATASETS)}")
-        parser.error(f"--reference {name}: no models/reference/{name}/ (there are: "
-                     f"{', '.join(there) or 'none'}; {how})")
-    return reference_dir(name)
 
 
 def main(argv=None):
@@ -286,9 +262,9 @@ def format_of_or_none(path):
 
 def load_net(args):
     """(SRNet, scale, settings) of the command line's net; settings: what says which net wrote
-    an output (eval.upscale_tree's key)."""
+    an output (inference.upscale_tree's key)."""
     deploy, caffemodel, scale = resolve_run(args.run, args.model, args.deploy)
-    from eval.infer import SRNet  # imports Caffe: only once the paths are known good
+    from inference.net import SRNet  # imports Caffe: only once the paths are known good
     from core.device import use_device
     use_device(args.gpu)
     net = SRNet(deploy, caffemodel, engine=args.engine, budget_mb=args.memory_budget)
@@ -311,11 +287,11 @@ def run(args):
 
 
 def run_tree(args):
-    """--series: every matching series of the tree --in into --out (eval.upscale_tree); 2 when
+    """--series: every matching series of the tree --in into --out (inference.upscale_tree); 2 when
     a series failed (the summary names it), the others being written."""
     from core.locks import exclusive, lock_beside
-    from eval import upscale_tree as tree
-    from eval.upscale_formats import upscale_series_files
+    from inference import upscale_tree as tree
+    from inference.upscale_formats import upscale_series_files
     tree.check_tree_out(args.input, args.out)  # before the net: fail fast on bad paths
     deploy, caffemodel, scale = resolve_run(args.run, args.model, args.deploy)
     settings = {"net": tree.net_id(deploy, caffemodel), "scale": scale, "engine": args.engine,

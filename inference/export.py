@@ -1,9 +1,9 @@
-"""`make export` / `python -m eval.export`: a trained net as an ONNX file, verified before it is
+"""`make export` / `python -m inference.export`: a trained net as an ONNX file, verified before it is
 written.
 
-    python -m eval.export (--run RUN_DIR | --reference DATASET) --out model.onnx [--force]
+    python -m inference.export (--run RUN_DIR | --reference DATASET) --out model.onnx [--force]
 
-The graph is ``eval.onnx_graph``'s (opset 13, float32, free batch, height and width) of the run's
+The graph is ``inference.onnx_graph``'s (opset 13, float32, free batch, height and width) of the run's
 deploy net and last snapshot, with ``metadata_props`` that say how to use it (``metadata``: the
 scale, the input convention, the pixels the valid convolutions lose per side, the border, the
 post-processing, variant, iterations, data set, and the SHA-256 of the run's manifest and
@@ -11,13 +11,13 @@ caffemodel). Before anything is written the export is verified: onnx.checker's f
 ONNX Runtime and OpenCV DNN (``cv2.dnn.readNetFromONNX``) run it on a real test image (a ProstateX
 test slice, shipped in data_prep/sources, degraded at the run's scale as the evaluation does and
 padded as ``--border replicate`` pads), and each must equal pycaffe's output on every pixel within
-twice ``eval.rounding``'s bound: the most two float32 evaluations of the net, summing in any
+twice ``inference.rounding``'s bound: the most two float32 evaluations of the net, summing in any
 order, can differ (docs/exactness.md). A net it cannot translate is refused, naming the layer.
 
 Errors are one line, ``export: error: ...`` on stderr, exit code 2 (1 for a file system error);
 the file is written under a temporary name and renamed when whole. An existing --out is refused
 unless --force, and --force replaces only an ONNX file this project wrote (its producer name,
-``eval.onnx_graph.PRODUCER``), never a file of the run or anything else (``core.outputs``).
+``inference.onnx_graph.PRODUCER``), never a file of the run or anything else (``core.outputs``).
 """
 if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (core.cli)
     from core.cli import exit_quietly_until_main
@@ -43,8 +43,7 @@ from core.outputs import check_replace  # noqa: E402
 from core.run_files import final_snapshot  # noqa: E402
 from data_prep.degrade import degrade  # noqa: E402
 from data_prep.sources import prostate, sha256  # noqa: E402
-from eval.results import display_path, run_scale  # noqa: E402
-from eval.upscale import reference_run, run_folder  # noqa: E402
+from inference.runs import display_path, reference_run, run_folder, run_scale  # noqa: E402
 
 VERIFIED_ENGINES = ("onnxruntime", "opencv")
 
@@ -96,7 +95,7 @@ def check_out(out, force, inputs=()):
 
 def onnx_refusal(path):
     """None when ``path`` is an ONNX file this project wrote (its producer name); else why not."""
-    from eval.onnx_graph import PRODUCER
+    from inference.onnx_graph import PRODUCER
     try:
         import onnx
         if onnx.load(str(path), load_external_data=False).producer_name == PRODUCER:
@@ -133,7 +132,7 @@ def engine_outputs(model, x):
     OpenCV DNN."""
     import cv2
 
-    from eval.onnx_graph import ort_session
+    from inference.onnx_graph import ort_session
     session = ort_session(model)
     ort = session.run(None, {session.get_inputs()[0].name: x[None, None]})[0]
     reader = cv2.dnn.readNetFromONNX(np.frombuffer(model.SerializeToString(), np.uint8))
@@ -145,10 +144,10 @@ def engine_outputs(model, x):
 def verify(model, net, deploy, x):
     """{engine: largest |difference| to pycaffe, "bound": the smallest per-pixel bound}: ``model``
     passes onnx.checker's full check, and ONNX Runtime's and OpenCV's outputs on ``x`` equal
-    pycaffe's (``net``, an ``eval.infer.SRNet``) within twice ``eval.rounding``'s bound on every
+    pycaffe's (``net``, an ``inference.net.SRNet``) within twice ``inference.rounding``'s bound on every
     pixel; DataError otherwise."""
-    from eval.onnx_graph import check
-    from eval.rounding import forward_bound
+    from inference.onnx_graph import check
+    from inference.rounding import forward_bound
     check(model)
     ours = net.forward_valid(x)
     limit = 2 * forward_bound(deploy, net.weights(), x)[1]
@@ -178,7 +177,7 @@ def export(run_dir, out):
     except ImportError as exc:
         raise DataError(f"{exc.name} is not installed in this Python (make setup installs it "
                         "into .venv)") from None
-    from eval.infer import SRNet  # imports Caffe: only once the paths are known good
+    from inference.net import SRNet  # imports Caffe: only once the paths are known good
     manifest, deploy, caffemodel = final_snapshot(run_dir)
     scale = run_scale(run_dir, manifest)
     net = SRNet(deploy, caffemodel, engine="caffe")
@@ -190,7 +189,7 @@ def export(run_dir, out):
 
 
 def parse_args(argv):
-    p = command_line("eval.export", description=__doc__.splitlines()[0])
+    p = command_line("inference.export", description=__doc__.splitlines()[0])
     model = p.add_mutually_exclusive_group(required=True)
     model.add_argument("--run", type=Path, help="run directory: its last snapshot and deploy net")
     model.add_argument("--reference", metavar="DATASET",

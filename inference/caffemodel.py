@@ -1,4 +1,4 @@
-"""A deploy prototxt and its weights, checked before Caffe sees them (for ``eval.infer.SRNet``).
+"""A deploy prototxt and its weights, checked before Caffe sees them (for ``inference.net.SRNet``).
 
 Caffe aborts the whole process (glog FATAL, no exception) on a prototxt that does not parse, a
 corrupt caffemodel or a layer whose blobs differ in number or shape, so those become a one-line

@@ -1,4 +1,4 @@
-"""How ``eval.upscale`` upscales each kind of input: a 2-D picture (8-bit colour as Y through the
+"""How ``inference.upscale`` upscales each kind of input: a 2-D picture (8-bit colour as Y through the
 net, Cb/Cr bicubic), a DICOM file or series folder, a volume (NIfTI, NRRD, MetaImage); each file,
 series or volume through one intensity window (:func:`_window`). ``HANDLERS`` maps a format's
 kind to its handler, ``handler(src, dst, fmt, net, axis, scale)``.
@@ -18,7 +18,7 @@ from data_prep.io.dicom_series import (check_same_size, check_stack, group_serie
 from data_prep.io.marks import write_marked_picture
 from data_prep.io.volume import voxel_axis
 from data_prep.matlab import imresize
-from eval.upscale_stream import output_array, upscale_stack, upscaled_shape
+from inference.upscale_stream import output_array, upscale_stack, upscaled_shape
 
 MIN_SIDE = 2  # a slice thinner than this is 1-D: there is nothing to super-resolve
 _YCBCR = np.array([[65.481, 128.553, 24.966],
@@ -120,7 +120,7 @@ def _upscale_dicom(src, dst, fmt, net, axis, scale):
 
 
 def upscale_series_files(paths, dst, net, scale):
-    """One DICOM series given as its files (``eval.upscale_tree``: a series is its
+    """One DICOM series given as its files (``inference.upscale_tree``: a series is its
     SeriesInstanceUID, wherever its files lie) into the folder ``dst``, file names kept, as a
     series folder holding just those files is upscaled: the same reads, window and writes."""
     fmt = by_name("dicom")
@@ -170,7 +170,7 @@ def _check_series_geometry(items):
     try:
         check_stack(sort_series(items)[0], where)
     except DataError as exc:
-        warn(f"{exc}; eval.upscale refines each slice in-plane and keeps its position as read")
+        warn(f"{exc}; inference.upscale refines each slice in-plane and keeps its position as read")
 
 
 def _upscale_series(items, fmt, net, scale, out_path):

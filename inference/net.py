@@ -9,11 +9,11 @@ Any image size in bounded memory: the net runs over tiles whose size comes from 
 measured on the net, not written down) so that every output pixel sees exactly the input pixels
 it sees in one whole-image pass. The result is the same, bit for bit on the CPU, as one pass
 over the whole image wherever that fits (tests/test_tiling.py); two library details are steered
-around for that (``eval.tiles`` says which and why). An image that fits the budget is one
+around for that (``inference.tiles`` says which and why). An image that fits the budget is one
 tile: the same single pass as before tiling existed. No tile lets a blob (im2col buffers
 included) pass Caffe's 2^31 - 1 element limit, where Caffe aborts the process.
 
-Weights are checked against the prototxt before Caffe sees them (``eval.caffemodel``): Caffe
+Weights are checked against the prototxt before Caffe sees them (``inference.caffemodel``): Caffe
 aborts the whole process (glog FATAL, no exception) on a corrupt caffemodel or a layer whose
 blobs differ in number or shape, so those become a one-line ``DataError`` here instead; so do
 inputs Caffe would abort on (a net input of another channel count, an image smaller than the
@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from core.errors import DataError
 from data_prep.degrade import degrade
-from eval.caffemodel import check_caffemodel, check_deploy, copy_params, read_caffemodel
-from eval.tiles import BORDERS, DEFAULT_BUDGET_MB, ENGINES, TilePlanner
+from inference.caffemodel import check_caffemodel, check_deploy, copy_params, read_caffemodel
+from inference.tiles import BORDERS, DEFAULT_BUDGET_MB, ENGINES, TilePlanner
 
 PROGRESS_DELAY_S = 3.0  # a progress bar over tiles appears for images that take longer
 
@@ -120,19 +120,19 @@ class SRNet:
         return {name: [b.data.copy() for b in blobs] for name, blobs in self._net.params.items()}
 
     def to_onnx(self, metadata=None):
-        """The net and its weights as an ONNX ModelProto (``eval.onnx_graph.to_onnx``)."""
-        from eval.onnx_graph import to_onnx
+        """The net and its weights as an ONNX ModelProto (``inference.onnx_graph.to_onnx``)."""
+        from inference.onnx_graph import to_onnx
         return to_onnx(self._net, self._proto, self.weights(), metadata)
 
     # ------------------------------------------------------------------------ tiling
 
     def max_tile_pixels(self):
-        """The most input pixels one tile may have (``eval.tiles.TilePlanner``)."""
+        """The most input pixels one tile may have (``inference.tiles.TilePlanner``)."""
         return self._tiles.max_tile_pixels()
 
     def tile_plan(self, shape):
         """The tiles covering a valid output of ``shape`` (rows, cols), row by row; one tile
-        when the whole image fits (``eval.tiles.TilePlanner``)."""
+        when the whole image fits (``inference.tiles.TilePlanner``)."""
         return self._tiles.tile_plan(shape)
 
     # ---------------------------------------------------------------------- estimates
@@ -240,7 +240,7 @@ class SRNet:
 def _onnx_runner(model):
     """A function running one 2-D float32 tile through ``model`` in ONNX Runtime; its failures
     (out of memory, an input it refuses) become one-line DataErrors."""
-    from eval.onnx_graph import ort_session
+    from inference.onnx_graph import ort_session
     session = ort_session(model)
     source, target = session.get_inputs()[0].name, session.get_outputs()[0].name
 

@@ -1,8 +1,8 @@
-"""x ``scale`` estimates of 2-D slices in bounded memory, for ``eval.upscale``.
+"""x ``scale`` estimates of 2-D slices in bounded memory, for ``inference.upscale``.
 
 The bicubic image is made band by band (:func:`bicubic_rows`: MATLAB's imresize is two 1-D
 passes; the first is kept whole, at 1/scale of the output's size, the second made for a band of
-rows when the net needs it) and a net with an ``estimate`` method (``eval.infer.SRNet``) runs over
+rows when the net needs it) and a net with an ``estimate`` method (``inference.net.SRNet``) runs over
 tiles, writing into one float64 array per file (:func:`output_array`, refused in one line before
 any work where it does not fit): the estimate is the same, bit for bit, as the net on the whole
 bicubic image.

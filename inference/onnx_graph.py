@@ -17,6 +17,8 @@ from onnx import TensorProto, helper, numpy_helper
 from core.errors import DataError
 
 OPSET = 13
+# The mark of an ONNX file this project wrote (core.outputs), kept as the first files carry it
+# (models/reference/*/model.onnx, users' exports) though export now lives in inference/.
 PRODUCER = "medsr-caffe eval.export"
 # Fields read below, or that change nothing at inference (fillers, learning rates, engine).
 CONV_FIELDS = {"num_output", "bias_term", "pad", "pad_h", "pad_w", "kernel_size", "kernel_h",
@@ -96,7 +98,7 @@ def _convolution(g, layer, x, params):
         refuse(layer, f"convolution axis {p.axis}")
     kh, kw = _pair(layer, p.kernel_size, p.kernel_h, p.kernel_w, None)
     pad = _pair(layer, p.pad, p.pad_h, p.pad_w, 0)
-    # Stride, dilation and groups are left out: eval.rounding (the bound every export is
+    # Stride, dilation and groups are left out: inference.rounding (the bound every export is
     # verified against) has none for them, and a Crop's size difference is fixed only at stride 1.
     if (_pair(layer, p.stride, p.stride_h, p.stride_w, 1) != (1, 1)
             or _pair(layer, p.dilation, 0, 0, 1) != (1, 1) or (p.group or 1) != 1):

@@ -1,4 +1,4 @@
-"""Whole study trees for ``eval.upscale --series REGEX``: every matching series of a tree, upscaled
+"""Whole study trees for ``inference.upscale --series REGEX``: every matching series of a tree, upscaled
 into a tree that mirrors it; a series that fails is named at the end and the others are done; a
 rerun skips the series finished before.
 
@@ -189,7 +189,7 @@ def own(job):
 def sort_jobs(jobs, record, src, settings, force):
     """Set each job's key and state: "done" (finished before), "new" or "replace"; a DataError
     naming the first output in the way (and how many) when any may not be written."""
-    from eval.upscale import check_io
+    from inference.upscale import check_io
     finished = record.get("series", {})
     refused = []
     for job in (j for j in jobs if j.state != "failed"):

@@ -1,4 +1,4 @@
-"""The tiles ``eval.infer.SRNet`` runs a net over: how many input pixels a memory budget allows
+"""The tiles ``inference.net.SRNet`` runs a net over: how many input pixels a memory budget allows
 one tile, and how a valid output is cut into tiles.
 
 Every tile is read with the halo the net's valid convolutions need (``lost``: 12 px for 9-1-5,
@@ -14,11 +14,11 @@ import numpy as np
 
 from core.errors import DataError
 
-# The engines that run a deploy net (eval.infer.SRNet): pycaffe, OpenCV DNN's Caffe reader, and
-# ONNX Runtime on the graph eval.onnx_graph builds. Here, not in eval.infer, so that the command
+# The engines that run a deploy net (inference.net.SRNet): pycaffe, OpenCV DNN's Caffe reader, and
+# ONNX Runtime on the graph inference.onnx_graph builds. Here, not in inference.net, so that the command
 # lines can offer them without loading Caffe; tiles are planned per engine below.
 ENGINES = ("caffe", "opencv", "onnx")
-# How an estimate gets its input's size back (eval.infer.SRNet): "replicate" pads the input by the
+# How an estimate gets its input's size back (inference.net.SRNet): "replicate" pads the input by the
 # net's frame, "bicubic" keeps the bicubic values there
 BORDERS = ("replicate", "bicubic")
 DEFAULT_BUDGET_MB = 768  # per tile: Caffe's blobs and im2col buffers (an upper bound, see below)
