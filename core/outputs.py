@@ -3,7 +3,7 @@
 Every output carries a mark that says so, a text starting with :data:`PRODUCER` in a field of its
 format (docs/reliability.md, "Replacing outputs (FORCE)"): ``data_prep.io.marks`` for images,
 volumes and DICOM (a series folder is one when every file in it is a marked DICOM file of one
-series), the ONNX producer name (``eval.export``), a field of eval's tables (``eval.results``).
+series), the ONNX producer name (``medsr-caffe eval.export``, written by ``inference.export``), a field of eval's tables (``eval.results``).
 :func:`check_replace` is the one guard: an existing output is replaced (with ``--force``, where a
 command asks for it) only when it carries its mark, is not an input and holds none, and is not a
 run or data set folder; otherwise it is refused with one line that says why.

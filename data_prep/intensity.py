@@ -33,7 +33,7 @@ cast to uint8.
 
 NaN and infinite values (a NaN-masked float volume: SPM, FSL and others write NaN outside the
 brain) are left out of the rule's parameters (the "mr" window is computed over the finite voxels)
-and become 0, black, as ``eval.upscale`` shows them to the net (the window's low value).
+and become 0, black, as ``inference.upscale`` shows them to the net (the window's low value).
 
 Rejected with DataError (message names ``source``): empty or non-numeric
 input, input with no finite value, and constant results (max == min after the mapping).
@@ -123,7 +123,7 @@ def convert(volume, rule="auto", *, source="<array>", modality=None, bits_stored
 def check_numeric(volume, source, nonfinite=False) -> np.ndarray:
     """Reject empty and non-real input, and non-finite values unless ``nonfinite`` (then only an
     image with no finite value at all); why: they cannot be windowed. :func:`convert` and
-    ``eval.upscale`` allow them (a NaN-masked volume: black for training, its mask kept when
+    ``inference.upscale`` allow them (a NaN-masked volume: black for training, its mask kept when
     upscaled)."""
     vol = np.asarray(volume)
     if vol.dtype == bool:

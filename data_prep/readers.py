@@ -118,7 +118,7 @@ def _load(path, fmt):
     data = fmt.read(path)
     pages = images.page_count(path) if fmt.kind == "image" else 1
     if pages > 1:
-        warn(f"{path}: a TIFF of {pages} pages: only the first is read (eval.upscale upscales "
+        warn(f"{path}: a TIFF of {pages} pages: only the first is read (inference.upscale upscales "
              "them all)")
     return images.to_grey(data, path) if fmt.kind == "image" else data
 

@@ -42,7 +42,6 @@ import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from types import SimpleNamespace
 
 from tqdm import tqdm
 
@@ -50,9 +49,9 @@ from core.atomic import write_json_atomic
 from core.cli import check_writable
 from core.errors import DataError
 from core.outputs import PRODUCER, check_replace
-from data_prep.cohort.build import _nothing_used
+from data_prep.cohort.build import why_nothing_is_used
 from data_prep.cohort.plan import find_series
-from data_prep.cohort.summary import SHOWN, _entry, _grouped, _left_out_line
+from data_prep.cohort.summary import SHOWN, grouped_left_out, left_out_line, series_entry
 from data_prep.cohort.walk import read_infos, tree_files
 from data_prep.io import by_name, sniff
 from data_prep.io.marks import series_refusal
@@ -78,10 +77,8 @@ class Job:
 def find_tree_series(src, pattern, jobs=1):
     """(used series, left-out series, [(path, reason)] files left out) of the tree ``src``."""
     infos = [_with_patient(i) for i in read_infos(tree_files([src]), jobs)]
-    infos, partners = _drop_data_files(infos)
     volumes = {str(Path(i.path).resolve()): "-" for i in infos if i.kind == "volume"}
     series, files_out = find_series(infos, pattern, volumes)
-    files_out = [(p, r) for p, r in files_out if p not in partners]
     return ([s for s in series if not s.reason], [s for s in series if s.reason], files_out)
 
 
@@ -91,18 +88,6 @@ def _with_patient(info):
     if info.kind != "dicom" or info.header.get("PatientID"):
         return info
     return replace(info, header={**info.header, "PatientID": "-"})
-
-
-def _drop_data_files(infos):
-    """The records without the files a volume of the tree is written with (the ``.img`` of a
-    ``.hdr``, a detached header's voxel file): a volume is one series, named by its header;
-    returns (records, the paths dropped)."""
-    claimed = set()
-    for info in infos:
-        if info.kind == "volume" and str(info.path) not in claimed:
-            fmt = by_name(sniff(info.path))
-            claimed.update(str(p) for p in (fmt.data_files(info.path) if fmt.data_files else []))
-    return [i for i in infos if str(i.path) not in claimed], claimed
 
 
 def output_of(series, src, dst, homes):
@@ -281,8 +266,7 @@ def upscale_tree(src, dst, series_regex, settings, upscale_one, force=False, job
     pattern = re.compile(series_regex, re.IGNORECASE)
     used, left_out, files_out = find_tree_series(src, pattern, jobs)
     if not used:
-        raise DataError(_nothing_used(SimpleNamespace(input=[src], series=series_regex),
-                                      left_out, files_out))
+        raise DataError(why_nothing_is_used([src], series_regex, left_out, files_out))
     record = read_record(dst) or {"producer": PRODUCER, "kind": KIND, "series": {}}
     plan = plan_jobs(src, dst, used, left_out)
     sort_jobs(plan, _by_path(record, dst), src, settings, force)
@@ -354,8 +338,8 @@ def summary_lines(summary):
                   f"{j.slices if j.slices is not None else '?'} slice(s)"
                   for j in count[state][:SHOWN]]
         lines += _more(len(count[state]))
-    groups = _grouped([_entry(s) | {"reason": s.reason} for s in summary["left_out"]])
-    lines += [_left_out_line(entries) for entries in groups[:SHOWN]]  # as make data's summary
+    groups = grouped_left_out([series_entry(s) | {"reason": s.reason} for s in summary["left_out"]])
+    lines += [left_out_line(entries) for entries in groups[:SHOWN]]  # as make data's summary
     lines += _more(len(groups))
     lines += [f"  left out file  {_rel(p, src)}: {r}" for p, r in summary["files_out"][:SHOWN]]
     lines += _more(len(summary["files_out"]))

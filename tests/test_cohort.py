@@ -318,7 +318,7 @@ def test_a_volume_whose_header_cannot_be_read_is_a_file_left_out(tmp_path):
 
 
 def test_the_summary_parts_other_commands_reuse_are_public(tree):
-    """The tree upscale (eval/upscale_tree.py) words its refusal and its left-out lines as
+    """The tree upscale (inference/upscale_tree.py) words its refusal and its left-out lines as
     `make data` does, through these public names; no namespace of data_prep's options needed."""
     from data_prep.cohort.build import why_nothing_is_used
     from data_prep.cohort.plan import find_series

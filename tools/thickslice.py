@@ -13,7 +13,7 @@ scan, trained on the scan itself (self-supervised, after SMORE), with the paper'
 3. the paper's net trained on them by ``tools.train``, in a run folder named by the pairs and the
    settings (a rerun continues or reuses it: :func:`choose_run`);
 4. every reformat through the slice axis super-resolved and the two orientations averaged
-   (``eval.thickslice``), NaN and infinite voxels put back where they were; written in the
+   (``inference.through_plane``), NaN and infinite voxels put back where they were; written in the
    input's format with the slice spacing / factor.
 
 Steps 2 to 4 hold a lock on the work folder (one per scan: its voxels and geometry, under

@@ -66,12 +66,6 @@ def why_nothing_is_used(inputs, series_regex, series, files_out):
            f"(descriptions: {shown})"
 
 
-def _nothing_used(args, series, files_out):
-    """The name eval/upscale_tree.py imported before why_nothing_is_used: remove once it imports
-    that one (issue 33)."""
-    return why_nothing_is_used(args.input, args.series, series, files_out)
-
-
 def build_cohort(args, cfg, build, lock):
     """Plan, print the summary, then build through ``build(dest, train, test, cfg, manifest,
     jobs=...)`` under ``lock``; returns the built manifest."""

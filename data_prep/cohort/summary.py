@@ -74,8 +74,3 @@ def _listed(items, shown=8):
 
 def _more(n):
     return [f"  ... and {n - SHOWN} more (manifest.json)"] if n > SHOWN else []
-
-
-# The names eval/upscale_tree.py imported before these were public: remove once it imports the
-# public ones (issue 33).
-_entry, _grouped, _left_out_line = series_entry, grouped_left_out, left_out_line
