@@ -61,6 +61,7 @@ def test_the_peak_is_of_the_whole_process_tree_not_of_its_largest_process(tmp_pa
     assert m.peak_pss_tree >= 190 * MIB and m.peak_rss_tree >= m.peak_pss_tree - 10 * MIB
     assert 100 * MIB <= m.peak_rss_process < 150 * MIB
     assert m.hwm_sum >= m.peak_rss_tree
+    assert 0 < m.cpu_s < 2 * m.wall_s  # two processes, mostly asleep
     assert (tmp_path / "log").read_text().startswith("started")
 
 
@@ -85,6 +86,7 @@ def test_a_tiny_benchmark_measures_each_size_and_jobs_and_leaves_nothing(study, 
         assert r["patches"] == r["patches_train"] + r["patches_test"] > 0
         assert r["disk_ratio"] == round(r["disk_bytes"] / (r["patches"] * 6120), 4)
         assert r["slices_per_s"] == round(r["slices"] / r["wall_s"], 2)
+        assert r["slices_per_cpu_s"] == round(r["slices"] / r["cpu_s"], 2) and r["cpu_s"] > 0
         assert 0 < r["plan_s"] < r["wall_s"]
         assert 0 < r["peak_rss_process_mb"] <= r["peak_rss_tree_mb"] <= r["hwm_sum_mb"]
         assert r["peak_processes"] >= r["jobs"]  # -j 2: the build's workers are in the tree

@@ -232,6 +232,7 @@ def result_row(size, jobs, m, manifest, dataset):
         "wall_s": round(m.wall_s, 3),
         "plan_s": None if m.first_line_s is None else round(m.first_line_s, 3),
         "slices_per_s": round(slices / m.wall_s, 2),
+        "cpu_s": round(m.cpu_s, 2), "slices_per_cpu_s": round(slices / m.cpu_s, 2),
         "peak_rss_tree_mb": round(m.peak_rss_tree / MIB, 1),
         "peak_pss_tree_mb": round(m.peak_pss_tree / MIB, 1),
         "peak_rss_process_mb": round(m.peak_rss_process / MIB, 1),
@@ -286,7 +287,8 @@ def verdicts(rows):
 
 COLUMNS = [("series", "series"), ("patients", "patients"), ("-j", "jobs"), ("slices", "slices"),
            ("patches", "patches"), ("wall s", "wall_s"), ("plan s", "plan_s"),
-           ("slices/s", "slices_per_s"), ("s/slice vs smallest", "time_per_slice_vs_smallest"),
+           ("slices/s", "slices_per_s"), ("CPU s", "cpu_s"), ("slices per CPU s", "slices_per_cpu_s"),
+           ("s/slice vs smallest", "time_per_slice_vs_smallest"),
            ("peak RSS tree MB", "peak_rss_tree_mb"), ("peak PSS tree MB", "peak_pss_tree_mb"),
            ("largest process MB", "peak_rss_process_mb"), ("sum of process peaks MB", "hwm_sum_mb"),
            ("disk MB", "disk_mb"),

@@ -16,9 +16,14 @@ seconds and its members' memory summed:
 - ``hwm_sum``: the sum of every tree member's VmHWM, an upper bound of the tree's true peak
   (members peak at different times) that no short peak escapes.
 
+``cpu_s`` is the CPU time (user + system) of the command and every descendant it waited for
+(getrusage(RUSAGE_CHILDREN) before and after): on a machine shared with other work, wall time
+says what the command got, CPU time what it needed.
+
 A peak shorter than ``interval`` can fall between two samples: the sampled sums are lower bounds
 of the true ones at that resolution, ``hwm_sum`` an upper bound.
 """
+import resource
 import subprocess
 import threading
 import time
@@ -115,6 +120,7 @@ class Measured:
     peak_pss_tree: int
     peak_rss_process: int
     hwm_sum: int
+    cpu_s: float
     peak_processes: int
     samples: int
 
@@ -122,6 +128,7 @@ class Measured:
 def run_measured(cmd, env, log, interval=0.1, cwd=None):
     """Run ``cmd`` with stdout and stderr into the file ``log``; its Measured. The command should
     not buffer its stdout (PYTHONUNBUFFERED=1) for ``first_line_s`` to mean when it printed."""
+    before = _children_cpu()
     with open(log, "w") as out:
         start = time.monotonic()
         proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=out,
@@ -144,8 +151,13 @@ def run_measured(cmd, env, log, interval=0.1, cwd=None):
         reader.join()
     hwm = sampler.hwm.values()
     return Measured(proc.returncode, wall, first[0] if first else None, sampler.peak_rss,
-                    sampler.peak_pss, max(hwm, default=0), sum(hwm), sampler.peak_processes,
-                    sampler.samples)
+                    sampler.peak_pss, max(hwm, default=0), sum(hwm), _children_cpu() - before,
+                    sampler.peak_processes, sampler.samples)
+
+
+def _children_cpu():
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _copy_lines(stream, out, first, start):
