@@ -221,6 +221,7 @@ def result_row(size, jobs, m, manifest, dataset):
     per_patch = patch_bytes((1, 1, side, side), (1, 1, label, label))
     disk = folder_bytes(dataset)
     used = manifest["cohort"]["series"]
+    wall, cpu = round(m.wall_s, 3), round(m.cpu_s, 2)  # the rates below are of these
     return {
         "size": size, "jobs": jobs, "series": len(used),
         "patients": len({s["patient"] for s in used}),
@@ -229,10 +230,10 @@ def result_row(size, jobs, m, manifest, dataset):
         "patches": patches, "patches_train": manifest["patches"]["train"],
         "patches_test": manifest["patches"]["test"],
         "files": sum(len(v) for v in manifest["files"].values()), "shuffle": manifest["shuffle"],
-        "wall_s": round(m.wall_s, 3),
+        "wall_s": wall,
         "plan_s": None if m.first_line_s is None else round(m.first_line_s, 3),
-        "slices_per_s": round(slices / m.wall_s, 2),
-        "cpu_s": round(m.cpu_s, 2), "slices_per_cpu_s": round(slices / m.cpu_s, 2),
+        "slices_per_s": round(slices / wall, 2),
+        "cpu_s": cpu, "slices_per_cpu_s": round(slices / max(cpu, 0.01), 2),
         "peak_rss_tree_mb": round(m.peak_rss_tree / MIB, 1),
         "peak_pss_tree_mb": round(m.peak_pss_tree / MIB, 1),
         "peak_rss_process_mb": round(m.peak_rss_process / MIB, 1),
