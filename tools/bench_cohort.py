@@ -337,8 +337,9 @@ def run(args):
             tree_bytes, data_bytes = estimate_bytes(size, per_patient, args.study, args.crop)
             kept = (work / tree_name(size, args.crop)).is_dir()
             check_disk(work, (0 if kept else tree_bytes) + data_bytes, size)
-            print(f"bench_cohort: {size} series: writing the tree (about {tree_bytes / 1e9:.2f} "
-                  f"GB; a data set up to {data_bytes / 1e9:.2f} GB) in {work}", flush=True)
+            what = "the kept tree" if kept else f"a tree of about {tree_bytes / 1e9:.2f} GB"
+            print(f"bench_cohort: {size} series: {what} and a data set of up to "
+                  f"{data_bytes / 1e9:.2f} GB in {work}", flush=True)
             tree, gen_s = make_tree(work, size, args)
             for jobs in args.jobs:
                 row = build_once(tree, work, size, jobs, args)
