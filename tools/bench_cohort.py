@@ -46,6 +46,7 @@ from tools.tree_memory import run_measured
 
 SERIES_REGEX = "t2_tse_tra"  # the shipped T2 series' description: what synth_cohort counts
 SLICES_PER_SERIES = 19  # ProstateX's T2 axial series (the shipped one and the study's)
+SLICE_SIDE = 384  # their slices' rows and columns
 DEFAULT_STUDY = ROOT.parent / "shared" / "data" / "prostate_mr" / "ProstateX-0001_study"
 MARK = ".bench_cohort"  # in a work folder this tool made: what it may delete there
 TARGETS = {"slices_per_s_j2": 100, "peak_rss_mb": 1500, "disk_ratio_tolerance": 0.05,
@@ -155,7 +156,7 @@ def estimate_bytes(size, per_patient, study, crop, cfg=DEFAULT):
     patients = math.ceil(size / per_patient)
     t2 = folder_bytes(PROSTATE_DIR, allocated=False)
     tree = patients * (2 * t2 + folder_bytes(study, allocated=False))
-    side = min(crop or 384, 384)
+    side = min(crop or SLICE_SIDE, SLICE_SIDE)
     per_slice = patches_per_slice(side, cfg, cfg.stride_train)
     data = size * SLICES_PER_SERIES * per_slice * patch_bytes(*shapes(cfg))
     return tree, data + 4 * cfg.shard_mb * MIB  # the shards being written and permuted
@@ -169,8 +170,8 @@ def check_disk(work, need, size):
     free = shutil.disk_usage(work).free
     if free < need:
         raise BenchError(f"{work}: {free / 1e9:.1f} GB free; {size} series need about "
-                            f"{need / 1e9:.1f} GB (a tree and one data set): give --work on a "
-                            "larger disk, or smaller --sizes")
+                         f"{need / 1e9:.1f} GB (a tree and the data sets): give --work on a "
+                         "larger disk, or smaller --sizes")
 
 
 # ---- one size
@@ -336,7 +337,8 @@ def run(args):
         for size in args.sizes:
             tree_bytes, data_bytes = estimate_bytes(size, per_patient, args.study, args.crop)
             kept = (work / tree_name(size, args.crop)).is_dir()
-            check_disk(work, (0 if kept else tree_bytes) + data_bytes, size)
+            data_sets = len(args.jobs) if args.keep else 1  # else each is deleted once measured
+            check_disk(work, (0 if kept else tree_bytes) + data_sets * data_bytes, size)
             what = "the kept tree" if kept else f"a tree of about {tree_bytes / 1e9:.2f} GB"
             print(f"bench_cohort: {size} series: {what} and a data set of up to "
                   f"{data_bytes / 1e9:.2f} GB in {work}", flush=True)
