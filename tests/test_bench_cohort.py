@@ -93,6 +93,7 @@ def test_a_tiny_benchmark_measures_each_size_and_jobs_and_leaves_nothing(study, 
     by = {(r["size"], r["jobs"]): r for r in runs}
     assert by[3, 1]["patches"] == by[3, 2]["patches"] and by[3, 1]["patches"] < by[4, 1]["patches"]
     assert by[3, 1]["time_per_slice_vs_smallest"] == by[3, 2]["rss_vs_smallest"] == 1.0
+    assert by[3, 2]["cpu_per_slice_vs_smallest"] == 1.0 and by[4, 1]["cpu_per_slice_vs_smallest"] > 0
     assert set(result["checks"]) == {"time_linear_in_slices", "slices_per_s_j2_at_largest",
                                      "peak_rss_flat_and_bounded", "disk_within_5_percent"}
     assert result["checks"]["slices_per_s_j2_at_largest"]["size"] == 4
