@@ -9,7 +9,7 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 USER_VARIABLES := IN OUT RUN REFERENCE FORCE MEM DATASET DATASETS ACT SOLVER SOLVERS SOLVER_FILE \
   SOLVER_FILES SEED SEEDS ITERS SET LAYERS PROFILE GRID JOBS RUN_THREADS GPU GPU_ID FACTOR FACTORS \
   SLICE_PROFILE DARK CORES ALL BENCH_ARGS SCHEDULER SBATCH_ARGS SLURM_LOGS SLURM_DIR SLURM_PORT \
-  SLURM_CONF DRY_RUN JOB METRIC NAME SERIES TEST_PATIENTS TEST_SLICES RESUME RESUME_FROM PACS_DIR PACS_PORT
+  SLURM_CONF DRY_RUN JOB METRIC NAME SERIES TEST_PATIENTS TEST_SLICES RESUME RESUME_FROM PACS_DIR PACS_PORT SIZES
 literal = $(eval override export $(1) := $$(value $(1)))
 $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(call literal,$(v))))
 $(foreach v,$(USER_VARIABLES),$(if $(filter environment%,$(origin $(v))),$(call literal,$(v))))
@@ -86,6 +86,7 @@ GRID_NAMES_ARGS = $(call arg,$(GRID)) $(call arg,$(SEEDS)) $(call arg,$(DATASETS
 require = $(foreach v,$(1),$(if $($(v)),,$(error make $@: set $(v)=... ($(v) is empty; see make help))))
 
 .PHONY: help setup test test-kernels test-fast check-venv nets data train grid curves eval figures reproduce bench upscale
+.PHONY: bench-cohort
 .PHONY: grid-status slurm-up slurm-down pacs-up pacs-down gpu-check regions export reference thickslice thickslice-validate readme-figure
 # make setup GPU=1: Caffe with CUDA (tools/setup/setup_gpu.sh); GPU=0: CPU-only; auto: 1 when
 # nvidia-smi lists a GPU.
@@ -196,6 +197,13 @@ reproduce: check-venv  ## the main job: data, grid (GRID=paper, SEEDS=1), eval, 
 bench: check-venv  ## Caffe training step of each configuration (tools/bench_train.py, CONFIGS) vs PyTorch, side by side; a GPU column where one is: bench/train_step.json
 	@cd $(ROOT_ARG) && { $(PY_ARG) -c 'import torch' 2>/dev/null || $(PY_ARG) -m pip install --quiet -r tools/setup/requirements-bench.txt; }
 	@cd $(ROOT_ARG) && GLOG_minloglevel=2 $(PY_ARG) -m tools.bench_train $(call args,$(BENCH_ARGS))
+
+# make bench-cohort: synthetic cohorts of SIZES T2 axial series each, built with -j 1 and -j 2
+# (tools/bench_cohort.py; BENCH_ARGS="--work DIR --keep --jobs 1,2" its other options). The
+# disk each size takes: docs/performance.md.
+SIZES ?= 10,100,1000
+bench-cohort: check-venv  ## the cohort data build's growth: time, peak memory of the process tree, disk, for SIZES series with -j 1 and -j 2: bench/cohort.json, bench/cohort.md [SIZES=10,100,1000] [BENCH_ARGS=]
+	@cd $(ROOT_ARG) && GLOG_minloglevel=2 $(PY_ARG) -m tools.bench_cohort --sizes=$(call arg,$(SIZES)) $(call args,$(BENCH_ARGS))
 
 upscale: check-venv  ## apply a run x3 to your scan: IN=file/folder OUT=path RUN=runs/<dataset>/<act>_<solver>/seed<k> or REFERENCE=<dataset> [SERIES=REGEX: IN is a study tree, each matching series x3] [MEM=MB] [FORCE=1]
 	$(call require,IN OUT)$(if $(or $(RUN),$(REFERENCE)),,$(error make upscale: set RUN=<run directory> or REFERENCE=<dataset> (models/reference/); see make help))@cd $(call quote,$(CALLER_DIR)) && $(PY_ARG) -m inference.upscale --in=$(call quote,$(IN)) --out=$(call quote,$(OUT)) $(if $(REFERENCE),--reference=$(call quote,$(REFERENCE))) $(if $(RUN),--run=$(call quote,$(RUN))) $(if $(SERIES),--series=$(call quote,$(SERIES))) $(if $(FORCE),--force) $(if $(MEM),--memory-budget=$(call quote,$(MEM))) $(GPU_ARG)

@@ -105,6 +105,7 @@ TARGETS = {
     "reproduce": ({"DATASETS": "prostate"}, {"ITERS": "word", "RUN_THREADS": "threads",
                                              "SET": "list", "LAYERS": "list"}),
     "bench": ({}, {"BENCH_ARGS": "list"}),
+    "bench-cohort": ({}, {"SIZES": "word", "BENCH_ARGS": "list"}),
     "upscale": ({"FORCE": "1"}, {"IN": "word", "OUT": "word", "RUN": "word", "MEM": "word",
                                  "GPU_ID": "word"}),
     "upscale-reference": ({}, {"IN": "word", "OUT": "word", "REFERENCE": "word"}),

@@ -1,7 +1,7 @@
 """A synthetic cohort for tests and benchmarks: copies of real series under new patients.
 
     python -m tools.synth_cohort --out DIR --patients N [--seed S] [--study TREE ...]
-                                 [--no-decoys] [--no-corrupt] [--crop PX]
+                                 [--no-decoys] [--no-corrupt] [--crop PX] [--t2-series N] [-j N]
 
 Each patient is a study tree as TCIA exports it, ``<patient>/<date>/<series>/NN.dcm``, with spaces
 in the folder names: a copy of the shipped ProstateX-0000 T2 axial series (data_prep/sources) and
@@ -13,10 +13,15 @@ each of four positions, and a series of another description. Unless ``--no-corru
 patient gets a T2 file cut short and a file of junk bytes named .dcm.
 
 ``--crop PX`` keeps the central PX x PX pixels of every slice: small, quick cohorts for tests.
+``--t2-series N`` stops at N series described as the shipped T2 series is (``t2_tse_tra``, the
+studies' included; a cohort "of N series" for benchmarks): the last patient may hold fewer.
+``-j N`` writes patients in N processes (the same bytes).
 Everything is derived from ``--seed`` (UIDs included): the same command writes the same bytes.
 DIR must not exist yet (nothing of yours is overwritten)."""
 import copy
 import sys
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -141,26 +146,73 @@ def write_corrupt(w, t2_folder):
                                                                                  dtype=np.uint8)))
 
 
-def write_cohort(out, patients, seed=0, studies=(), decoys=True, corrupt=True, crop=None):
+def write_cohort(out, patients, seed=0, studies=(), decoys=True, corrupt=True, crop=None,
+                 t2_series=None, jobs=1):
     """Write the cohort (see the module docstring); returns the patient IDs."""
     out = Path(out)
     if out.exists():
         raise DataError(f"{out}: exists; give a new folder for --out")
     t2 = read_series_files(PROSTATE_DIR).popitem()[1]
     extra = [list(read_series_files(s).values()) for s in studies]
-    ids = []
-    for k in range(patients):
-        w = Writer(out, seed, k, crop)
-        t2_folder = w.series(t2, "t2_tse_tra")
-        for study in extra:
+    plans = patient_plans(t2, extra, patients, t2_series)
+    global _WRITER
+    _WRITER = PatientWriter(out, seed, t2, extra, decoys, corrupt, crop)
+    try:
+        if jobs <= 1 or len(plans) <= 1:
+            return list(map(_write_patient, enumerate(plans)))
+        with ProcessPoolExecutor(jobs, mp_context=get_context("fork")) as pool:
+            return list(pool.map(_write_patient, enumerate(plans)))
+    finally:
+        _WRITER = None
+
+
+_WRITER = None  # the PatientWriter of write_cohort: forked workers have it without pickling
+
+
+def _write_patient(item):
+    return _WRITER(item)
+
+
+def patient_plans(t2, extra, patients, t2_series=None):
+    """Per patient, whether each series of [t2] + the studies' is copied: all of them, until
+    ``t2_series`` series described as ``t2`` is have been (then no more patients)."""
+    sources = [t2] + [datasets for study in extra for datasets in study]
+    described = str(t2[0].get("SeriesDescription", ""))
+    plans, left = [], t2_series
+    for _ in range(patients):
+        if left is not None and left <= 0:
+            break
+        plan = []
+        for datasets in sources:
+            is_t2 = str(datasets[0].get("SeriesDescription", "")) == described
+            plan.append(left is None or not is_t2 or left > 0)
+            if left is not None and is_t2 and plan[-1]:
+                left -= 1
+        plans.append(plan)
+    return plans
+
+
+class PatientWriter:
+    """Writes patient k by its plan (patient_plans)."""
+
+    def __init__(self, out, seed, t2, extra, decoys, corrupt, crop):
+        self.out, self.seed, self.t2, self.extra = out, seed, t2, extra
+        self.decoys, self.corrupt, self.crop = decoys, corrupt, crop
+
+    def __call__(self, item):
+        k, plan = item
+        w = Writer(self.out, self.seed, k, self.crop)
+        copies = iter(plan)
+        t2_folder = w.series(self.t2, "t2_tse_tra") if next(copies) else None
+        for study in self.extra:
             for datasets in study:
-                w.series(datasets, str(datasets[0].get("SeriesDescription", "series")))
-        if decoys:
-            write_decoys(w, t2)
-        if corrupt and k == 0:
+                if next(copies):
+                    w.series(datasets, str(datasets[0].get("SeriesDescription", "series")))
+        if self.decoys:
+            write_decoys(w, self.t2)
+        if self.corrupt and k == 0 and t2_folder is not None:
             write_corrupt(w, t2_folder)
-        ids.append(w.patient)
-    return ids
+        return w.patient
 
 
 def main(argv=None):
@@ -173,15 +225,24 @@ def main(argv=None):
     p.add_argument("--no-decoys", action="store_true", help="only the copied series")
     p.add_argument("--no-corrupt", action="store_true", help="no broken files")
     p.add_argument("--crop", type=int, metavar="PX", help="keep the central PX x PX pixels")
+    p.add_argument("--t2-series", type=int, metavar="N", help="stop at N series described as "
+                   "the shipped T2 series (t2_tse_tra), the studies' included")
+    p.add_argument("-j", "--jobs", type=int, default=1, help="processes writing patients "
+                   "(default 1; the same bytes)")
     args = p.parse_args(argv)
     if args.patients < 1:
         p.error("--patients must be >= 1")
     if args.crop is not None and args.crop < 1:
         p.error("--crop must be >= 1")
+    if args.t2_series is not None and args.t2_series < 1:
+        p.error("--t2-series must be >= 1")
+    if args.jobs < 1:
+        p.error("-j must be >= 1")
 
     def work():
         ids = write_cohort(args.out, args.patients, args.seed, args.study,
-                           not args.no_decoys, not args.no_corrupt, args.crop)
+                           not args.no_decoys, not args.no_corrupt, args.crop, args.t2_series,
+                           args.jobs)
         print(f"synth_cohort: {len(ids)} patients in {args.out}")
         return 0
     return guarded("synth_cohort", work)
