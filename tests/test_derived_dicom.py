@@ -19,10 +19,11 @@ from core.outputs import PRODUCER
 from core.version import software_version
 from data_prep.io.dicom_derived import Derivation, mark_derived, series_number
 from data_prep.thick_scan import read_scan, write_scan
+from data_prep.sources import PROSTATE_DIR
 from inference import upscale
 from tests.mammogram import write_mammogram
 
-PROSTATE = ROOT / "data_prep" / "sources" / "prostate_mr" / "ProstateX-0000_t2tsetra"
+PROSTATE = PROSTATE_DIR
 CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2"
 DCIODVFY = shutil.which("dciodvfy")
 needs_dciodvfy = pytest.mark.skipif(DCIODVFY is None, reason="dciodvfy (Debian package dicom3tools, "

@@ -29,10 +29,11 @@ import pytest
 from core.config import ROOT
 from data_prep.dicomweb import Pacs, PacsError, Series, connect, read_credentials
 from data_prep.dicomweb.multipart import MultipartWriter
+from data_prep.sources import PROSTATE_DIR
 from tests.helpers import clean_env, make
 
 SCRIPT = ROOT / "tools" / "pacs" / "orthanc.sh"
-SHIPPED = ROOT / "data_prep" / "sources" / "prostate_mr" / "ProstateX-0000_t2tsetra"
+SHIPPED = PROSTATE_DIR
 EXPORTS = re.compile(r"^export MEDSR_PACS_URL=(http://127\.0\.0\.1:\d+)\nexport MEDSR_PACS_CREDENTIALS=(.+)$",
                      re.M)
 

@@ -16,13 +16,13 @@ import pydicom
 import pytest
 
 from inference import upscale
+from data_prep.sources import PROSTATE_STUDY as STUDY
 from tests.helpers import make, make_run
 from tools.synth_cohort import write_cohort
 
 pytestmark = pytest.mark.blas  # numbers summed by OpenBLAS (tools/blas_kernels.py)
 
 PATIENTS = ["SYN-0001", "SYN-0002", "SYN-0003"]
-STUDY = Path("/work/shared/data/prostate_mr/ProstateX-0001_study")
 DATE = "01-01-2020 MR prostate"
 T2, TFL = "1.000000-t2 tse tra-1117", "4.000000-tfl 3d PD ref tra-4468"
 RECORD = "upscale-tree.json"  # inference.upscale_tree.RECORD
@@ -214,7 +214,6 @@ def test_a_tree_without_series_is_refused_and_a_series_folder_works_as_before(tr
     assert len(list((tmp_path / "one").iterdir())) == 19
 
 
-@pytest.mark.skipif(not STUDY.is_dir(), reason="the ProstateX-0001 study is not in /work/shared")
 def test_the_prostatex_study_gives_its_two_t2_axial_series(tmp_path):
     import re
 

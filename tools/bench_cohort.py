@@ -39,7 +39,7 @@ from core.cli import guarded
 from core.config import DEFAULT, ROOT
 from core.errors import DataError
 from core.machine import cpu_model
-from data_prep.sources import PROSTATE_DIR
+from data_prep.sources import PROSTATE_DIR, PROSTATE_STUDY
 from data_prep.shards import MIB, patch_bytes
 
 from tools.tree_memory import run_measured
@@ -47,7 +47,7 @@ from tools.tree_memory import run_measured
 SERIES_REGEX = "t2_tse_tra"  # the shipped T2 series' description: what synth_cohort counts
 SLICES_PER_SERIES = 19  # ProstateX's T2 axial series (the shipped one and the study's)
 SLICE_SIDE = 384  # their slices' rows and columns
-DEFAULT_STUDY = ROOT.parent / "shared" / "data" / "prostate_mr" / "ProstateX-0001_study"
+DEFAULT_STUDY = PROSTATE_STUDY
 MARK = ".bench_cohort"  # in a work folder this tool made: what it may delete there
 TARGETS = {"slices_per_s_j2": 100, "peak_rss_mb": 1500, "disk_ratio_tolerance": 0.05,
            "time_per_slice_growth": 1.2, "rss_growth": 1.2}
@@ -78,7 +78,7 @@ def parse_args(argv):
                    "one, or one this tool made; default: a new one in the temp folder)")
     p.add_argument("--keep", action="store_true", help="keep the trees and data sets")
     p.add_argument("--study", type=Path, default=DEFAULT_STUDY, help="the study tree copied "
-                   "into each patient (default: the shared ProstateX-0001 study)")
+                   "into each patient (default: the shipped ProstateX-0001 study)")
     p.add_argument("--crop", type=int, metavar="PX", help="central PX x PX pixels only (tests)")
     p.add_argument("--gen-jobs", type=int, default=os.cpu_count(), help="processes writing "
                    "the trees (default: the cores)")
@@ -333,7 +333,7 @@ def machine():
 def run(args):
     if not args.study.is_dir():
         raise DataError(f"{args.study}: no study tree there; give --study (the ProstateX-0001 "
-                        "study, ../shared/data/prostate_mr/ProstateX-0001_study)")
+                        "study, data_prep/sources/prostate_mr/ProstateX-0001_study)")
     per_patient = t2_per_patient(args.study)
     work, made = open_work(args.work)
     started, rows = machine(), []
