@@ -300,23 +300,25 @@ def format_of_or_none(path):
 
 def load_net(args):
     """(SRNet, scale, settings) of the command line's net; settings: what says which net wrote
-    an output (inference.upscale_tree's key)."""
+    an output (inference.upscale_tree's key). The net's ``identity`` (``upscale_tree.net_id``)
+    goes into the DICOM outputs (``inference.upscale_formats.derivation_note``)."""
     deploy, caffemodel, scale = resolve_run(args.run, args.model, args.deploy)
     from inference.net import SRNet  # imports Caffe: only once the paths are known good
     from core.device import use_device
     use_device(args.gpu)
     net = SRNet(deploy, caffemodel, engine=args.engine, budget_mb=args.memory_budget)
+    from inference.upscale_tree import net_id
+    net.identity = net_id(deploy, caffemodel)  # into each DICOM output's DerivationDescription
     return net, scale, (deploy, caffemodel)
 
 
 def run(args):
     check_not_a_tree(args.input)
     check_io(args.input, args.out, args.force)  # before the net: fail fast on bad paths
-    net, scale, files = load_net(args)
-    from inference.upscale_tree import net_id
+    net, scale, _ = load_net(args)
     try:
         info = upscale_path(args.input, args.out, net, axis=args.axis, force=args.force,
-                            scale=scale, net_name=net_id(*files))
+                            scale=scale)
     except MemoryError:
         raise DataError("out of memory (try a smaller --memory-budget)") from None
     lo, hi = info["window"]
@@ -343,8 +345,7 @@ def run_tree(args):
         if job.series.kind == "volume":
             return upscale_path(job.series.paths[0], job.out, loaded["net"], axis=args.axis,
                                 force=args.force, scale=scale)
-        return upscale_series_files(job.series.paths, job.out, loaded["net"], scale,
-                                    net_name=settings["net"])
+        return upscale_series_files(job.series.paths, job.out, loaded["net"], scale)
 
     with exclusive(lock_beside(args.out), "upscale --series", args.out):
         summary = tree.upscale_tree(args.input, args.out, args.series, settings,

@@ -199,8 +199,11 @@ def _check_series_geometry(items):
 
 def _upscale_series(items, fmt, net, scale, out_path, net_name=None, used_series_numbers=()):
     """Upscale [(path, dataset)] of one series with one window, and write each file to
-    ``out_path(path)`` in one new series, file by file (one file's estimates in memory)."""
+    ``out_path(path)`` in one new series, file by file (one file's estimates in memory).
+    ``net_name`` defaults to the net's ``identity`` where it has one (``inference.upscale.load_net``
+    sets it)."""
     derived = {"used_series_numbers": tuple(used_series_numbers)}
+    net_name = net_name or getattr(net, "identity", None)
     series = group_series(items)
     if len(series) > 1:
         raise DataError(f"{items[0][0].parent}: holds {len(series)} DICOM series; "

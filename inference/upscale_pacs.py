@@ -37,7 +37,7 @@ from tqdm import tqdm
 from core.cli import check_writable
 from core.errors import DataError
 from data_prep.cohort.plan import description_matches, series_pattern
-from data_prep.io.marks import dicom_is_ours
+from data_prep.io.marks import DICOM_GROUP, dicom_is_ours
 
 __all__ = ["Job", "pull_run_push", "summary_lines", "failed", "run_pacs"]
 
@@ -62,9 +62,13 @@ class Job:
 
 
 def instance_dataset(item):
-    """A pydicom Dataset of the attributes of KEPT_TAGS of one instance's DICOM JSON (the rest,
-    pixel data and bulk data included, left out)."""
-    return Dataset.from_json({tag: value for tag, value in item.items() if tag in KEPT_TAGS})
+    """A pydicom Dataset of the attributes of KEPT_TAGS of one instance's DICOM JSON, and of the
+    private group of earlier versions' mark (the rest, pixel data and bulk data included, left
+    out)."""
+    private = f"{DICOM_GROUP:04X}"
+    return Dataset.from_json({tag: value for tag, value in item.items()
+                              if (tag in KEPT_TAGS or tag.upper().startswith(private))
+                              and "BulkDataURI" not in value})  # a reference, not a value
 
 
 def study_instances(pacs, series):
