@@ -20,7 +20,7 @@ from core.config import ROOT
 from core.errors import DataError
 from data_prep.dicomweb import Pacs, PacsError, connect, read_credentials
 from data_prep.sources import PROSTATE_DIR
-from inference import upscale
+from inference import upscale, upscale_pacs
 from inference.upscale_tree import net_id
 from tests.helpers import clean_env, free_port, identity_params, make, make_run, orthanc_server
 from tests.test_derived_dicom import DCIODVFY, new_messages
@@ -114,6 +114,7 @@ def test_the_stored_pixels_are_the_local_upscale_and_dciodvfy_finds_nothing_new(
         assert np.array_equal(ds.pixel_array, local[source].pixel_array), path.name
         assert ds.SeriesNumber == local[source].SeriesNumber == 4003
         assert ds.DerivationDescription.endswith(f"; net sha256 {name}")  # the net's identity
+        assert ds.DerivationDescription == local[source].DerivationDescription
     if DCIODVFY is None:
         return  # no validator here (Debian package dicom3tools; test_derived_dicom.py says so)
     for path in pulled[:: len(pulled) // 3]:
@@ -126,7 +127,14 @@ def test_a_rerun_stores_nothing_new(first_run, pacs, env, run_dir, monkeypatch, 
     before = listed(pacs)
     monkeypatch.setenv("MEDSR_PACS_URL", env["MEDSR_PACS_URL"])
     monkeypatch.setenv("MEDSR_PACS_CREDENTIALS", env["MEDSR_PACS_CREDENTIALS"])
+    bars = []
+
+    def bar(items, **kwargs):  # tqdm's signature: the loop's bar is over the series
+        bars.append((kwargs.get("desc"), kwargs.get("unit"), len(items)))
+        return items
+    monkeypatch.setattr(upscale_pacs, "tqdm", bar)
     assert upscale.main(["--study", STUDY, "--series", "t2", "--run", str(run_dir)]) == 0
+    assert bars == [("series", "series", 1)]
     out = capsys.readouterr().out.splitlines()
     # the derived series matches "t2" too, and is not taken for a source
     assert out == [f"upscale: study {STUDY}: 1 series: 0 stored, 1 already there, 0 failed",
