@@ -6,8 +6,8 @@ For each series of the study whose SeriesDescription ``--series`` matches (the c
 ``data_prep.cohort.plan.description_matches``) and which is not itself a series this project
 derived (its instances carry our mark, ``data_prep.io.marks.dicom_is_ours``):
 
-- it is skipped when the study already holds its derived copy: a series of ours, as many
-  instances, whose SourceImageSequence names this series' instances and whose method is the same
+- it is skipped when the study already holds its derived copy: a series of ours whose instances'
+  SourceImageSequences name every instance of this series, and whose method is the same
   (``same_method``: for upscale, the factor and the net, ``inference.upscale_formats.same_method``);
 - else it is fetched (WADO-RS) into a work folder, run as a folder (``run_one``), and the result
   stored (STOW-RS) all or nothing (``Pacs.store_series`` deletes what it was adding when the
@@ -81,11 +81,11 @@ def derived_copy(source, instances, ours, same_method):
     docstring), or None."""
     sops = {str(ds.get("SOPInstanceUID", "")) for ds in instances[source.uid]}
     for s in ours:
-        datasets = instances[s.uid]
-        first = datasets[0]
         named = {str(ref.get("ReferencedSOPInstanceUID", ""))
-                 for ref in first.get("SourceImageSequence", [])}
-        if named & sops and len(datasets) == len(sops) and same_method(first):
+                 for ds in instances[s.uid] for ref in ds.get("SourceImageSequence", [])}
+        # Made from this whole series (an upscaled instance names its own source, a through-plane
+        # one all of them), and by this method.
+        if sops <= named and same_method(instances[s.uid][0]):
             return s
     return None
 
