@@ -3,6 +3,11 @@
     python -m inference.upscale --in PATH --out PATH [--series REGEX]
         (--run RUN_DIR | --reference DATASET | --model CAFFEMODEL --deploy PROTOTXT)
         [--engine ENGINE] [--axis 2] [--memory-budget MB] [--gpu N] [--force]
+    python -m inference.upscale --study UID --series REGEX [--pacs URL] [--out DIR] (net as above)
+
+With ``--study``, the series come from a PACS (``--pacs``, default $MEDSR_PACS_URL; credentials
+from the environment, ``data_prep.dicomweb``) and each derived series is stored back into the
+study (``inference.upscale_pacs``: pull, upscale, push; a rerun stores nothing new).
 
 With ``--series``, ``--in`` is a study tree and every series it matches is upscaled into a tree
 that mirrors it (``inference.upscale_tree``: the layout, the summary, reruns); without it, a folder is
@@ -79,7 +84,8 @@ from inference.upscale_stream import DEFAULT_SCALE  # noqa: E402
 
 # ------------------------------------------------------------------------------ public API
 
-def upscale_path(in_path, out_path, net, axis=2, force=False, scale=DEFAULT_SCALE):
+def upscale_path(in_path, out_path, net, axis=2, force=False, scale=DEFAULT_SCALE, *,
+                 net_name=None, used_series_numbers=()):
     """Super-resolve ``in_path`` (a picture, DICOM file or series folder, NIfTI file) x ``scale``
     into ``out_path``, in the input's format; nothing is written there unless all succeeds.
 
@@ -88,12 +94,16 @@ def upscale_path(in_path, out_path, net, axis=2, force=False, scale=DEFAULT_SCAL
     its ``estimate``: bounded memory); ``axis``: volumes only, the RAS+ axis (0 sagittal, 1 coronal,
     2 axial) whose slices are upscaled; ``force`` replaces an existing ``out_path``. Returns
     ``{"format", "slices", "window": [lo, hi], "scale", "out"}``; DataError for an unusable
-    input, or an existing ``out_path`` without ``force``.
+    input, or an existing ``out_path`` without ``force``. DICOM only: ``net_name`` (the net's
+    identity, ``inference.upscale_tree.net_id``) goes into the DerivationDescription, and the
+    new SeriesNumber steps over ``used_series_numbers`` (the study's, where known).
     """
     src, dst = Path(in_path), Path(out_path)
     kind = check_io(src, dst, force)
     fmt = _format(kind)
-    info = HANDLERS[fmt.kind](src, dst, fmt, net, axis, scale)
+    derived = {"net_name": net_name, "used_series_numbers": used_series_numbers} \
+        if fmt.kind == "dicom" else {}
+    info = HANDLERS[fmt.kind](src, dst, fmt, net, axis, scale, **derived)
     return {"format": kind, **info, "scale": scale, "out": str(dst)}
 
 
@@ -177,12 +187,19 @@ def resolve_run(run=None, model=None, deploy=None):
 def parse_args(argv):
     p = command_line("inference.upscale", description="Super-resolve an image with a trained SRCNN "
                                                  "and write it back in the same format.")
-    p.add_argument("--in", dest="input", type=Path, required=True,
+    p.add_argument("--in", dest="input", type=Path,
                    help="PNG/TIFF/BMP, DICOM file or series folder, NIfTI (.nii, .nii.gz, or a .hdr/.img "
                         "pair), NRRD (.nrrd, .nhdr) or MetaImage (.mha, .mhd)")
-    p.add_argument("--out", type=Path, required=True,
+    p.add_argument("--out", type=Path,
                    help="output file (a folder for a DICOM folder or --series); same format "
-                        "as --in")
+                        "as --in. With --study: a folder that keeps the derived series too")
+    p.add_argument("--study", metavar="UID",
+                   help="upscale series of this study (StudyInstanceUID) on the PACS, given "
+                        "with --series, and store each derived series into it "
+                        "(inference/upscale_pacs.py); no --in")
+    p.add_argument("--pacs", metavar="URL",
+                   help="with --study: the PACS, http://host:port (default $MEDSR_PACS_URL; "
+                        "credentials from MEDSR_PACS_CREDENTIALS, never here)")
     p.add_argument("--series", metavar="REGEX",
                    help="--in is a study tree (any depth): upscale every series whose "
                         "SeriesDescription (else ProtocolName; a volume's file name) matches "
@@ -210,6 +227,7 @@ def parse_args(argv):
     p.add_argument("--gpu", type=int, metavar="N",
                    help="run the net on GPU N (engine caffe; a CUDA build: make setup GPU=1)")
     args = p.parse_args(argv)
+    check_where(p, args)
     if args.gpu is not None and args.engine != "caffe":
         p.error(f"--gpu needs --engine caffe (the {args.engine} engine runs on the CPU)")
     if args.model is not None and args.deploy is None:
@@ -230,8 +248,28 @@ def parse_args(argv):
     return args
 
 
+def check_where(p, args):
+    """Where the series come from and go: --in and --out, or --study (a PACS) with --series."""
+    if args.study is None:
+        if args.pacs is not None:
+            p.error("--pacs goes with --study UID (the study whose series are upscaled)")
+        missing = [name for name, value in (("--in", args.input), ("--out", args.out)) if value is None]
+        if missing:
+            p.error(f"the following arguments are required: {', '.join(missing)} (or --study UID "
+                    "--series REGEX for a study on a PACS)")
+        return
+    if args.input is not None:
+        p.error("--study takes the series from the PACS: no --in")
+    if args.series is None:
+        p.error("--study needs --series REGEX: the series of the study to upscale ('.' for all)")
+
+
 def main(argv=None):
     args = parse_args(argv)
+    if args.study is not None:
+        from inference.upscale_pacs import run_pacs
+        return guarded("upscale", lambda: run_pacs(args),
+                       left="; the series stored so far are kept, none half-stored")
     if args.series is not None:
         return guarded("upscale", lambda: run_tree(args),
                        left="; the series finished so far are kept (a rerun skips them)")
@@ -262,12 +300,15 @@ def format_of_or_none(path):
 
 def load_net(args):
     """(SRNet, scale, settings) of the command line's net; settings: what says which net wrote
-    an output (inference.upscale_tree's key)."""
+    an output (inference.upscale_tree's key). The net's ``identity`` (``upscale_tree.net_id``)
+    goes into the DICOM outputs (``inference.upscale_formats.derivation_note``)."""
     deploy, caffemodel, scale = resolve_run(args.run, args.model, args.deploy)
     from inference.net import SRNet  # imports Caffe: only once the paths are known good
     from core.device import use_device
     use_device(args.gpu)
     net = SRNet(deploy, caffemodel, engine=args.engine, budget_mb=args.memory_budget)
+    from inference.upscale_tree import net_id
+    net.identity = net_id(deploy, caffemodel)  # into each DICOM output's DerivationDescription
     return net, scale, (deploy, caffemodel)
 
 

@@ -1,7 +1,10 @@
 """How ``inference.upscale`` upscales each kind of input: a 2-D picture (8-bit colour as Y through the
 net, Cb/Cr bicubic), a DICOM file or series folder, a volume (NIfTI, NRRD, MetaImage); each file,
 series or volume through one intensity window (:func:`_window`). ``HANDLERS`` maps a format's
-kind to its handler, ``handler(src, dst, fmt, net, axis, scale)``.
+kind to its handler, ``handler(src, dst, fmt, net, axis, scale)``; the DICOM one takes
+``net_name`` (which net: ``inference.upscale_tree.net_id``, written into the DerivationDescription
+so that a PACS run finds its own earlier output, :func:`same_method`) and ``used_series_numbers``
+(the study's, which the new SeriesNumber steps over) as keywords too.
 """
 import math
 from pathlib import Path
@@ -28,6 +31,24 @@ _YCBCR_OFFSET = np.array([16.0, 128.0, 128.0]) / 255.0
 
 
 # ---------------------------------------------------------------------------- helpers
+
+NET_WORDS = "; net sha256 "  # what precedes the net's identity in a DerivationDescription
+
+
+def derivation_note(scale, what, net_name=None):
+    """A DICOM output's DerivationDescription (and its Contribution Description): the method,
+    the factor, ``what`` (the window, or how colour went), the net when known."""
+    note = f"SRCNN x{scale} super-resolution{what}"
+    return note + (f"{NET_WORDS}{net_name}" if net_name else "")
+
+
+def same_method(description, scale, net_name):
+    """Whether a DerivationDescription (:func:`derivation_note`) says: x``scale`` by the net
+    ``net_name``."""
+    description = str(description or "")
+    return description.startswith(f"SRCNN x{scale} super-resolution") and \
+        description.endswith(f"{NET_WORDS}{net_name}")
+
 
 def _window(values, eight_bit, percentiles=DEFAULT_PERCENTILES):
     """(lo, hi): 0..255 for 8-bit data, else the percentile window (min..max if it is empty);
@@ -109,20 +130,22 @@ def _upscale_colour(bgr, net, scale):
 
 # -------------------------------------------------------------------------------- DICOM
 
-def _upscale_dicom(src, dst, fmt, net, axis, scale):
+def _upscale_dicom(src, dst, fmt, net, axis, scale, **derived):
     """A DICOM file (all its frames) into a file, or a series folder into a folder of the same
-    file names (built in a temporary folder, renamed at the end)."""
+    file names (built in a temporary folder, renamed at the end); ``derived``: ``net_name``,
+    ``used_series_numbers`` (the module docstring)."""
     if not src.is_dir():
-        return _upscale_series([(src, fmt.read(src))], fmt, net, scale, lambda path: dst)
+        return _upscale_series([(src, fmt.read(src))], fmt, net, scale, lambda path: dst, **derived)
     items = _series_images(src, fmt)
     with atomic_dir(dst) as tmp:
-        return _upscale_series(items, fmt, net, scale, lambda path: tmp / path.name)
+        return _upscale_series(items, fmt, net, scale, lambda path: tmp / path.name, **derived)
 
 
-def upscale_series_files(paths, dst, net, scale):
+def upscale_series_files(paths, dst, net, scale, *, net_name=None, used_series_numbers=()):
     """One DICOM series given as its files (``inference.upscale_tree``: a series is its
     SeriesInstanceUID, wherever its files lie) into the folder ``dst``, file names kept, as a
-    series folder holding just those files is upscaled: the same reads, window and writes."""
+    series folder holding just those files is upscaled: the same reads, window and writes.
+    ``net_name``, ``used_series_numbers``: as :func:`_upscale_dicom`."""
     fmt = by_name("dicom")
     paths = [Path(p) for p in paths]
     names = {}
@@ -133,7 +156,8 @@ def upscale_series_files(paths, dst, net, scale):
         names[path.name] = path
     items = _read_images(paths, fmt, paths[0].parent)
     with atomic_dir(dst) as tmp:
-        return _upscale_series(items, fmt, net, scale, lambda path: tmp / path.name)
+        return _upscale_series(items, fmt, net, scale, lambda path: tmp / path.name,
+                               net_name=net_name, used_series_numbers=used_series_numbers)
 
 
 def _series_images(folder, fmt):
@@ -173,9 +197,13 @@ def _check_series_geometry(items):
         warn(f"{exc}; inference.upscale refines each slice in-plane and keeps its position as read")
 
 
-def _upscale_series(items, fmt, net, scale, out_path):
+def _upscale_series(items, fmt, net, scale, out_path, net_name=None, used_series_numbers=()):
     """Upscale [(path, dataset)] of one series with one window, and write each file to
-    ``out_path(path)`` in one new series, file by file (one file's estimates in memory)."""
+    ``out_path(path)`` in one new series, file by file (one file's estimates in memory).
+    ``net_name`` defaults to the net's ``identity`` where it has one (``inference.upscale.load_net``
+    sets it)."""
+    derived = {"used_series_numbers": tuple(used_series_numbers)}
+    net_name = net_name or getattr(net, "identity", None)
     series = group_series(items)
     if len(series) > 1:
         raise DataError(f"{items[0][0].parent}: holds {len(series)} DICOM series; "
@@ -183,7 +211,7 @@ def _upscale_series(items, fmt, net, scale, out_path):
                         "to upscale each series it matches")
     _check_series_geometry(items)
     if any(dicom.is_colour(ds) for _, ds in items):
-        return _upscale_colour_series(items, fmt, net, scale, out_path)
+        return _upscale_colour_series(items, fmt, net, scale, out_path, net_name, derived)
     values = [dicom.linear_values(ds, path) for path, ds in items]
     for (path, _), v in zip(items, values):
         check_numeric(v, path, nonfinite=True)
@@ -194,7 +222,7 @@ def _upscale_series(items, fmt, net, scale, out_path):
     window = _window(flat, eight_bit)
     del flat
     uid = dicom.new_series_uid()
-    note = f"SRCNN x{scale} super-resolution, window {window[0]:.6g}..{window[1]:.6g}"
+    note = derivation_note(scale, f", window {window[0]:.6g}..{window[1]:.6g}", net_name)
     total = sum(len(v) for v in values)
     with tqdm(total=total, desc="upscale", unit="slice", disable=None) as bar:
         for k, ((path, ds), v) in enumerate(zip(items, values)):
@@ -202,23 +230,23 @@ def _upscale_series(items, fmt, net, scale, out_path):
             flip = [dicom.is_monochrome1(ds)] * len(v)
             upscale_stack(net, v, window, flip, scale=scale, out=out, progress=bar)
             values[k] = None  # this file's input is no longer needed
-            fmt.write(out_path(path), ds, out, scale, series_uid=uid, description=note)
+            fmt.write(out_path(path), ds, out, scale, series_uid=uid, description=note, **derived)
             del out
     return {"slices": total, "window": list(window)}
 
 
-def _upscale_colour_series(items, fmt, net, scale, out_path):
+def _upscale_colour_series(items, fmt, net, scale, out_path, net_name=None, derived=None):
     """8-bit colour DICOM (ultrasound, endoscopy, screen captures) as colour pictures are: Y
     through the net, Cb and Cr bicubic (:func:`_upscale_colour`); written as RGB."""
     uid, total = dicom.new_series_uid(), 0
-    note = f"SRCNN x{scale} super-resolution of the luma (Y), chroma bicubic"
+    note = derivation_note(scale, " of the luma (Y), chroma bicubic", net_name)
     for path, ds in items:
         if not dicom.is_colour(ds):
             raise DataError(f"{path}: a grey image in a series of colour images")
         rgb = dicom.colour_frames(ds, path)
         _check_plane(rgb.shape[1:3], path)
         out = np.stack([_upscale_colour(frame[..., ::-1], net, scale)[..., 2::-1] for frame in rgb])
-        fmt.write(out_path(path), ds, out, scale, series_uid=uid, description=note)
+        fmt.write(out_path(path), ds, out, scale, series_uid=uid, description=note, **(derived or {}))
         total += len(rgb)
     return {"slices": total, "window": [0.0, 255.0]}
 

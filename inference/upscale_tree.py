@@ -38,7 +38,6 @@ a file system error (disk full, read-only) stops the run with 1, since it stops 
 import hashlib
 import json
 import os
-import re
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -50,7 +49,7 @@ from core.cli import check_writable
 from core.errors import DataError
 from core.outputs import PRODUCER, check_replace
 from data_prep.cohort.build import why_nothing_is_used
-from data_prep.cohort.plan import find_series
+from data_prep.cohort.plan import find_series, series_pattern
 from data_prep.cohort.summary import SHOWN, grouped_left_out, left_out_line, series_entry
 from data_prep.cohort.walk import read_infos, tree_files
 from data_prep.io import by_name, sniff
@@ -263,7 +262,7 @@ def upscale_tree(src, dst, series_regex, settings, upscale_one, force=False, job
     (:func:`summary_lines` reads it). DataError, before any work, when nothing can be done."""
     src, dst = Path(src), Path(dst)
     check_tree_out(src, dst)
-    pattern = re.compile(series_regex, re.IGNORECASE)
+    pattern = series_pattern(series_regex)
     used, left_out, files_out = find_tree_series(src, pattern, jobs)
     if not used:
         raise DataError(why_nothing_is_used([src], series_regex, left_out, files_out))

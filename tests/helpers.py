@@ -254,3 +254,67 @@ def clean_env(**extra):
 def make(*args, cwd=ROOT, env=None, timeout=120):
     return subprocess.run(["make", "--no-print-directory", *args], cwd=cwd, env=env or clean_env(),
                           capture_output=True, text=True, timeout=timeout)
+
+
+# ------------------------------------------------ a real Orthanc (tests/test_pacs.py, test_upscale_pacs.py)
+
+PACS_SCRIPT = ROOT / "tools" / "pacs" / "orthanc.sh"
+PACS_EXPORTS = r"^export MEDSR_PACS_URL=(http://127\.0\.0\.1:\d+)\nexport MEDSR_PACS_CREDENTIALS=(.+)$"
+
+
+def free_port():
+    """A TCP port free on every address (Orthanc listens on all of them)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("", 0))
+        return s.getsockname()[1]
+
+
+def orthanc(*args):
+    """tools/pacs/orthanc.sh (what make pacs-up and pacs-down run) with ``args``."""
+    return subprocess.run(["bash", str(PACS_SCRIPT), *map(str, args)], capture_output=True,
+                          text=True, env=clean_env(), timeout=600)
+
+
+def alive(pid):
+    try:
+        os.kill(pid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def orthanc_installed():
+    import shutil
+    return (shutil.which("Orthanc") or Path("/usr/sbin/Orthanc").exists()) and \
+        any(Path(p).exists() for p in ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+                                       "/usr/lib/orthanc/libOrthancDicomWeb.so"))
+
+
+def start_orthanc(folder, port):
+    """The (url, credentials file) a server started in ``folder`` on ``port`` exports; as root it
+    must start, else the calling test is skipped with the reason."""
+    import re
+
+    import pytest
+    if not orthanc_installed() and os.geteuid() != 0:
+        pytest.skip("the PACS tests need Orthanc and its DICOMweb plugin (Debian packages orthanc, "
+                    "orthanc-dicomweb), or root to install them")
+    up = orthanc("up", "--dir", folder, "--port", port)
+    if up.returncode != 0:
+        if os.geteuid() == 0:
+            pytest.fail(f"pacs-up failed: {up.stdout}{up.stderr}")
+        pytest.skip(f"Orthanc did not start: {up.stderr.strip()}")
+    found = re.search(PACS_EXPORTS, up.stdout, re.M)
+    assert found, up.stdout
+    return found[1], found[2]
+
+
+def orthanc_server(folder):
+    """A generator for a module fixture: {url, credentials, folder} of a server of its own in
+    ``folder``, stopped (and checked stopped) afterwards."""
+    url, credentials = start_orthanc(folder, free_port())
+    pid = int((Path(folder) / "orthanc.pid").read_text())
+    yield {"url": url, "credentials": credentials, "folder": folder}
+    assert orthanc("down", "--dir", folder).returncode == 0
+    assert not alive(pid)

@@ -11,9 +11,7 @@ import base64
 import http.client
 import http.server
 import json
-import os
 import re
-import shutil
 import socket
 import stat
 import subprocess
@@ -30,65 +28,18 @@ from core.config import ROOT
 from data_prep.dicomweb import Pacs, PacsError, Series, connect, read_credentials
 from data_prep.dicomweb.multipart import MultipartWriter
 from data_prep.sources import PROSTATE_DIR
-from tests.helpers import clean_env, make
+from tests.helpers import (PACS_EXPORTS, alive, clean_env, free_port, make, orthanc,
+                           orthanc_server, start_orthanc)
 
-SCRIPT = ROOT / "tools" / "pacs" / "orthanc.sh"
 SHIPPED = PROSTATE_DIR
-EXPORTS = re.compile(r"^export MEDSR_PACS_URL=(http://127\.0\.0\.1:\d+)\nexport MEDSR_PACS_CREDENTIALS=(.+)$",
-                     re.M)
-
-
-def free_port():
-    """A TCP port free on every address (Orthanc listens on all of them)."""
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
-
-
-def orthanc(*args):
-    return subprocess.run(["bash", str(SCRIPT), *map(str, args)], capture_output=True, text=True,
-                          env=clean_env(), timeout=600)
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
-
-
-def installed():
-    return (shutil.which("Orthanc") or Path("/usr/sbin/Orthanc").exists()) and \
-        any(Path(p).exists() for p in ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
-                                       "/usr/lib/orthanc/libOrthancDicomWeb.so"))
-
-
-def start(folder, port):
-    """The exports of a server started in ``folder`` on ``port``; as root it must start, else
-    the test is skipped with the reason."""
-    if not installed() and os.geteuid() != 0:
-        pytest.skip("the PACS tests need Orthanc and its DICOMweb plugin (Debian packages orthanc, "
-                    "orthanc-dicomweb), or root to install them")
-    up = orthanc("up", "--dir", folder, "--port", port)
-    if up.returncode != 0:
-        if os.geteuid() == 0:
-            pytest.fail(f"pacs-up failed: {up.stdout}{up.stderr}")
-        pytest.skip(f"Orthanc did not start: {up.stderr.strip()}")
-    found = EXPORTS.search(up.stdout)
-    assert found, up.stdout
-    return found[1], found[2]
+EXPORTS = re.compile(PACS_EXPORTS, re.M)
+start = start_orthanc
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """{url, credentials, folder} of a running server; stopped (and checked) afterwards."""
-    folder = tmp_path_factory.mktemp("pacs")
-    url, credentials = start(folder, free_port())
-    pid = int((folder / "orthanc.pid").read_text())
-    yield {"url": url, "credentials": credentials, "folder": folder}
-    assert orthanc("down", "--dir", folder).returncode == 0
-    assert not alive(pid)
+    yield from orthanc_server(tmp_path_factory.mktemp("pacs"))
 
 
 @pytest.fixture
@@ -236,7 +187,9 @@ def test_round_trip_of_the_shipped_series(pacs, tmp_path):
 
     found = pacs.series(study, "t2_tse.*")
     assert [(s.uid, s.instances, s.description) for s in found] == [(uid, 19, "t2_tse_tra")]
-    assert pacs.series(study, "tse") == []  # matched in full, not searched
+    # the cohort's rule (data_prep.cohort.plan.description_matches): searched, case-insensitive
+    assert [s.uid for s in pacs.series(study, "TSE")] == [uid]
+    assert pacs.series(study, "^tse") == []
 
     [(series, folder)] = pacs.pull(study, "t2_tse_tra", tmp_path / "pulled")
     assert folder == tmp_path / "pulled" / f"4_t2_tse_tra_{uid}"

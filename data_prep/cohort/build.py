@@ -1,11 +1,10 @@
 """`python -m data_prep --input TREE ... --name NAME --series REGEX`: a study tree in, a data set
 split by patient out (the plan: plan.py; the summary: summary.py)."""
-import re
 from pathlib import Path
 
 from core.errors import DataError
 
-from .plan import find_series, name_series, read_patient_map, slice_sources, split
+from .plan import find_series, name_series, series_pattern, read_patient_map, slice_sources, split
 from .summary import manifest_part, summary_lines
 from .walk import read_infos, tree_files
 
@@ -25,7 +24,7 @@ def parse_test_patients(text):
 
 def plan_cohort(args, cfg):
     """(train sources, test sources, the manifest's cohort part) of ``args.input``."""
-    pattern = re.compile(args.series, re.IGNORECASE)
+    pattern = series_pattern(args.series)
     wanted = parse_test_patients(args.test_patients)
     patient_map = read_patient_map(args.patients) if args.patients else {}
     files = tree_files(args.input)

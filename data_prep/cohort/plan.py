@@ -75,6 +75,22 @@ def read_patient_map(path):
     return found
 
 
+def series_pattern(regex):
+    """The ``--series`` rule, the one home of it (the cohort build, the tree upscale, the PACS
+    client): ``regex`` compiled case-insensitive, to be searched anywhere in a description
+    (:func:`description_matches`). re.error for a bad regex."""
+    return re.compile(regex, re.IGNORECASE)
+
+
+def description_matches(pattern, description):
+    """Whether a series' description (SeriesDescription, else ProtocolName; a volume's file
+    name) matches ``pattern`` (:func:`series_pattern`, or a regex string): searched, not matched
+    in full, so ``t2`` finds ``t2_tse_tra``."""
+    if isinstance(pattern, str):
+        pattern = series_pattern(pattern)
+    return pattern.search(str(description or "")) is not None
+
+
 def find_series(infos, pattern, patient_map, axis=2):
     """([Series], [(path, reason)] files left out) from file records, in the walk's order; a
     volume's slices are counted along RAS+ ``axis`` (the build's ``--axis``)."""
@@ -118,7 +134,7 @@ def _volume_series(info, patient_map, axis):
 
 def _mismatch(s, pattern):
     what = {"dicom": "SeriesDescription/ProtocolName", "volume": "file name"}[s.kind]
-    if pattern.search(s.description):
+    if description_matches(pattern, s.description):
         return ""
     return f"{what} {s.description!r} does not match --series"
 

@@ -21,7 +21,8 @@ def parse_args(argv):
     p.add_argument("--url", help="the PACS (default: $MEDSR_PACS_URL)")
     p.add_argument("--studies", action="store_true", help="list the studies")
     p.add_argument("--study", help="a StudyInstanceUID: list its series, or --pull them")
-    p.add_argument("--series", help="a regular expression the SeriesDescription matches in full")
+    p.add_argument("--series", help="a regular expression searched in the SeriesDescription, "
+                                    "case-insensitive (as make data's --series)")
     p.add_argument("--pull", metavar="DIR", help="fetch the matching series into a new folder each under DIR")
     p.add_argument("--push", metavar="DIR", help="store DIR's DICOM files, all or nothing")
     args = p.parse_args(argv)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.atomic import staging_dir
+from data_prep.cohort.plan import description_matches, series_pattern
 from . import multipart
 from .credentials import ENV_CREDENTIALS, ENV_URL, credentials_from_env
 from .errors import PacsError
@@ -163,8 +164,10 @@ class Pacs:
 
     def series(self, study, description=None, uid=None):
         """The series of ``study`` (:class:`Series`, by SeriesNumber), those whose
-        SeriesDescription ``description`` (a regular expression) matches in full when given, the
-        one whose SeriesInstanceUID is ``uid`` when given. PacsError when the study is unknown."""
+        SeriesDescription ``description`` (a regular expression) matches when given, by the
+        cohort's rule (``data_prep.cohort.plan.description_matches``: case-insensitive, searched,
+        so ``t2`` finds ``t2_tse_tra``), the one whose SeriesInstanceUID is ``uid`` when given.
+        PacsError when the study is unknown."""
         self.require_study(study)
         pattern = _compile(description)
         query = {"includefield": "all"}
@@ -174,7 +177,7 @@ class Pacs:
                            not_found=f"no study {study} on the PACS")
         found = [Series.from_json(study, item) for item in items]
         if pattern is not None:
-            found = [s for s in found if pattern.fullmatch(s.description)]
+            found = [s for s in found if description_matches(pattern, s.description)]
         return sorted(found, key=lambda s: (s.number is None, s.number or 0, s.uid))
 
     # ---- WADO-RS
@@ -312,7 +315,7 @@ def _compile(description):
     if description is None:
         return None
     try:
-        return re.compile(description)
+        return series_pattern(description)
     except re.error as exc:
         raise PacsError(f"--series {description!r} is not a regular expression ({exc})") from None
 
