@@ -21,7 +21,7 @@ import pytest
 from core.config import DEFAULT, ROOT
 from core.names import grid_runs
 from data_prep.build import build_dataset
-from tests.helpers import FAST, clean_env, make, random_slices
+from tests.helpers import FAST, alive, clean_env, make, random_slices
 
 SCRIPTS = ROOT / "tools" / "slurm"
 CLUSTER = SCRIPTS / "local_cluster.sh"
@@ -53,14 +53,6 @@ def cluster_pids(folder):
         if f.exists():
             pids[name] = int(f.read_text().strip())
     return pids
-
-
-def alive(pid):
-    try:
-        os.kill(pid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 @pytest.fixture(scope="module")

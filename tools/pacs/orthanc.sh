@@ -26,6 +26,8 @@ say() { echo "pacs-$cmd: $*"; }
 usage() { echo "usage: $0 up|down|status [--dir DIR] [--port PORT]" >&2; exit 2; }
 
 cmd=${1:-}
+# shellcheck source=../stop_pid.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../stop_pid.sh"
 [ $# -gt 0 ] && shift
 dir=.pacs
 port=18042
@@ -166,14 +168,6 @@ log_tail() {
     tail -n 8 "$log" 2>/dev/null | sed 's/^/    /' >&2 || true
 }
 
-stop_pid() {  # stop_pid PID: TERM, then KILL after 30 s
-    local i
-    kill -TERM "$1" 2>/dev/null || return 0
-    for i in $(seq 1 60); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.5; done
-    echo "pacs-$cmd: Orthanc (pid $1) ignored SIGTERM for 30 s: SIGKILL" >&2
-    kill -KILL "$1" 2>/dev/null || true
-}
-
 exports() {
     echo "export MEDSR_PACS_URL=http://127.0.0.1:$(conf_port)"
     echo "export MEDSR_PACS_CREDENTIALS=$creds"
@@ -228,7 +222,7 @@ down() {
     if [ -z "$pid" ]; then
         say "no Orthanc of ours is running ($dir)"
     else
-        stop_pid "$pid"
+        stop_pid "pacs-$cmd: Orthanc" "$pid" 30
         say "stopped Orthanc (pid $pid)"
     fi
     rm -f "$pidfile"

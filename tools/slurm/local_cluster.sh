@@ -21,6 +21,8 @@ die() { echo "slurm-$cmd: $*" >&2; exit 1; }
 say() { echo "slurm-$cmd: $*"; }
 
 cmd=${1:-}
+# shellcheck source=../stop_pid.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../stop_pid.sh"
 [ $# -gt 0 ] && shift
 dir=${SLURM_LOCAL_DIR:-.slurm}
 port=${SLURM_LOCAL_PORT:-16817}
@@ -178,7 +180,7 @@ up() {
         [ -f "$conf" ] || write_config
         # A daemon that fails to start: stop those this call started, leave no half cluster.
         started=()
-        trap 'for d in slurmd slurmctld munged; do [[ " ${started[*]} " == *" $d "* ]] && pid=$(live_pid $d) && [ -n "$pid" ] && stop_pid $d $pid; done' EXIT
+        trap 'for d in slurmd slurmctld munged; do [[ " ${started[*]} " == *" $d "* ]] && pid=$(live_pid $d) && [ -n "$pid" ] && stop_pid "slurm-$cmd: $d" $pid 15; done' EXIT
         for d in "${DAEMONS[@]}"; do
             if [ -z "$(live_pid "$d")" ]; then "start_$d"; started+=("$d"); fi
         done
@@ -197,14 +199,6 @@ our_steps() {
     return 0
 }
 
-stop_pid() {  # stop_pid NAME PID: TERM, then KILL after 15 s
-    local i
-    kill -TERM "$2" 2>/dev/null || return 0
-    for i in $(seq 1 30); do kill -0 "$2" 2>/dev/null || return 0; sleep 0.5; done
-    echo "slurm-$cmd: $1 (pid $2) ignored SIGTERM for 15 s: SIGKILL" >&2
-    kill -KILL "$2" 2>/dev/null || true
-}
-
 down() {
     local stopped=() d pid jobs
     if [ -n "$(live_pid slurmctld)" ] && [ -n "$(live_pid munged)" ]; then
@@ -219,10 +213,10 @@ down() {
     fi
     for d in slurmd slurmctld munged; do
         pid=$(live_pid "$d")
-        if [ -n "$pid" ]; then stop_pid "$d" "$pid"; stopped+=("$d (pid $pid)"); fi
+        if [ -n "$pid" ]; then stop_pid "slurm-$cmd: $d" "$pid" 15; stopped+=("$d (pid $pid)"); fi
         rm -f "$(pidfile "$d")"
     done
-    for pid in $(our_steps); do stop_pid slurmstepd "$pid"; stopped+=("slurmstepd (pid $pid)"); done
+    for pid in $(our_steps); do stop_pid "slurm-$cmd: slurmstepd" "$pid" 15; stopped+=("slurmstepd (pid $pid)"); done
     if [ ${#stopped[@]} -eq 0 ]; then
         say "no daemon of ours is running ($dir)"
     else
