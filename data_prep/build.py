@@ -179,8 +179,9 @@ def stream_role(sources, cfg, role, sink, desc, jobs, keep_images, scratch):
                 if r.problem:
                     warn(f"skipped {ROLE_WORDS[role]} slice {r.problem}")
             sink.add(data, label)
-            yield from records
             patches += len(data)
+            del data, label  # not held while the next source's patches are made
+            yield from records
             bar.set_postfix_str(f"{patches / max(time.monotonic() - start, 1e-9):.0f} patches/s")
             bar.update()
 

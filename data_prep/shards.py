@@ -245,22 +245,13 @@ class ShuffledShards:
         return self.count
 
     def _permuted(self):
-        """generate_train.m's randperm over the pending patches, each chunk placed where the
-        permutation puts it (no copy of the whole set besides the result)."""
         if not self.pending:
             return []
-        order = np.random.RandomState(self.seed).permutation(self.count)
-        where = np.empty_like(order)
-        where[order] = np.arange(self.count)  # row i of the stream goes to where[i]
-        data0, label0 = self.pending[0]
-        data = np.empty((self.count,) + data0.shape[1:], np.float32)
-        label = np.empty((self.count,) + label0.shape[1:], np.float32)
-        start = 0
-        while self.pending:
-            d, lb = self.pending.pop(0)
-            data[where[start:start + len(d)]], label[where[start:start + len(d)]] = d, lb
-            start += len(d)
-        return write_patch_files(self.directory, self.stem, data, label, self.max_elements)
+        data = np.concatenate([d for d, _ in self.pending])
+        label = np.concatenate([lb for _, lb in self.pending])
+        self.pending = []
+        order = np.random.RandomState(self.seed).permutation(len(data))  # generate_train.m: randperm
+        return write_patch_files(self.directory, self.stem, data[order], label[order], self.max_elements)
 
 
 def write_sorted(buckets, directory, stem, rows):
