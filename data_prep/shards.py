@@ -16,7 +16,9 @@ whatever the number of buckets or their splits, which only bound memory (about o
 patches are written once to the buckets and once to the shards. The scratch files live in the
 data set's temporary folder and go with it.
 """
+import bisect
 import math
+import resource
 
 import h5py
 import numpy as np
@@ -29,6 +31,7 @@ SPLIT = 8  # a bucket that passes a shard becomes this many
 KEY_END = 2 ** 64
 KEY_BLOCK = 2 ** 16  # keys drawn at once (KeyStream)
 PIECE = 4096  # patches gathered (copied) at once when a bucket is written out in key order
+SCATTER_PIECE = 128  # patches copied at once when a chunk is scattered to the buckets
 
 
 def patch_bytes(data_shape, label_shape):
@@ -139,6 +142,8 @@ class KeyBuckets:
         self.sizes = [0] * first
         self.type = None
         self.count = 0
+        self.open = {}  # start of a bucket's range: its file, open for appending
+        self.max_open = max(16, resource.getrlimit(resource.RLIMIT_NOFILE)[0] - 256)
 
     def add(self, data, label, keys):
         if self.type is None:
@@ -152,24 +157,47 @@ class KeyBuckets:
         return self.scratch / f"bucket_{self.starts[k]:020d}"
 
     def _append(self, data, label, keys, first, stop):
-        """Append each patch to its bucket among buckets ``first``..``stop``-1, one bucket's share
-        copied at a time; returns the buckets appended to."""
+        """Append each patch to its bucket among buckets ``first``..``stop``-1, the patches sorted
+        by key and copied SCATTER_PIECE at a time; returns the buckets appended to."""
         order = np.argsort(keys, kind="stable")
-        bounds = np.searchsorted(keys[order], np.array(self.starts[first + 1:stop], np.uint64))
-        bounds = [0, *bounds.tolist(), len(keys)]
+        keys = keys[order]
+        edges = [0, *np.searchsorted(keys, np.array(self.starts[first + 1:stop], np.uint64)).tolist(),
+                 len(keys)]  # bucket first + j holds the sorted patches edges[j]:edges[j + 1]
         touched = []
-        for k in range(first, stop):
-            rows = order[bounds[k - first]:bounds[k - first + 1]]
-            if len(rows):
-                records = np.empty(len(rows), self.type)
-                records["key"], records["data"], records["label"] = keys[rows], data[rows], label[rows]
-                with open(self._path(k), "ab") as f:
-                    f.write(records.data)
-                self.sizes[k] += len(rows)
-                touched.append(k)
+        for a in range(0, len(keys), SCATTER_PIECE):
+            b = min(a + SCATTER_PIECE, len(keys))
+            records = np.empty(b - a, self.type)
+            rows = order[a:b]
+            records["key"], records["data"], records["label"] = keys[a:b], data[rows], label[rows]
+            j = bisect.bisect_right(edges, a) - 1
+            while j < stop - first and edges[j] < b:
+                lo, hi = max(edges[j], a), min(edges[j + 1], b)
+                if hi > lo:
+                    self._file(first + j).write(records[lo - a:hi - a].data)
+                    self.sizes[first + j] += hi - lo
+                    if not touched or touched[-1] != first + j:
+                        touched.append(first + j)
+                j += 1
         return touched
 
+    def _file(self, k):
+        """Bucket ``k``'s file, open for appending: kept open while the process may hold them
+        all, so each chunk does not open a thousand files again."""
+        if self.starts[k] not in self.open:
+            if len(self.open) >= self.max_open:
+                self._close_files()
+            self.open[self.starts[k]] = open(self._path(k), "ab", buffering=0)
+        return self.open[self.starts[k]]
+
+    def _close_files(self):
+        for f in self.open.values():
+            f.close()
+        self.open = {}
+
     def _read(self, k):
+        f = self.open.pop(self.starts[k], None)
+        if f is not None:
+            f.close()
         path = self._path(k)
         records = np.fromfile(path, self.type)
         path.unlink()
@@ -192,14 +220,15 @@ class KeyBuckets:
 
     def sorted(self):
         """(data, label) pieces of every patch in key order; the bucket files are removed."""
+        self._close_files()
         for k in range(len(self.starts)):
             if not self.sizes[k]:
                 continue
             records = self._read(k)
             order = np.argsort(records["key"], kind="stable")
             for start in range(0, len(order), PIECE):
-                piece = records[order[start:start + PIECE]]
-                yield piece["data"], piece["label"]
+                rows = order[start:start + PIECE]
+                yield records["data"][rows], records["label"][rows]
 
 
 class ShuffledShards:

@@ -235,9 +235,9 @@ def source_bytes(source):
 @pytest.mark.parametrize("jobs", [1, 2])
 def test_the_build_holds_one_sources_patches_whatever_the_workers(tmp_path, jobs):
     """Sources far larger than a shard (1,000 patches, 5.8 MiB, in 1 MiB shards): the build's
-    process holds one source's patches and little more, with -j 1 (no copy while a source's
-    slices are cut and concatenated, none when shards are written) and with -j 2 (the workers'
-    finished sources wait on disk, not pickled in the parent)."""
+    process holds one source's patches and little more (small copies), with -j 1 (no copy while
+    a source's slices are cut and concatenated, none when shards are written) and with -j 2 (the
+    workers' finished sources wait on disk, not pickled in the parent)."""
     sources = cohort(3, count=40)
     tracemalloc.start()
     try:
@@ -245,7 +245,7 @@ def test_the_build_holds_one_sources_patches_whatever_the_workers(tmp_path, jobs
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < 1.4 * source_bytes(sources[0])
+    assert peak < 1.6 * source_bytes(sources[0])  # the code before: 4.2 times
 
 
 def keyed_stream(count, chunk):
@@ -255,13 +255,15 @@ def keyed_stream(count, chunk):
         yield rng.rand(n, 1, 3, 3).astype(np.float32), rng.rand(n, 1, 2, 2).astype(np.float32)
 
 
-@pytest.mark.parametrize("first", [1, 3, 1024])
-def test_key_buckets_split_in_bounded_size_and_give_the_keys_order(tmp_path, first):
-    """However many buckets there are at first, and however they split, the patches come back
-    sorted by key (ties in stream order), and no bucket passes its limit for longer than a chunk."""
+@pytest.mark.parametrize("first, max_open", [(1, 1000), (3, 1000), (1024, 1000), (64, 5)])
+def test_key_buckets_split_in_bounded_size_and_give_the_keys_order(tmp_path, first, max_open):
+    """However many buckets there are at first, and however they split (or how many files may
+    stay open), the patches come back sorted by key (ties in stream order), and no bucket passes
+    its limit for longer than a chunk."""
     from data_prep.shards import KeyBuckets, KeyStream
 
     buckets, keys = KeyBuckets(tmp_path, limit=50, first=first), KeyStream(seed=7)
+    buckets.max_open = max_open
     stream = list(keyed_stream(2000, 300))
     for data, label in stream:
         buckets.add(data, label, keys.next(len(data)))
