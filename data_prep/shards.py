@@ -26,7 +26,7 @@ import numpy as np
 from .hdf5 import CAFFE_MAX_BLOB, CHUNK, patches_per_file, shard_name, write_patch_files
 
 MIB = 2 ** 20
-FIRST_BUCKETS = 1024  # key ranges at first: the buckets of a set of up to 1,024 shards never split
+FIRST_BUCKETS = 1024  # key ranges at first: a set of well under 1,024 shards splits none
 SPLIT = 8  # a bucket that passes a shard becomes this many
 KEY_END = 2 ** 64
 KEY_BLOCK = 2 ** 16  # keys drawn at once (KeyStream)
