@@ -26,6 +26,7 @@ from tqdm import tqdm
 from core.atomic import atomic_dir, write_json_atomic
 from core.data_files import list_file, manifest_path, test_images
 from core.config import ROOT
+from core.datasets import patches_per_image
 
 from .degrade import degrade
 from .matlab import modcrop
@@ -93,30 +94,29 @@ class SliceRecord:
 
 
 def source_patches(source, cfg, stride, keep_images):
-    """(slice records, data, label) of one source, its slices' patches in slice order; runs in a
-    worker process when jobs > 1."""
-    records, inputs, labels = [], [], []
-    for s in source.load():
-        problem = check_slice(s, cfg)
-        shape = [d - d % cfg.scale for d in s.image.shape]
-        image = None
-        if problem is None:
+    """(slice records, data, label) of one source, its slices' patches in slice order, written
+    into arrays of the source's patch count (no second copy); runs in a worker when jobs > 1."""
+    slices = source.load()
+    records = [SliceRecord(s.name, check_slice(s, cfg), [d - d % cfg.scale for d in s.image.shape])
+               for s in slices]
+    counts = [0 if r.problem else patches_per_image(r.shape, cfg, stride) for r in records]
+    data = np.empty((sum(counts), 1, cfg.patch, cfg.patch), np.float32)
+    label = np.empty((sum(counts), 1, cfg.label, cfg.label), np.float32)
+    start = 0
+    for s, r, n in zip(slices, records, counts):
+        if r.problem is None:
             hr, up = degrade(s.image, cfg.scale)
-            x, y = extract_patches(hr, up, cfg.patch, cfg.label, stride)
-            inputs.append(x)
-            labels.append(y)
-            image = modcrop(s.image, cfg.scale) if keep_images else None  # what degrade() takes as truth
-        records.append(SliceRecord(s.name, problem, shape, image))
-    if not inputs:  # every slice skipped: no patches, shaped as patches
-        inputs = [np.zeros((0, 1, cfg.patch, cfg.patch), np.float32)]
-        labels = [np.zeros((0, 1, cfg.label, cfg.label), np.float32)]
-    return records, np.concatenate(inputs), np.concatenate(labels)
+            data[start:start + n], label[start:start + n] = extract_patches(hr, up, cfg.patch,
+                                                                            cfg.label, stride)
+            start += n
+            r.image = modcrop(s.image, cfg.scale) if keep_images else None  # what degrade() takes as truth
+    return records, data, label
 
 
 def in_order(work, items, jobs):
     """``work(item)`` for each item, in the items' order, by ``jobs`` processes; while one result
-    is consumed the ``jobs`` workers make the next ones, and no more wait: memory stays bounded
-    by ``jobs`` + 1 sources' patches."""
+    is consumed the ``jobs`` workers make the next ones, and no more wait (``jobs`` + 1 results
+    at most)."""
     if jobs <= 1:
         yield from map(work, items)
         return
@@ -134,23 +134,54 @@ def in_order(work, items, jobs):
                 future.cancel()
 
 
+def patches_to_files(numbered, folder, **kwargs):
+    """source_patches of ``numbered`` = (number, source) in a worker, its patches saved as
+    ``folder/<number>.{data,label}.npy``: (records, the two paths). The parent reads one source's
+    patches at a time from there instead of holding every finished one, pickled, in memory."""
+    number, source = numbered
+    records, data, label = source_patches(source, **kwargs)
+    paths = [folder / f"{number:07d}.{key}.npy" for key in ("data", "label")]
+    for path, array in zip(paths, (data, label)):
+        np.save(path, array)
+    return records, paths
+
+
+def read_and_remove(paths):
+    arrays = [np.load(path) for path in paths]
+    for path in paths:
+        path.unlink()
+    return arrays
+
+
+def patches_in_order(sources, jobs, scratch, **kwargs):
+    """(records, data, label) of each source, in order: in this process, or by ``jobs`` workers
+    through files in ``scratch`` (an empty folder)."""
+    if jobs <= 1:
+        yield from map(partial(source_patches, **kwargs), sources)
+        return
+    work = partial(patches_to_files, folder=scratch, **kwargs)
+    for records, paths in in_order(work, enumerate(sources), jobs):
+        yield (records, *read_and_remove(paths))
+
+
 ROLE_WORDS = {"train": "training", "test": "test"}
 
 
-def stream_role(sources, cfg, role, sink, desc, jobs, keep_images):
+def stream_role(sources, cfg, role, sink, desc, jobs, keep_images, scratch):
     """Feed the patches of ``sources`` to ``sink`` in order, with a progress bar over sources;
     yields each slice's record (a skipped slice gets its warning line here, in order)."""
     stride = cfg.stride_train if role == "train" else cfg.stride_test
-    work = partial(source_patches, cfg=cfg, stride=stride, keep_images=keep_images)
     patches, start = 0, time.monotonic()
     with tqdm(total=len(sources), desc=desc, unit="source", leave=False) as bar:
-        for records, data, label in in_order(work, sources, jobs):
+        for records, data, label in patches_in_order(sources, jobs, scratch, cfg=cfg, stride=stride,
+                                                     keep_images=keep_images):
             for r in records:
                 if r.problem:
                     warn(f"skipped {ROLE_WORDS[role]} slice {r.problem}")
             sink.add(data, label)
-            yield from records
             patches += len(data)
+            del data, label  # not held while the next source's patches are made
+            yield from records
             bar.set_postfix_str(f"{patches / max(time.monotonic() - start, 1e-9):.0f} patches/s")
             bar.update()
 
@@ -175,13 +206,17 @@ def write_role(tmp, dest, role, sources, cfg, max_elements, jobs):
     else:
         sink = OrderedShards(tmp, role, rows)
     used = []
-    for record in stream_role(sources, cfg, role, sink, f"{dest.name} {role}", jobs, role == "test"):
+    scratch = tmp / f".{role}_sources"  # the workers' patches, one source each while it waits
+    scratch.mkdir()
+    for record in stream_role(sources, cfg, role, sink, f"{dest.name} {role}", jobs, role == "test",
+                              scratch):
         if record.problem is None:
             if record.image is not None:
                 write_test_image(tmp, record)
             used.append(SliceRecord(record.name, None, record.shape))
     if not used:
         raise DataError(f"no usable {ROLE_WORDS[role]} slices (see the warnings above)")
+    scratch.rmdir()
     paths = sink.close()
     write_list_file(list_file(tmp, role), [dest.resolve() / p.name for p in paths], list_root(dest))
     return RoleFiles(sink.total, [p.name for p in paths], used, getattr(sink, "kind", None))

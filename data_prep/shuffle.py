@@ -6,7 +6,7 @@ A run with another ``data_seed`` needs the same patches in that seed's order: th
 once per seed under ``<data set>/shuffles/data_seed<k>/`` and shared by every run of that seed.
 
 A data set too large for one shard (manifest ``shuffle``: "buckets", data_prep/shards.py) was
-shuffled by buckets, not by one permutation: its other seeds' orders are the bucket shuffle of
+shuffled by random keys, not by one permutation: its other seeds' orders are the key shuffle of
 ``data_seed`` applied to its stored order, in the same bounded memory. They are deterministic and
 uniform, but not the bytes a build with that data_seed would give.
 """
@@ -22,7 +22,7 @@ from core.data_files import list_file, manifest_path, shuffle_dir
 from core.errors import DataError
 
 from .hdf5 import write_list_file, write_patch_files
-from .shards import bucket_shuffle, read_patches, shard_rows
+from .shards import key_shuffle, read_patches, shard_rows
 
 
 def train_list(data_dir, data_seed):
@@ -61,7 +61,7 @@ def _write_reordered(data_dir, dest, built_with, data_seed):
 
 
 def _write_rebucketed(data_dir, dest, manifest, data_seed):
-    """The bucket shuffle of ``data_seed`` over the stored shards, one shard in memory at a time."""
+    """The key shuffle of ``data_seed`` over the stored shards, one shard in memory at a time."""
     config = manifest["config"]
     rows = shard_rows(config["shard_mb"], (1, 1, config["patch"], config["patch"]),
                       (1, 1, config["label"], config["label"]))
@@ -69,7 +69,7 @@ def _write_rebucketed(data_dir, dest, manifest, data_seed):
         scratch = tmp / ".scratch"
         scratch.mkdir()
         chunks = (_read_file(path) for path in _listed(list_file(data_dir, "train"), data_dir))
-        paths = bucket_shuffle(chunks, manifest["patches"]["train"], data_seed, scratch, tmp, "train", rows)
+        paths = key_shuffle(chunks, data_seed, scratch, tmp, "train", rows)
         shutil.rmtree(scratch)
         write_list_file(list_file(tmp, "train"), [dest / p.name for p in paths])
 

@@ -197,8 +197,8 @@ def test_another_seed_of_a_sharded_set_is_the_same_patches_in_bounded_shards(big
 @pytest.mark.slow
 @pytest.mark.blas
 def test_training_reads_many_shards_and_resumes_to_the_same_bytes(tmp_path):
-    """20 iterations over a set of many shards of different sizes (50 patches at most; batches
-    cross files), and the same run stopped at 10 and resumed: the data layer is advanced across
+    """20 iterations over a set of many shards of different sizes (64 patches, the last 4;
+    batches cross files), and the same run stopped at 10 and resumed: the data layer is advanced across
     the shards to where it was, and the weights end the same bit for bit."""
     from tests.helpers import FAST
     from tests.test_train import snapshot_blobs
@@ -207,7 +207,7 @@ def test_training_reads_many_shards_and_resumes_to_the_same_bytes(tmp_path):
 
     root = tmp_path / "data"
     manifest = build(root / "many", cohort(12, count=3), cohort(1, first_seed=500), shard_mb=1,
-                     max_elements=33 * 33 * 50)
+                     max_elements=33 * 33 * 64)
     sizes = []
     for name in manifest["files"]["train"]:
         with h5py.File(root / "many" / name) as f:
@@ -225,3 +225,65 @@ def test_training_reads_many_shards_and_resumes_to_the_same_bytes(tmp_path):
     done = json.loads((tmp_path / "straight" / "manifest.json").read_text())
     assert done["status"] == "done" and done["iterations_done"] == 20
     assert snapshot_blobs(tmp_path / "straight") == snapshot_blobs(tmp_path / "resumed")
+
+
+def source_bytes(source):
+    """Bytes of one source's training patches."""
+    return len(source.load()) * 25 * PATCH_BYTES
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_the_build_holds_one_sources_patches_whatever_the_workers(tmp_path, jobs):
+    """Sources far larger than a shard (1,000 patches, 5.8 MiB, in 1 MiB shards): the build's
+    process holds one source's patches and little more (small copies), with -j 1 (no copy while
+    a source's slices are cut and concatenated, none when shards are written) and with -j 2 (the
+    workers' finished sources wait on disk, not pickled in the parent)."""
+    sources = cohort(3, count=40)
+    tracemalloc.start()
+    try:
+        build(tmp_path / "big", sources, cohort(1, first_seed=500), jobs=jobs, shard_mb=1)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1.6 * source_bytes(sources[0])  # the code before: 4.2 times
+
+
+def keyed_stream(count, chunk):
+    rng = np.random.RandomState(4)
+    for start in range(0, count, chunk):
+        n = min(chunk, count - start)
+        yield rng.rand(n, 1, 3, 3).astype(np.float32), rng.rand(n, 1, 2, 2).astype(np.float32)
+
+
+@pytest.mark.parametrize("first, max_open", [(1, 1000), (3, 1000), (1024, 1000), (64, 5)])
+def test_key_buckets_split_in_bounded_size_and_give_the_keys_order(tmp_path, first, max_open):
+    """However many buckets there are at first, and however they split (or how many files may
+    stay open), the patches come back sorted by key (ties in stream order), and no bucket passes
+    its limit for longer than a chunk."""
+    from data_prep.shards import KeyBuckets, KeyStream
+
+    buckets, keys = KeyBuckets(tmp_path, limit=50, first=first), KeyStream(seed=7)
+    buckets.max_open = max_open
+    stream = list(keyed_stream(2000, 300))
+    for data, label in stream:
+        buckets.add(data, label, keys.next(len(data)))
+        assert max(buckets.sizes) <= 50 and sum(buckets.sizes) == buckets.count
+    assert len(buckets.starts) >= 2000 / 50
+    every = np.concatenate([KeyStream(seed=7).next(2000)])
+    order = np.argsort(every, kind="stable")
+    pieces = list(buckets.sorted())
+    np.testing.assert_array_equal(np.concatenate([d for d, _ in pieces]),
+                                  np.concatenate([d for d, _ in stream])[order])
+    np.testing.assert_array_equal(np.concatenate([lb for _, lb in pieces]),
+                                  np.concatenate([lb for _, lb in stream])[order])
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_patchs_key_does_not_depend_on_the_chunks():
+    from data_prep.shards import KEY_BLOCK, KeyStream
+
+    whole = KeyStream(3).next(KEY_BLOCK * 2 + 5)
+    cut = KeyStream(3)
+    parts = [cut.next(n) for n in (7, KEY_BLOCK, 0, KEY_BLOCK - 9, 7)]
+    np.testing.assert_array_equal(np.concatenate(parts), whole)
+    assert len(set(whole.tolist())) == len(whole)
