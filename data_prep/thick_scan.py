@@ -230,9 +230,10 @@ def refined_affine(affine, axis, factor):
     return new
 
 
-def write_scan(dst, scan, values, factor, description):
+def write_scan(dst, scan, values, factor, description, used_series_numbers=()):
     """Write ``values`` (the refined volume, ``scan``'s voxel order) to ``dst`` in ``scan``'s
-    format: a volume file through its writer, a DICOM series as a new series folder."""
+    format: a volume file through its writer, a DICOM series as a new series folder (its
+    SeriesNumber none of ``used_series_numbers``, the study's where known)."""
     if scan.kind != "dicom":
         return by_name(scan.kind).write(dst, scan.source, values, (scan.axis,), factor)
     uid = dicom.new_series_uid()
@@ -242,7 +243,7 @@ def write_scan(dst, scan, values, factor, description):
             like = _slice_like(scan, n, factor)
             dicom.write(tmp / f"{n + 1:04d}.dcm", like, values[None, :, :, n], 1,
                         series_uid=uid, description=description, derivation=derivation,
-                        sources=sources)
+                        sources=sources, used_series_numbers=used_series_numbers)
 
 
 def _slice_like(scan, n, factor):

@@ -2,6 +2,7 @@
 scan, trained on the scan itself (self-supervised, after SMORE), with the paper's net.
 
     python -m tools.thickslice --in scan.nii.gz --out scan_sr.nii.gz [--factor N] [--iters N]
+    python -m tools.thickslice --study UID --series REGEX [--pacs URL] [--out DIR] [...]
                                [--act rrelu] [--solver adam] [--profile gaussian|boxcar]
                                [--work DIR] [--retrain] [--force] [KEY=VALUE ...]
 
@@ -16,6 +17,9 @@ scan, trained on the scan itself (self-supervised, after SMORE), with the paper'
    (``inference.through_plane``), NaN and infinite voxels put back where they were; written in the
    input's format with the slice spacing / factor.
 
+With ``--study``, each matching series of a study on a PACS is fetched, refined as above and
+stored back into the study (``inference.upscale_pacs``: all or nothing per series, never twice).
+
 Steps 2 to 4 hold a lock on the work folder (one per scan: its voxels and geometry, under
 ``runs/thickslice/``): a second command on the same work folder is refused before it builds
 anything.
@@ -24,6 +28,7 @@ if __name__ == "__main__":  # Ctrl-C while Caffe and OpenCV load: no traceback (
     from core.cli import exit_quietly_until_main
     exit_quietly_until_main()
 
+import argparse
 import hashlib
 import json
 import re
@@ -50,11 +55,18 @@ INTERRUPTED = 130  # Ctrl-C or SIGTERM, wherever it lands (docs/reliability.md)
 
 def parse_args(argv):
     p = command_line("tools.thickslice", description=__doc__.splitlines()[0])
-    p.add_argument("--in", dest="input", type=Path, required=True,
+    p.add_argument("--in", dest="input", type=Path,
                    help="a thick-slice volume: NIfTI (.nii, .nii.gz, .hdr/.img), NRRD, MetaImage, "
                         "or a DICOM series folder")
-    p.add_argument("--out", type=Path, required=True,
-                   help="the refined volume, in the input's format (a folder for a DICOM series)")
+    p.add_argument("--out", type=Path,
+                   help="the refined volume, in the input's format (a folder for a DICOM series); "
+                        "with --study: a folder that also keeps each stored series (optional)")
+    p.add_argument("--study", metavar="UID", help="instead of --in: the StudyInstanceUID of a "
+                   "study on the PACS; each --series of it refined and stored back (docs/pacs.md)")
+    p.add_argument("--series", metavar="REGEX", help="with --study: the series to refine, by "
+                   "SeriesDescription (case-insensitive search)")
+    p.add_argument("--pacs", metavar="URL", help="with --study: the DICOMweb server (default "
+                   "$MEDSR_PACS_URL; credentials from $MEDSR_PACS_CREDENTIALS, never here)")
     p.add_argument("--factor", default="auto", help="slices per thick slice: auto (slice spacing / "
                    "in-plane spacing, which must be an integer) or N")
     p.add_argument("--iters", help="training iterations (default: max_iter of "
@@ -71,6 +83,16 @@ def parse_args(argv):
     p.add_argument("--force", action="store_true", help="replace an existing --out")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
     args = p.parse_intermixed_args(argv)  # KEY=VALUE before or after the options
+    if args.study is None:
+        for option, value in (("--in", args.input), ("--out", args.out)):
+            if value is None:
+                p.error(f"the following arguments are required: {option} (or --study)")
+        if args.series is not None or args.pacs is not None:
+            p.error("--series and --pacs go with --study")
+    elif args.input is not None:
+        p.error("--in and --study: give one (--study reads its series from the PACS)")
+    elif args.series is None:
+        p.error("--study needs --series REGEX, the series of the study to refine ('.' for all)")
     if args.factor != "auto" and not re.fullmatch(r"\d+", args.factor):
         p.error(f"--factor must be auto or a whole number, got {args.factor!r}")
     args.factor = None if args.factor == "auto" else int(args.factor)
@@ -239,15 +261,46 @@ def refine(args, scan, volume01, window, factor, work):
     restore_nonfinite(fine, scan.values, scan.axis, factor)
     write_scan(args.out, scan, fine, factor,
                f"through-plane x{factor} super-resolution (SRCNN trained on this scan, "
-               f"{run_dir.parent.name})")
+               f"{run_dir.parent.name})", used_series_numbers=getattr(args, "used_numbers", ()))
     print(f"thickslice: {fine.shape[scan.axis]} slices of {scan.spacing[scan.axis] / factor:g} mm "
           f"-> {args.out} (run: {run_dir})")
+    return 0
+
+
+def run_pacs(args):
+    """--study: each matching series of the study refined and stored back; 2 when a series
+    failed (the summary names it), the others being stored."""
+    from data_prep.dicomweb import connect
+    from inference.upscale_pacs import failed, pull_run_push, summary_lines
+
+    def run_one(src, dst, used):
+        status = run(argparse.Namespace(**{**vars(args), "input": src, "out": dst,
+                                           "used_numbers": used}))
+        if status == INTERRUPTED:
+            raise KeyboardInterrupt
+        if status:
+            raise DataError(f"thickslice stopped with status {status}")
+
+    method = "through-plane x" if args.factor is None else f"through-plane x{args.factor} "
+    summary = pull_run_push(connect(args.pacs), args.study, args.series, run_one,
+                            lambda ds: str(ds.get("DerivationDescription", "")).startswith(method),
+                            keep=args.out)
+    for line in summary_lines(summary, prog="thickslice"):
+        print(line)
+    bad = failed(summary)
+    if bad:
+        print(f"thickslice: error: {len(bad)} of {len(summary['jobs'])} series failed (named "
+              "above); nothing of them was stored", file=sys.stderr)
+        return 2
     return 0
 
 
 def main(argv=None):
     args = parse_args(argv)
     from tools.train_run_dir import TrainError
+    if args.study is not None:
+        return guarded("thickslice", lambda: run_pacs(args), (DataError, ConfigError, TrainError),
+                       left="; the series stored so far are kept, none half-stored")
     return guarded("thickslice", lambda: run(args), (DataError, ConfigError, TrainError),
                    left="; no output was written")
 
