@@ -1,7 +1,7 @@
 """ECLARE as the baseline of `make thickslice-validate` (issue 36): its output read on the truth's
 grid by world position, its run reused only for the same scan and settings, a failed or missing
 install said in one line; and, where .venv-eclare is installed, the real ECLARE on a tiny volume:
-its output overlays the truth (a slice's shift would score worse) and is scored by the same code."""
+its output lies on the truth's grid and is scored by the same code."""
 import json
 import sys
 import textwrap
@@ -172,22 +172,22 @@ def test_the_table_puts_each_wall_time_beside_its_scores():
 @pytest.mark.skipif(not (eclare.VENV / eclare.INSTALLED).is_file(),
                     reason="ECLARE is not installed (.venv-eclare: make thickslice-validate installs it)")
 def test_real_eclare_output_overlays_the_truth(tmp_path):
-    """A tiny volume with detail along z, thickened x3: ECLARE's output (a few patches of
-    training) lands on the truth's grid, and scored there it is closer to the truth than read
-    one thin slice off: the grid is the truth's, not shifted."""
+    """A tiny volume thickened x3 as the validation thickens its truth: ECLARE's output (one
+    batch of training: its quality means nothing here) lies on the truth's grid voxel for voxel
+    (the same shape, the same affine: nothing resampled), and the validation's scores read it."""
     rng = np.random.RandomState(0)
     i, j, k = np.indices((24, 24, 18)).astype(np.float64)
     thin = 100 + 40 * np.sin(k / 1.7 + i / 5) + 30 * np.cos(j / 3 + k / 2.3) + rng.rand(24, 24, 18)
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
+    affine[:3, 3] = (4.0, -7.0, 12.0)
     thin, thick, thick_affine = thickslice_validate.thick_scan(thin, affine, 3)
     scan = tmp_path / "tiny_x3.nii.gz"
     nib.save(nib.Nifti1Image(thick.astype(np.float32), thick_affine), str(scan))
     image, wall, reused = eclare.run(scan, tmp_path / "eclare", 128, "gaussian", 3.0)
+    assert image.shape == thin.shape and np.allclose(image.affine, affine, atol=1e-4)
     values, offset = eclare.on_grid(image, affine, thin.shape)
-    assert image.shape == thin.shape and offset < 1e-4 and not reused and wall > 0
+    assert offset < 1e-4 and not reused and wall > 0
     mask = np.zeros(thin.shape, bool)
     mask[2:-2, 2:-2, 3:-3] = True
-    window = (thin.min(), thin.max())
-    aligned = thickslice_validate.scores(thin, values, mask, window)["psnr_brain_3d"]
-    shifted = thickslice_validate.scores(thin, np.roll(values, 1, axis=2), mask, window)["psnr_brain_3d"]
-    assert np.isfinite(aligned) and aligned > shifted + 1.0, (aligned, shifted)
+    got = thickslice_validate.scores(thin, values, mask, (thin.min(), thin.max()))
+    assert np.isfinite(got["psnr_brain_3d"]) and got["slices"] > 0
