@@ -9,7 +9,7 @@ ROOT := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 USER_VARIABLES := IN OUT RUN REFERENCE FORCE MEM DATASET DATASETS ACT SOLVER SOLVERS SOLVER_FILE \
   SOLVER_FILES SEED SEEDS ITERS SET LAYERS PROFILE GRID JOBS RUN_THREADS GPU GPU_ID FACTOR FACTORS \
   SLICE_PROFILE DARK CORES ALL BENCH_ARGS SCHEDULER SBATCH_ARGS SLURM_LOGS SLURM_DIR SLURM_PORT \
-  SLURM_CONF DRY_RUN JOB METRIC NAME SERIES TEST_PATIENTS TEST_SLICES RESUME RESUME_FROM PACS_DIR PACS_PORT SIZES STUDY PACS
+  SLURM_CONF DRY_RUN JOB METRIC NAME SERIES TEST_PATIENTS TEST_SLICES RESUME RESUME_FROM PACS_DIR PACS_PORT SIZES STUDY PACS ECLARE_PATCHES
 literal = $(eval override export $(1) := $$(value $(1)))
 $(foreach v,$(.VARIABLES),$(if $(filter command line,$(origin $(v))),$(call literal,$(v))))
 $(foreach v,$(USER_VARIABLES),$(if $(filter environment%,$(origin $(v))),$(call literal,$(v))))
@@ -222,5 +222,8 @@ thickslice_input = $(if $(STUDY),$(if $(SERIES),,$(error make thickslice: STUDY=
 thickslice: check-venv  ## refine a thick-slice scan's slices, trained on the scan itself (SMORE): IN=scan OUT=path [FACTOR=auto|N] [ITERS=] [ACT= SOLVER=] [SLICE_PROFILE=gaussian|boxcar] [SET="k=v ..."] [FORCE=1]; or STUDY=<StudyInstanceUID> SERIES=REGEX [PACS=url] [OUT=dir]: from a PACS, each refined series stored back
 	$(thickslice_input)@cd $(call quote,$(CALLER_DIR)) && $(PY_ARG) -m tools.thickslice $(if $(STUDY),--study=$(call quote,$(STUDY)) --series=$(call quote,$(SERIES)) $(if $(or $(PACS),$(MEDSR_PACS_URL)),--pacs=$(call quote,$(or $(PACS),$(MEDSR_PACS_URL)))),--in=$(call quote,$(IN))) $(if $(OUT),--out=$(call quote,$(OUT))) $(if $(FACTOR),--factor=$(call arg,$(FACTOR))) $(if $(ITERS),--iters=$(call arg,$(ITERS))) $(if $(ACT),--act=$(call arg,$(ACT))) $(if $(SOLVER),--solver=$(call arg,$(SOLVER))) $(if $(SLICE_PROFILE),--profile=$(call arg,$(SLICE_PROFILE))) $(if $(FORCE),--force) -- $(call args,$(LAYERS) $(SET))
 
-thickslice-validate: check-venv  ## make thickslice on Colin27 thickened x3 and x6, scored against its thin slices beside cubic, a cubic spline and the reference net: results/thickslice/ [FACTORS="3 6"] [ITERS=]
-	@cd $(ROOT_ARG) && $(PY_ARG) -m tools.thickslice_validate $(if $(FACTORS),--factors $(call args,$(FACTORS))) $(if $(ITERS),--iters=$(call arg,$(ITERS))) -- $(call args,$(LAYERS) $(SET))
+# ECLARE, the public self-supervised method, runs beside it from its own environment .venv-eclare
+# (installed on first use: tools/eclare.py); ECLARE_PATCHES=N its training patches (default: the
+# reduced CPU schedule of tools/eclare.py; 1000000 is ECLARE's own), ECLARE_PATCHES=0 leaves it out.
+thickslice-validate: check-venv  ## make thickslice on Colin27 thickened x3 and x6, scored against its thin slices beside cubic, a cubic spline, the reference net and ECLARE (installed into .venv-eclare), with wall times: results/thickslice/ [FACTORS="3 6"] [ITERS=] [ECLARE_PATCHES=N|0]
+	@cd $(ROOT_ARG) && $(PY_ARG) -m tools.thickslice_validate --install-eclare $(if $(FACTORS),--factors $(call args,$(FACTORS))) $(if $(ITERS),--iters=$(call arg,$(ITERS))) $(if $(ECLARE_PATCHES),--eclare-patches=$(call arg,$(ECLARE_PATCHES))) -- $(call args,$(LAYERS) $(SET))

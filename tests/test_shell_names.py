@@ -115,7 +115,7 @@ TARGETS = {
                         "ACT": "word", "SOLVER": "word", "SLICE_PROFILE": "word", "SET": "list",
                         "LAYERS": "list"}),
     "thickslice-validate": ({}, {"ITERS": "word", "FACTORS": "list", "SET": "list",
-                                 "LAYERS": "list"}),
+                                 "LAYERS": "list", "ECLARE_PATCHES": "word"}),
     "data": ({}, {"DATASET": "list"}),
     "data-cohort": ({}, {"IN": "word", "NAME": "word", "SERIES": "word", "TEST_PATIENTS": "word",
                          "TEST_SLICES": "word", "JOBS": "word"}),

@@ -242,6 +242,7 @@ def run(args):
 def refine(args, scan, volume01, window, factor, work):
     """Train (or reuse) the run and write the refined scan; the exit status."""
     run_dir, data, status = train(args, scan, volume01, factor, work)
+    args.run_dir = run_dir  # for a caller that times or scores the run (tools.thickslice_validate)
     if status > 128:  # the trainer saved a snapshot and its manifest
         print(f"thickslice: interrupted ({signal.Signals(status - 128).name}) while training; no "
               f"output was written; the same command continues the run in {run_dir}", file=sys.stderr)

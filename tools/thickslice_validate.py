@@ -11,12 +11,17 @@ net (models/reference/brain) on the same reformats without self-training. Scores
 inside the brain (Colin27's own brain mask, ch2bet), and PSNR/SSIM per through-plane slice
 (sagittal and coronal, each through the brain), on 8-bit values through the truth's 0.5-99.5
 percentile window (the brain data set's rule), the metric conventions of eval.metrics.
+
+With ``--eclare-patches N`` ECLARE (``tools.eclare``, its own environment: `make eclare-setup`)
+runs on the same thick NIfTI with the same profile and width, N training patches, and is scored
+by the same code on the truth's grid; each self-trained method's wall time is beside its scores.
 """
 if __name__ == "__main__":
     from core.cli import exit_quietly_until_main
     exit_quietly_until_main()
 
 import sys
+import time
 from pathlib import Path
 
 import nibabel as nib
@@ -31,6 +36,7 @@ from core.errors import DataError
 from data_prep.intensity import percentile_window
 from data_prep.one_axis import interpolate, thicken
 from eval.metrics import psnr_of, ssim, to_uint8
+from tools.eclare import DEFAULT_PATCHES, REDUCED_PATCHES
 
 FACTORS = (3, 6)  # a 3 mm and a 6 mm acquisition of a 1 mm brain
 # colin27: the validation volume (human, 1 mm), scored once the defaults were set; inia19: the
@@ -123,21 +129,55 @@ def scores(truth, estimate, mask, window):
     return out
 
 
-def validate(factor, truth, affine, mask, args):
-    """The scores of every method at ``factor``; the thick scan and the output under ``args.out``."""
+OURS = "ours (make thickslice)"
+
+
+def run_ours(scan_path, sr_path, factor, args):
+    """`tools.thickslice` on the thick scan: (its output image, its wall time in s). A finished
+    run it reuses (a rerun of the validation) adds that run's training time, so that the time is
+    always that of the whole command."""
+    from core.run_files import read_manifest
     from tools import thickslice
-    thin, thick, thick_affine = thick_scan(truth, affine, factor)
-    mask = mask[:, :, :thin.shape[2]]
-    scan_path, sr_path = (args.out / f"{args.volume}_x{factor}{end}.nii.gz" for end in ("", "_sr"))
-    nib.save(nib.Nifti1Image(thick.astype(np.float32), thick_affine), str(scan_path))
     argv = ["--in", str(scan_path), "--out", str(sr_path), "--force", "--work",
             str(args.out / f"work_x{factor}"), *(["--iters", str(args.iters)] if args.iters else []),
             *(["--solver", args.solver] if args.solver else []), *(["--act", args.act] if args.act else []),
             *args.overrides]
-    status = thickslice.run(thickslice.parse_args(argv))
+    ours_args = thickslice.parse_args(argv)
+    start = time.monotonic()
+    status = thickslice.run(ours_args)
+    wall = time.monotonic() - start
     if status:  # the trainer was interrupted or diverged and said so
         raise SystemExit(status)
-    ours = nib.load(str(sr_path))
+    manifest = read_manifest(ours_args.run_dir) or {}
+    if manifest.get("wall_time_s", 0.0) > wall:  # trained before this command: reused
+        wall += manifest["wall_time_s"]
+    return nib.load(str(sr_path)), wall
+
+
+def run_eclare(scan_path, factor, thin_shape, affine, args):
+    """ECLARE on the same thick scan, the Gaussian of FWHM = the slice spacing given (in in-plane
+    voxels: ``factor``): (its output on the truth's grid, its wall time, the grid offset in mm)."""
+    from tools import eclare
+    folder = args.out / f"eclare_x{factor}_n{args.eclare_patches}"
+    image, wall, reused = eclare.run(scan_path, folder, args.eclare_patches, "gaussian", float(factor))
+    print(f"thickslice-validate: ECLARE {eclare.VERSION}, {args.eclare_patches} patches: "
+          f"{'the run in ' + str(folder) + ' reused' if reused else 'ran'} ({wall:.0f} s)")
+    values, offset = eclare.on_grid(image, affine, thin_shape)
+    return values, wall, offset
+
+
+def eclare_label(patches):
+    return f"ECLARE 1.0.1, --n-patches {patches}"
+
+
+def validate(factor, truth, affine, mask, args):
+    """The scores of every method at ``factor`` (with ``wall_s`` for the self-trained ones); the
+    thick scan and the outputs under ``args.out``."""
+    thin, thick, thick_affine = thick_scan(truth, affine, factor)
+    mask = mask[:, :, :thin.shape[2]]
+    scan_path, sr_path = (args.out / f"{args.volume}_x{factor}{end}.nii.gz" for end in ("", "_sr"))
+    nib.save(nib.Nifti1Image(thick.astype(np.float32), thick_affine), str(scan_path))
+    ours, ours_s = run_ours(scan_path, sr_path, factor, args)
     if not np.allclose(ours.affine, affine, atol=1e-4):
         raise DataError(f"{sr_path}: its affine does not overlay the truth's:\n{ours.affine}\n{affine}")
     window = percentile_window(thin)[:2]
@@ -145,23 +185,38 @@ def validate(factor, truth, affine, mask, args):
     methods = {"cubic (imresize along z)": interpolate(thick, 2, factor),
                "cubic spline along z": spline_z(thick, factor),
                "reference x3 net, no self-training": lo + (hi - lo) * reference_net_z((thick - lo) / (hi - lo), factor),
-               "ours (make thickslice)": np.asarray(ours.dataobj, dtype=np.float64)}
-    return {name: scores(thin, est, mask, window) for name, est in methods.items()}
+               OURS: np.asarray(ours.dataobj, dtype=np.float64)}
+    times = {OURS: ours_s}
+    if args.eclare_patches:
+        label = eclare_label(args.eclare_patches)
+        methods[label], times[label], offset = run_eclare(scan_path, factor, thin.shape, affine, args)
+    rows = {name: scores(thin, est, mask, window) for name, est in methods.items()}
+    for name, wall in times.items():
+        rows[name]["wall_s"] = round(wall, 1)
+    if args.eclare_patches:
+        rows[label]["grid_offset_mm"] = offset  # 0: ECLARE's output grid was the truth's
+    return rows
 
 
 def table(results):
     """Markdown: one row per factor and method, the gain over the cubic spline."""
-    lines = ["| factor | method | PSNR brain 3-D | gain vs spline | PSNR slices | SSIM slices |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| factor | method | PSNR brain 3-D | gain vs spline | PSNR slices | SSIM slices | wall time |",
+             "|---|---|---|---|---|---|---|"]
     for factor, rows in results.items():
         spline = rows["cubic spline along z"]["psnr_brain_3d"]
         for name, s in rows.items():
+            wall = f"{s['wall_s']:.0f} s" if "wall_s" in s else "-"
             lines.append(f"| x{factor} | {name} | {s['psnr_brain_3d']:.2f} | {s['psnr_brain_3d'] - spline:+.2f} "
-                         f"| {s['psnr_slices']:.2f} | {s['ssim_slices']:.4f} |")
+                         f"| {s['psnr_slices']:.2f} | {s['ssim_slices']:.4f} | {wall} |")
     return "\n".join(lines) + "\n"
 
 
 def run(args):
+    if args.eclare_patches:
+        from tools.eclare import executable, install
+        if args.install_eclare:
+            install()
+        executable()  # missing: refused before any training
     args.out.mkdir(parents=True, exist_ok=True)
     truth, affine, mask = truth_volume(args.volume)
     results = {}
@@ -182,13 +237,22 @@ def main(argv=None):
     p.add_argument("--iters", type=int, help="training iterations (default: tools.thickslice's)")
     p.add_argument("--act", help="the activation (default: tools.thickslice's)")
     p.add_argument("--solver", help="the solver type (default: tools.thickslice's)")
+    p.add_argument("--eclare-patches", type=int, metavar="N", default=REDUCED_PATCHES,
+                   help=f"ECLARE beside ours with N training patches (default {REDUCED_PATCHES}, the "
+                        f"schedule a 2-core CPU affords; ECLARE's own default is {DEFAULT_PATCHES}); "
+                        "0 leaves ECLARE out")
+    p.add_argument("--install-eclare", action="store_true",
+                   help="install ECLARE into .venv-eclare first when it is not there (make does)")
     p.add_argument("--out", type=Path, help=f"scans, outputs, runs and scores (default {OUT}/<volume>)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="training config overrides")
     args = p.parse_intermixed_args(argv)  # KEY=VALUE before or after the options
     args.out = args.out or OUT / args.volume
+    if args.eclare_patches < 0:
+        p.error(f"--eclare-patches must be 0 (no ECLARE) or more, got {args.eclare_patches}")
     from core.config import ConfigError
     from tools.train_run_dir import TrainError
-    return guarded("thickslice-validate", lambda: run(args), (DataError, ConfigError, TrainError))
+    from tools.eclare import EclareError
+    return guarded("thickslice-validate", lambda: run(args), (DataError, ConfigError, TrainError, EclareError))
 
 
 if __name__ == "__main__":
