@@ -203,6 +203,18 @@ def summary_lines(summary, prog="upscale"):
     return lines
 
 
+def report(summary, prog="upscale"):
+    """Print the summary; the exit status: 2 when a series failed (the others being stored)."""
+    for line in summary_lines(summary, prog):
+        print(line)
+    bad = failed(summary)
+    if bad:
+        print(f"{prog}: error: {len(bad)} of {len(summary['jobs'])} series failed (named above); "
+              "nothing of them was stored", file=sys.stderr)
+        return 2
+    return 0
+
+
 # ------------------------------------------------------------------------ upscale's use of it
 
 def run_pacs(args):
@@ -226,11 +238,4 @@ def run_pacs(args):
     summary = pull_run_push(pacs, args.study, args.series, run_one,
                             lambda ds: same_method(ds.get("DerivationDescription"), scale, name),
                             keep=args.out)
-    for line in summary_lines(summary):
-        print(line)
-    bad = failed(summary)
-    if bad:
-        print(f"upscale: error: {len(bad)} of {len(summary['jobs'])} series failed (named above); "
-              "nothing of them was stored", file=sys.stderr)
-        return 2
-    return 0
+    return report(summary)

@@ -272,7 +272,7 @@ def run_pacs(args):
     """--study: each matching series of the study refined and stored back; 2 when a series
     failed (the summary names it), the others being stored."""
     from data_prep.dicomweb import connect
-    from inference.upscale_pacs import failed, pull_run_push, summary_lines
+    from inference.upscale_pacs import pull_run_push, report
 
     def run_one(src, dst, used):
         status = run(argparse.Namespace(**{**vars(args), "input": src, "out": dst,
@@ -286,14 +286,7 @@ def run_pacs(args):
     summary = pull_run_push(connect(args.pacs), args.study, args.series, run_one,
                             lambda ds: str(ds.get("DerivationDescription", "")).startswith(method),
                             keep=args.out)
-    for line in summary_lines(summary, prog="thickslice"):
-        print(line)
-    bad = failed(summary)
-    if bad:
-        print(f"thickslice: error: {len(bad)} of {len(summary['jobs'])} series failed (named "
-              "above); nothing of them was stored", file=sys.stderr)
-        return 2
-    return 0
+    return report(summary, prog="thickslice")
 
 
 def main(argv=None):

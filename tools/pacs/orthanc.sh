@@ -26,8 +26,8 @@ say() { echo "pacs-$cmd: $*"; }
 usage() { echo "usage: $0 up|down|status [--dir DIR] [--port PORT]" >&2; exit 2; }
 
 cmd=${1:-}
-# shellcheck source=../stop_pid.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../stop_pid.sh"
+# shellcheck source=../daemons.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../daemons.sh"
 [ $# -gt 0 ] && shift
 dir=.pacs
 port=18042
@@ -88,10 +88,8 @@ find_plugin() {
 }
 
 install_packages() {
-    local missing=() p
-    for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
+    local missing
+    mapfile -t missing < <(missing_packages "${PACKAGES[@]}")
     [ ${#missing[@]} -eq 0 ] && return 0
     # An Orthanc and plugin from elsewhere (not Debian's packages): use them.
     [ -n "$(find_orthanc)" ] && [ -n "$(find_plugin)" ] && return 0

@@ -21,8 +21,8 @@ die() { echo "slurm-$cmd: $*" >&2; exit 1; }
 say() { echo "slurm-$cmd: $*"; }
 
 cmd=${1:-}
-# shellcheck source=../stop_pid.sh
-source "$(dirname "${BASH_SOURCE[0]}")/../stop_pid.sh"
+# shellcheck source=../daemons.sh
+source "$(dirname "${BASH_SOURCE[0]}")/../daemons.sh"
 [ $# -gt 0 ] && shift
 dir=${SLURM_LOCAL_DIR:-.slurm}
 port=${SLURM_LOCAL_PORT:-16817}
@@ -67,10 +67,8 @@ who_listens() {
 }
 
 install_packages() {
-    local missing=() p
-    for p in "${PACKAGES[@]}"; do
-        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-    done
+    local missing
+    mapfile -t missing < <(missing_packages "${PACKAGES[@]}")
     [ ${#missing[@]} -eq 0 ] && return 0
     if command -v munged >/dev/null && command -v slurmctld >/dev/null && command -v slurmd >/dev/null \
         && command -v sbatch >/dev/null; then

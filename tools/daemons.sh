@@ -1,5 +1,13 @@
 # Sourced by the scripts that start daemons of their own (tools/slurm/local_cluster.sh,
-# tools/pacs/orthanc.sh): one way to stop a process they started.
+# tools/pacs/orthanc.sh): the Debian packages they lack, and one way to stop what they started.
+
+missing_packages() {  # missing_packages PACKAGE...: those of them dpkg does not list as installed
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+    done
+    return 0
+}
 
 stop_pid() {  # stop_pid LABEL PID SECONDS: TERM, then KILL when it is still alive after SECONDS
     local i
