@@ -325,6 +325,7 @@ THICKSLICE_SETTINGS = (
     "stride_train=6",  # one scan holds few slices: denser patches than the release's 14
     "snapshot=500",  # an interrupted run resumes from at most this far back
     "test_interval=100000",  # the run's own check (held-out slices) once, at the end
+    "act_layer=auto",  # the trainer's fastest layers wherever it is run from, as make passes
 )
 THICKSLICE_ACT = "rrelu"  # the paper's activation
 THICKSLICE_SOLVER = "adam"  # at Caffe's example base_lr (SOLVER_SETTINGS); see THICKSLICE_SETTINGS

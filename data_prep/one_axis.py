@@ -107,6 +107,8 @@ def slice_pairs(volume, axis, factor, patch, label, stride, profile="gaussian", 
             if min(image.shape) < patch or image.shape[along] // factor * factor < patch:
                 continue  # smaller than one patch: nothing to cut
             hr, up = degrade(image, along, factor, profile, width)
+            if along == 0:  # the net always sees the slice direction along its columns
+                hr, up = hr.T, up.T
             x, y = extract_patches(hr, up, patch, label, stride)
             keep = y.reshape(len(y), -1).ptp(axis=1) > 0
             inputs.append(x[keep])

@@ -25,7 +25,7 @@ from .one_axis import slice_pairs
 
 TEST_SHARE = 20  # one in-plane slice in TEST_SHARE (at least one) is held out of training
 MIN_TRAIN = 40  # fewer training patches than this are too few to learn from
-FORMAT_VERSION = 2  # bump when what a recipe builds changes: the digest, and so the folder, changes
+FORMAT_VERSION = 3  # bump when what a recipe builds changes: the digest, and so the folder, changes
 PREFIX = "pairs-"  # the data sets of a work folder: pairs-<digest>
 
 

@@ -18,7 +18,8 @@ def score_one_axis(hr_images, method, factor, profile, width, border=None):
     for name, image in hr_images:
         for along in (0, 1):
             hr, up = degrade(np.asarray(image, np.float64) / 255.0, along, factor, profile, width)
-            estimate = np.asarray(method(up))
+            # the net sees the slice direction along its columns (data_prep.one_axis.slice_pairs)
+            estimate = np.asarray(method(up.T)).T if along == 0 else np.asarray(method(up))
             reference, estimate = to_uint8(hr), to_uint8(estimate)
             rows.append({"name": f"{name}/axis{along}",
                          **{key: metric.score(reference, estimate, border)

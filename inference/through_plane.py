@@ -25,9 +25,11 @@ def estimate_planes(net, volume, axis, bar=None):
     estimates = []
     for other in [a for a in range(3) if a != axis]:
         moved = np.moveaxis(volume, other, 0)  # planes: moved[i] holds ``axis`` and the third axis
+        # the net learnt the slice direction along its columns (data_prep.one_axis.slice_pairs)
+        turn = axis < 3 - axis - other  # ``axis`` comes first in each plane: transpose it
         out = np.empty_like(moved)
         for i, plane in enumerate(moved):
-            out[i] = net(plane)
+            out[i] = net(plane.T).T if turn else net(plane)
             if bar is not None:
                 bar.update()
         estimates.append(np.moveaxis(out, 0, other))

@@ -89,6 +89,49 @@ def test_pairs_come_from_both_in_plane_axes_and_skip_air():
     assert differs.any() and not differs.all()  # blurred along axis 1, exact along axis 0
 
 
+@pytest.mark.parametrize("edge_axis", [0, 1])
+def test_pairs_are_blurred_along_their_columns_whichever_axis_was_degraded(edge_axis):
+    """The net learns one direction: every pair's degradation runs along its columns, where the
+    slice axis lies in the reformats the net is run on (inference.through_plane)."""
+    image = np.zeros((40, 40))
+    image[20:, :] = 1.0  # an edge across rows
+    x, y = slice_pairs((image if edge_axis == 0 else image.T)[:, :, None], 2, 3, 33, 21, 7)
+    blurred = np.abs(x[:, 0, 6:27, 6:27] - y[:, 0]).reshape(len(x), -1).max(axis=1) > 1e-6
+    along_columns = np.ptp(y[:, 0], axis=2).max(axis=1) > 0  # the label changes along its rows
+    assert blurred.any() and (~blurred).any()
+    np.testing.assert_array_equal(blurred, along_columns)  # a blur along columns only
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_the_net_sees_the_slice_axis_along_its_columns(axis):
+    from inference.through_plane import estimate_planes
+    volume = np.random.RandomState(0).rand(5, 6, 7)
+    seen = []
+
+    def net(plane):
+        seen.append(plane.shape[1])
+        return plane * 2.0
+
+    first, second = estimate_planes(net, volume, axis)
+    assert set(seen) == {volume.shape[axis]}
+    np.testing.assert_array_equal(first, volume * 2.0)
+    np.testing.assert_array_equal(second, volume * 2.0)
+
+
+def test_the_runs_check_hands_the_net_its_columns_degraded():
+    from eval.thickslice import score_one_axis
+    image = np.random.RandomState(3).rand(30, 27) * 255.0
+    seen = []
+
+    def method(up):
+        seen.append(up)
+        return up
+
+    score_one_axis([("noise", image)], method, 3, "gaussian", 3.0)
+    np.testing.assert_array_equal(seen[0], degrade(image / 255.0, 0, 3, "gaussian", 3.0)[1].T)
+    np.testing.assert_array_equal(seen[1], degrade(image / 255.0, 1, 3, "gaussian", 3.0)[1])
+
+
 # ------------------------------------------------------------------------------- geometry
 
 def test_nifti_round_trip_refines_the_slice_axis(tmp_path):
