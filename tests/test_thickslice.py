@@ -1,6 +1,7 @@
 """Through-plane super-resolution of thick-slice scans (#27): the one-axis degradation against its
 definition, the geometry written back (NIfTI, NRRD, DICOM), the output overlaying the input, a tiny
 volume end to end, and the inputs refused with one line."""
+import json
 import math
 import signal
 
@@ -221,7 +222,7 @@ def test_tiny_volume_end_to_end_overlays_the_truth(tmp_path, capsys):
     src = write_nifti(tmp_path / "thick.nii.gz", thicken(thin, 2, 3).astype(np.float32), thick_affine)
     out = tmp_path / "fine.nii.gz"
     status = thickslice.main(["--in", str(src), "--out", str(out), "--iters", "8",
-                              "--work", str(tmp_path / "work"), "act_layer=auto"])
+                              "--work", str(tmp_path / "work")])
     assert status == 0, capsys.readouterr().err
     # Ctrl-C interrupts the net's pass after training (the trainer's handler would only note it)
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
@@ -230,7 +231,13 @@ def test_tiny_volume_end_to_end_overlays_the_truth(tmp_path, capsys):
     np.testing.assert_allclose(fine.affine, thin_affine, atol=1e-5)  # the truth's own grid
     profile = np.asarray(fine.dataobj).mean(axis=(0, 1))
     assert int(np.argmax(profile)) == 7  # the bright plane where it is in the truth
-    assert len(list((tmp_path / "work").glob("rrelu_adam-*/seed0/manifest.json"))) == 1
+    manifests = list((tmp_path / "work").glob("rrelu_adam-*/seed0/manifest.json"))
+    assert len(manifests) == 1
+    # the trainer's fastest layers without asking (core.config.THICKSLICE_SETTINGS), as make passes
+    from core.config import dataset_config
+    from tools.train import auto_act_layer
+    chosen = auto_act_layer("rrelu", dataset_config("pairs", ["act_layer=auto"], solver="adam"))
+    assert json.loads(manifests[0].read_text())["config"]["act_layer"] == chosen
     # a rerun reuses the data set and the finished run
     assert thickslice.main(["--in", str(src), "--out", str(out), "--force", "--iters", "8",
                             "--work", str(tmp_path / "work")]) == 0
