@@ -21,7 +21,8 @@ from inference.upscale_stream import source_index
 
 def estimate_planes(net, volume, axis, bar=None):
     """``net`` on every 2-D plane of ``volume`` that contains ``axis``, for each of the two other
-    axes in turn: [estimate through the first, estimate through the second] (``volume``'s shape)."""
+    axes in turn, each plane given with ``axis`` along its columns: [estimate through the first,
+    estimate through the second] (``volume``'s shape)."""
     estimates = []
     for other in [a for a in range(3) if a != axis]:
         moved = np.moveaxis(volume, other, 0)  # planes: moved[i] holds ``axis`` and the third axis
