@@ -99,8 +99,9 @@ def slice_pairs(volume, axis, factor, patch, label, stride, profile="gaussian", 
     ``axis``, values in [0, 1] scale): each slice degraded along each of its two axes in turn
     (:func:`degrade`) and turned so that the degradation runs along its columns (where
     ``inference.through_plane`` puts the slice axis), cut into ``patch``-sided inputs and the
-    ``label``-sided centres of the same places (``extract_patches``, at ``stride``). Patches whose label is constant (air)
-    teach nothing and are left out, as are slices smaller than one patch. float32
+    ``label``-sided centres of the same places (``extract_patches``, at ``stride``). Patches
+    whose label is constant (air) teach nothing and are left out, as are slices smaller than one
+    patch. float32
     (N, 1, patch, patch), (N, 1, label, label); N may be 0."""
     inputs, labels = [], []
     for image in np.moveaxis(np.asarray(volume), axis, 0):
