@@ -94,6 +94,12 @@ def degrade(image, axis, factor, profile="gaussian", width=None):
     return hr, interpolate(thicken(hr, axis, factor, profile, width), axis, factor)
 
 
+def slice_axis_last(image, along):
+    """The 2-D ``image`` turned so that its axis ``along`` runs along its columns: where the
+    thick-slice net learns and meets the slice direction. Its own inverse."""
+    return image.T if along == 0 else image
+
+
 def slice_pairs(volume, axis, factor, patch, label, stride, profile="gaussian", width=None):
     """Training pairs from the thin in-plane slices of ``volume`` (the slices across thick
     ``axis``, values in [0, 1] scale): each slice degraded along each of its two axes in turn
@@ -108,9 +114,7 @@ def slice_pairs(volume, axis, factor, patch, label, stride, profile="gaussian", 
         for along in (0, 1):
             if min(image.shape) < patch or image.shape[along] // factor * factor < patch:
                 continue  # smaller than one patch: nothing to cut
-            hr, up = degrade(image, along, factor, profile, width)
-            if along == 0:  # the net always sees the slice direction along its columns
-                hr, up = hr.T, up.T
+            hr, up = (slice_axis_last(a, along) for a in degrade(image, along, factor, profile, width))
             x, y = extract_patches(hr, up, patch, label, stride)
             keep = y.reshape(len(y), -1).ptp(axis=1) > 0
             inputs.append(x[keep])

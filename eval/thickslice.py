@@ -2,7 +2,7 @@
 thick-slice run); the through-plane pass itself is inference (``inference.through_plane``)."""
 import numpy as np
 
-from data_prep.one_axis import degrade
+from data_prep.one_axis import degrade, slice_axis_last
 from eval.metrics import METRICS, to_uint8
 
 
@@ -18,8 +18,7 @@ def score_one_axis(hr_images, method, factor, profile, width, border=None):
     for name, image in hr_images:
         for along in (0, 1):
             hr, up = degrade(np.asarray(image, np.float64) / 255.0, along, factor, profile, width)
-            # the net sees the slice direction along its columns (data_prep.one_axis.slice_pairs)
-            estimate = np.asarray(method(up.T)).T if along == 0 else np.asarray(method(up))
+            estimate = slice_axis_last(np.asarray(method(slice_axis_last(up, along))), along)
             reference, estimate = to_uint8(hr), to_uint8(estimate)
             rows.append({"name": f"{name}/axis{along}",
                          **{key: metric.score(reference, estimate, border)

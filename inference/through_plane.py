@@ -15,7 +15,7 @@ the task on 2-D slices (the trainer's check of a thick-slice run) is evaluation:
 import numpy as np
 from tqdm import tqdm
 
-from data_prep.one_axis import interpolate
+from data_prep.one_axis import interpolate, slice_axis_last
 from inference.upscale_stream import source_index
 
 
@@ -26,11 +26,10 @@ def estimate_planes(net, volume, axis, bar=None):
     estimates = []
     for other in [a for a in range(3) if a != axis]:
         moved = np.moveaxis(volume, other, 0)  # planes: moved[i] holds ``axis`` and the third axis
-        # the net learnt the slice direction along its columns (data_prep.one_axis.slice_pairs)
-        turn = axis < 3 - axis - other  # ``axis`` comes first in each plane: transpose it
+        along = 0 if axis < 3 - axis - other else 1  # where ``axis`` lies in each plane
         out = np.empty_like(moved)
         for i, plane in enumerate(moved):
-            out[i] = net(plane.T).T if turn else net(plane)
+            out[i] = slice_axis_last(net(slice_axis_last(plane, along)), along)
             if bar is not None:
                 bar.update()
         estimates.append(np.moveaxis(out, 0, other))
