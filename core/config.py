@@ -330,3 +330,6 @@ THICKSLICE_SETTINGS = (
 THICKSLICE_ACT = "rrelu"  # the paper's activation
 THICKSLICE_SOLVER = "adam"  # at Caffe's example base_lr (SOLVER_SETTINGS); see THICKSLICE_SETTINGS
 THICKSLICE_PROFILE = "gaussian"  # MR slice profiles are bell-shaped; "boxcar" for an ideal slab
+# The through-plane pass also runs the net on each reformat mirrored along the slice axis and
+# averages (inference.through_plane.mirrored_too): twice the pass, a fraction of the training.
+THICKSLICE_FLIP = True

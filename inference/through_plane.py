@@ -3,7 +3,14 @@ thick slices along their axis (MATLAB's cubic, ``data_prep.one_axis.interpolate`
 every reformat that contains that axis (with the slice axis last: the x-z and the y-z planes), and
 combine the two orientations.
 
-The combination is the mean: the two estimates of a voxel come from two planes that share only
+With ``flip`` each reformat is also given to the net mirrored along the slice axis and the two
+estimates are averaged (test-time augmentation): the slice profile and the interpolation are
+symmetric along that axis, the net's 9x9 and 5x5 filters need not be, so what the net gets wrong
+in one direction it does not get wrong in the mirrored one. Mirroring across the slice axis (along
+the rows of a reformat) adds little beside it; a transpose would turn the blur across the other
+axis, a task the net was not trained for.
+
+The combination of the orientations is the mean: the two estimates of a voxel come from two planes that share only
 the slice axis, so their errors along the in-plane directions are nearly independent, and their
 mean halves the variance of what they do not share. SMORE instead weighs its orientations per
 frequency (Fourier burst accumulation); that pays off with many rotated orientations, not with
@@ -19,10 +26,23 @@ from data_prep.one_axis import interpolate, slice_axis_last
 from inference.upscale_stream import source_index
 
 
-def estimate_planes(net, volume, axis, bar=None):
+def mirrored_too(net):
+    """``net`` run on a plane and on the plane mirrored along its columns (the slice axis, where
+    :func:`estimate_planes` puts it), the mirrored estimate mirrored back: their mean."""
+    def both(plane):
+        estimate = np.array(net(plane), dtype=np.float64)  # a copy: a net may hand back its input
+        estimate += net(plane[:, ::-1])[:, ::-1]
+        estimate *= 0.5
+        return estimate
+    return both
+
+
+def estimate_planes(net, volume, axis, bar=None, flip=False):
     """``net`` on every 2-D plane of ``volume`` that contains ``axis``, for each of the two other
     axes in turn, each plane given with ``axis`` along its columns: [estimate through the first,
-    estimate through the second] (``volume``'s shape)."""
+    estimate through the second] (``volume``'s shape). ``flip``: each plane's estimate is the mean
+    of the net on it and on it mirrored along ``axis`` (:func:`mirrored_too`)."""
+    net = mirrored_too(net) if flip else net
     estimates = []
     for other in [a for a in range(3) if a != axis]:
         moved = np.moveaxis(volume, other, 0)  # planes: moved[i] holds ``axis`` and the third axis
@@ -36,13 +56,14 @@ def estimate_planes(net, volume, axis, bar=None):
     return estimates
 
 
-def super_resolve(net, volume01, axis, factor, desc="through-plane"):
+def super_resolve(net, volume01, axis, factor, desc="through-plane", flip=False):
     """The volume ([0, 1] scale) ``factor`` times finer along ``axis``: the cubic interpolation,
-    then the mean of the net's estimates through the two orientations. float64, not clipped."""
+    then the mean of the net's estimates through the two orientations (each also mirrored along
+    ``axis`` with ``flip``). float64, not clipped."""
     fine = interpolate(volume01, axis, factor)
     planes = sum(fine.shape[a] for a in range(3) if a != axis)
     with tqdm(total=planes, desc=desc, unit="plane", disable=None) as bar:
-        first, second = estimate_planes(net, fine, axis, bar)
+        first, second = estimate_planes(net, fine, axis, bar, flip)
     first += second
     first *= 0.5
     return first

@@ -119,6 +119,24 @@ def test_the_net_sees_the_slice_axis_along_its_columns(axis):
     np.testing.assert_array_equal(second, volume * 2.0)
 
 
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_flip_averages_the_net_on_each_plane_and_its_mirror_along_the_slice_axis(axis):
+    from inference.through_plane import estimate_planes
+    volume = np.random.RandomState(1).rand(5, 6, 7)
+    before = volume.copy()
+
+    def net(plane):  # a ramp along the columns (the slice axis): what a mirror evens out
+        return plane + np.arange(plane.shape[1])
+
+    ramp_mean = (volume.shape[axis] - 1) / 2.0
+    for estimate in estimate_planes(net, volume, axis, flip=True):
+        np.testing.assert_allclose(estimate, volume + ramp_mean, atol=1e-12)
+    np.testing.assert_array_equal(volume, before)  # a net that hands back its input changes nothing
+    ramp = np.expand_dims(np.arange(volume.shape[axis]), tuple(a for a in range(3) if a != axis))
+    for estimate in estimate_planes(net, volume, axis):
+        np.testing.assert_allclose(estimate, volume + ramp, atol=1e-12)
+
+
 def test_the_runs_check_hands_the_net_its_columns_degraded():
     from eval.thickslice import score_one_axis
     image = np.random.RandomState(3).rand(30, 27) * 255.0
@@ -238,10 +256,13 @@ def test_tiny_volume_end_to_end_overlays_the_truth(tmp_path, capsys):
     from tools.train import auto_act_layer
     chosen = auto_act_layer("rrelu", dataset_config("pairs", ["act_layer=auto"], solver="adam"))
     assert json.loads(manifests[0].read_text())["config"]["act_layer"] == chosen
-    # a rerun reuses the data set and the finished run
+    # a rerun reuses the data set and the finished run; --no-flip: the net once per plane
+    flipped = np.asarray(fine.dataobj, dtype=np.float64)
     assert thickslice.main(["--in", str(src), "--out", str(out), "--force", "--iters", "8",
-                            "--work", str(tmp_path / "work")]) == 0
+                            "--work", str(tmp_path / "work"), "--no-flip"]) == 0
     assert "nothing to do" in capsys.readouterr().out
+    plain = np.asarray(nib.load(str(out)).dataobj, dtype=np.float64)
+    assert np.abs(plain - flipped).max() > 1e-3 * np.ptp(flipped)  # the default did mirror
     # another scan of the same name: new pairs, a new run (not the finished one of the first)
     write_nifti(src, thicken(_phantom(seed=1), 2, 3).astype(np.float32), thick_affine)
     assert thickslice.main(["--in", str(src), "--out", str(out), "--force", "--iters", "8",

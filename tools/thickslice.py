@@ -13,9 +13,10 @@ scan, trained on the scan itself (self-supervised, after SMORE), with the paper'
    (``data_prep.thick_data``), a few slices held out for the run's test;
 3. the paper's net trained on them by ``tools.train``, in a run folder named by the pairs and the
    settings (a rerun continues or reuses it: :func:`choose_run`);
-4. every reformat through the slice axis super-resolved and the two orientations averaged
-   (``inference.through_plane``), NaN and infinite voxels put back where they were; written in the
-   input's format with the slice spacing / factor.
+4. every reformat through the slice axis super-resolved (and, mirrored along that axis, again:
+   ``--flip``) and the two orientations averaged (``inference.through_plane``), NaN and
+   infinite voxels put back where they were; written in the input's format with the slice
+   spacing / factor.
 
 With ``--study``, each matching series of a study on a PACS is fetched, refined as above and
 stored back into the study (``inference.upscale_pacs``: all or nothing per series, never twice).
@@ -40,8 +41,8 @@ import numpy as np
 
 from core.args import command_line
 from core.cli import guarded, terminate_as_interrupt
-from core.config import (ACTIVATIONS, ROOT, SOLVERS, THICKSLICE_ACT, THICKSLICE_PROFILE,
-                         THICKSLICE_SETTINGS, THICKSLICE_SOLVER, ConfigError)
+from core.config import (ACTIVATIONS, ROOT, SOLVERS, THICKSLICE_ACT, THICKSLICE_FLIP,
+                         THICKSLICE_PROFILE, THICKSLICE_SETTINGS, THICKSLICE_SOLVER, ConfigError)
 from core.errors import DataError
 from core.locks import exclusive, lock_beside
 from core.run_files import read_manifest
@@ -76,6 +77,9 @@ def parse_args(argv):
     p.add_argument("--profile", default=THICKSLICE_PROFILE, choices=PROFILES,
                    help="the slice profile: a Gaussian of FWHM = the slice thickness (the "
                         "header's, else the spacing), or a boxcar as wide")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=THICKSLICE_FLIP,
+                   help="also run the net on each reformat mirrored along the slice axis and "
+                        "average (default: on; --no-flip halves the pass)")
     p.add_argument("--seed", default="0", help="repeat K of the run (tools.train --seed)")
     p.add_argument("--work", type=Path, help=f"data sets and runs (default {WORK_ROOT}/"
                    "<scan name>-<digest of its voxels and geometry>)")
@@ -256,7 +260,7 @@ def refine(args, scan, volume01, window, factor, work):
     from inference.upscale import resolve_run
     deploy, caffemodel, _ = resolve_run(run_dir)
     lo, hi = window
-    fine = super_resolve(SRNet(deploy, caffemodel), volume01, scan.axis, factor)
+    fine = super_resolve(SRNet(deploy, caffemodel), volume01, scan.axis, factor, flip=args.flip)
     fine *= hi - lo
     fine += lo
     restore_nonfinite(fine, scan.values, scan.axis, factor)

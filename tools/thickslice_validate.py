@@ -20,6 +20,7 @@ if __name__ == "__main__":
     from core.cli import exit_quietly_until_main
     exit_quietly_until_main()
 
+import argparse
 import sys
 import time
 from pathlib import Path
@@ -31,7 +32,7 @@ from scipy import ndimage
 from core.args import command_line
 from core.atomic import write_json_atomic, write_text_atomic
 from core.cli import guarded
-from core.config import ROOT
+from core.config import ROOT, THICKSLICE_FLIP
 from core.errors import DataError
 from data_prep.intensity import percentile_window
 from data_prep.one_axis import interpolate, thicken
@@ -141,7 +142,7 @@ def run_ours(scan_path, sr_path, factor, args):
     argv = ["--in", str(scan_path), "--out", str(sr_path), "--force", "--work",
             str(args.out / f"work_x{factor}"), *(["--iters", str(args.iters)] if args.iters else []),
             *(["--solver", args.solver] if args.solver else []), *(["--act", args.act] if args.act else []),
-            *args.overrides]
+            *([] if args.flip else ["--no-flip"]), *args.overrides]
     ours_args = thickslice.parse_args(argv)
     start = time.monotonic()
     status = thickslice.run(ours_args)
@@ -237,6 +238,8 @@ def main(argv=None):
     p.add_argument("--iters", type=int, help="training iterations (default: tools.thickslice's)")
     p.add_argument("--act", help="the activation (default: tools.thickslice's)")
     p.add_argument("--solver", help="the solver type (default: tools.thickslice's)")
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=THICKSLICE_FLIP,
+                   help="ours' pass also on each reformat mirrored along the slice axis (default: on)")
     p.add_argument("--eclare-patches", type=int, metavar="N", default=REDUCED_PATCHES,
                    help=f"ECLARE beside ours with N training patches (default {REDUCED_PATCHES}, the "
                         f"schedule a 2-core CPU affords; ECLARE's own default is {DEFAULT_PATCHES}); "
