@@ -6,15 +6,16 @@ combine the two orientations.
 With ``flip`` each reformat is also given to the net mirrored along the slice axis and the two
 estimates are averaged (test-time augmentation): the slice profile and the interpolation are
 symmetric along that axis, the net's 9x9 and 5x5 filters need not be, so what the net gets wrong
-in one direction it does not get wrong in the mirrored one. Mirroring across the slice axis (along
-the rows of a reformat) adds little beside it; a transpose would turn the blur across the other
+in one direction it does not get wrong in the mirrored one. Mirroring across the slice axis (the
+reformat's rows reversed) adds little beside it; a transpose would turn the blur onto the other
 axis, a task the net was not trained for.
 
-The combination of the orientations is the mean: the two estimates of a voxel come from two planes that share only
-the slice axis, so their errors along the in-plane directions are nearly independent, and their
-mean halves the variance of what they do not share. SMORE instead weighs its orientations per
-frequency (Fourier burst accumulation); that pays off with many rotated orientations, not with
-two orthogonal planes that each hold the slice axis' whole band, and is not done here.
+The combination of the orientations is the mean: the two estimates of a voxel come from two
+planes that share only the slice axis, so their errors along the in-plane directions are nearly
+independent, and their mean halves the variance of what they do not share. SMORE instead weighs
+its orientations per frequency (Fourier burst accumulation); that pays off with many rotated
+orientations, not with two orthogonal planes that each hold the slice axis' whole band, and is not
+done here.
 
 Also here: the scan's NaN and infinite voxels put back (:func:`restore_nonfinite`). The score of
 the task on 2-D slices (the trainer's check of a thick-slice run) is evaluation: ``eval.thickslice``.
